@@ -1,0 +1,1 @@
+//! The deployctl library: everything the `deployctl` binary does.

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test baton. Idempotent: a
+# machine that has everything is left alone. Needs root for apt-get.
+set -euo pipefail
+
+need_apt=()
+if [[ ! -f /usr/share/java/zookeeper.jar && -z "${ZOOKEEPER_HOME:-}" ]]; then
+  need_apt+=(zookeeper)
+fi
+if ! command -v java >/dev/null 2>&1; then
+  need_apt+=(default-jre-headless)
+fi
+if ! command -v curl >/dev/null 2>&1; then
+  need_apt+=(curl)
+fi
+
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]} from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install a Rust toolchain (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest >/dev/null
+fi
+echo "setup: ok (java: $(command -v java), zookeeper: ${ZOOKEEPER_HOME:-/usr/share/java/zookeeper.jar})" >&2

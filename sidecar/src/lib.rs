@@ -1,0 +1,1 @@
+//! The baton sidecar library: everything the `sidecar` binary does.

@@ -1,0 +1,14 @@
+//! The integration test harness: a real Apache ZooKeeper (standalone or a 3-node
+//! ensemble) on free loopback ports, child processes tied to the test binary's life,
+//! and bounded waiting for asynchronous facts.
+//!
+//! - [`zk`]: start, stop, kill and restart ZooKeeper servers; find the leader.
+//! - [`process`]: spawn children that die with the test binary, even after a panic.
+//! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
+
+pub mod process;
+pub mod wait;
+pub mod zk;
+
+pub use wait::{eventually, eventually_async};
+pub use zk::{ZkCluster, shared_server, unique_root};

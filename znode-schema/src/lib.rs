@@ -1,0 +1,30 @@
+//! baton's ZooKeeper contract in one place.
+//!
+//! Every znode path and every payload that baton reads or writes is defined here
+//! (see `docs/znode-schema.md` for the operator's view). No other crate builds a
+//! path by hand or defines a payload: serialized types are a compatibility promise.
+//!
+//! - [`name`]: validation of service names, host ids and versions.
+//! - [`layout`]: path builders under a configurable root.
+//! - [`payload`]: the JSON payloads, each carrying `"schema": 1`.
+//! - [`policy`]: rollout policy values (quorum, human durations).
+//! - [`codec`]: encoding and decoding with errors that name the path and field.
+//! - [`seq`]: sequential node names (tickets, deploy entries) and their order.
+
+pub mod codec;
+pub mod layout;
+pub mod name;
+pub mod payload;
+pub mod policy;
+pub mod seq;
+pub mod time;
+
+pub use codec::{DecodeError, decode, encode};
+pub use layout::Layout;
+pub use name::{NameError, validate_host, validate_service, validate_version};
+pub use payload::*;
+pub use policy::{HumanDuration, Policy, Quorum};
+pub use seq::{DeployName, SeqName, TicketName};
+
+/// The schema number written into every payload by this version of baton.
+pub const SCHEMA: u32 = 1;
