@@ -3,9 +3,11 @@
 //! and bounded waiting for asynchronous facts.
 //!
 //! - [`zk`]: start, stop, kill and restart ZooKeeper servers; find the leader.
+//! - [`bin`]: paths of the workspace binaries.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
 
+pub mod bin;
 pub mod process;
 pub mod wait;
 pub mod zk;
