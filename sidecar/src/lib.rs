@@ -1,1 +1,36 @@
 //! The baton sidecar library: everything the `sidecar` binary does.
+//!
+//! See ARCHITECTURE.md for the code map and `docs/protocol.md` for the protocol.
+
+pub mod agent;
+pub mod boot;
+pub mod cli;
+pub mod commit;
+pub mod daemon;
+pub mod fence;
+pub mod history;
+pub mod lifecycle;
+pub mod queue;
+pub mod register;
+pub mod session;
+pub mod step;
+pub mod turn;
+pub mod zk;
+
+/// The sidecar's version, written into registrations.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Loads the config at `path` and runs the daemon until SIGTERM or SIGINT.
+pub fn run_daemon(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let shutdown = daemon::signals()?;
+        daemon::run(cfg, shutdown).await
+    })
+}

@@ -142,6 +142,10 @@ pub struct DeployEntry {
     /// Host failures counted so far.
     #[serde(default)]
     pub failures: u32,
+    /// Hosts whose step failed in this rollout (they went back and do not queue
+    /// again for this entry); absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_hosts: Vec<String>,
     /// When it was created.
     pub created_at: String,
     /// Who created it.

@@ -64,6 +64,7 @@ fn every_payload_round_trips() {
             state,
             reason: Some("why".into()),
             failures: 2,
+            failed_hosts: vec!["web-02".into()],
             created_at: "t".into(),
             created_by: "u@h".into(),
         });

@@ -1,0 +1,140 @@
+//! Which version a starting sidecar runs (SPEC step 9).
+//!
+//! 1. A service that is already running and healthy (a sidecar restart adopted it)
+//!    keeps running when it runs the staged version or a most popular one: a
+//!    sidecar restart never bounces a service that is where the fleet is going.
+//! 2. Otherwise the most popular version among the online hosts of the service;
+//!    ties go to the most recently staged of them (catalog `staged_at`).
+//! 3. No host online: this host's own last active release.
+//! 4. Nothing local: the staged release.
+//! 5. Nothing staged either: nothing to run until something is staged.
+
+use crate::session::Session;
+use crate::zk::{self, ZkError};
+use std::collections::BTreeMap;
+use znode_schema::{Current, Release};
+
+/// Why a version was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Already running and healthy at a version worth keeping.
+    Running,
+    /// The most popular version among online hosts.
+    Popular,
+    /// No host online: this host's last active release.
+    LastActive,
+    /// Nothing local: the staged release.
+    Staged,
+}
+
+/// What boot knows when it decides.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    /// Online hosts per version (other hosts only).
+    pub online: BTreeMap<String, u32>,
+    /// `staged_at` of versions from the catalog, for ties.
+    pub staged_at: BTreeMap<String, String>,
+    /// The version running healthy now, if any (adopted).
+    pub running: Option<String>,
+    /// The local active release.
+    pub last_active: Option<String>,
+    /// The staged version.
+    pub staged: Option<String>,
+}
+
+/// Chooses the boot version.
+pub fn choose(f: &Facts) -> Option<(String, Reason)> {
+    let top = f.online.values().copied().max().unwrap_or(0);
+    let popular: Vec<&String> = f.online.iter().filter(|(_, n)| **n == top && top > 0).map(|(v, _)| v).collect();
+    if let Some(r) = &f.running {
+        if f.staged.as_ref() == Some(r) || popular.contains(&r) || (popular.is_empty() && f.last_active.as_ref() == Some(r))
+        {
+            return Some((r.clone(), Reason::Running));
+        }
+    }
+    // Ties: the most recently staged; a version missing from the catalog loses.
+    let newest = popular.into_iter().max_by(|a, b| {
+        let ka = (f.staged_at.get(*a), *a);
+        let kb = (f.staged_at.get(*b), *b);
+        ka.cmp(&kb)
+    });
+    if let Some(v) = newest {
+        return Some((v.clone(), Reason::Popular));
+    }
+    if let Some(v) = &f.last_active {
+        return Some((v.clone(), Reason::LastActive));
+    }
+    f.staged.clone().map(|v| (v, Reason::Staged))
+}
+
+/// Reads the online hosts' versions of `service` (this host excluded) and the
+/// catalog dates of the versions seen. Unreadable registrations are skipped.
+pub async fn read_online(s: &Session, service: &str, facts: &mut Facts) -> Result<(), ZkError> {
+    for h in zk::children(&s.client, &s.layout.current_service(service)).await? {
+        if h == s.host {
+            continue;
+        }
+        match zk::get::<Current>(&s.client, &s.layout.current_host(service, &h)).await {
+            Ok(Some((c, _, _))) => *facts.online.entry(c.version).or_default() += 1,
+            Ok(None) => {}
+            Err(ZkError::Decode(err)) => tracing::warn!(error = %err, "skipping an unreadable registration"),
+            Err(e) => return Err(e),
+        }
+    }
+    let versions: Vec<String> = facts.online.keys().cloned().collect();
+    for v in versions {
+        if let Ok(Some((r, _, _))) = zk::get::<Release>(&s.client, &s.layout.release(service, &v)).await {
+            facts.staged_at.insert(v, r.staged_at);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(online: &[(&str, u32)], running: Option<&str>, last: Option<&str>, staged: Option<&str>) -> Facts {
+        Facts {
+            online: online.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
+            staged_at: [("1", "2026-01-01T00:00:00Z"), ("2", "2026-02-01T00:00:00Z"), ("3", "2026-03-01T00:00:00Z")]
+                .iter()
+                .map(|(v, t)| (v.to_string(), t.to_string()))
+                .collect(),
+            running: running.map(str::to_string),
+            last_active: last.map(str::to_string),
+            staged: staged.map(str::to_string),
+        }
+    }
+
+    fn pick(f: &Facts) -> Option<(String, Reason)> {
+        choose(f)
+    }
+
+    #[test]
+    fn most_popular_wins() {
+        let f = facts(&[("1", 3), ("2", 1)], None, Some("2"), Some("2"));
+        assert_eq!(pick(&f), Some(("1".into(), Reason::Popular)));
+    }
+
+    #[test]
+    fn ties_go_to_the_most_recently_staged() {
+        let f = facts(&[("1", 2), ("3", 2), ("2", 1)], None, None, None);
+        assert_eq!(pick(&f), Some(("3".into(), Reason::Popular)));
+    }
+
+    #[test]
+    fn none_online_uses_last_active_then_staged() {
+        assert_eq!(pick(&facts(&[], None, Some("2"), Some("3"))), Some(("2".into(), Reason::LastActive)));
+        assert_eq!(pick(&facts(&[], None, None, Some("3"))), Some(("3".into(), Reason::Staged)));
+        assert_eq!(pick(&facts(&[], None, None, None)), None);
+    }
+
+    #[test]
+    fn a_running_service_at_the_staged_or_popular_version_is_kept() {
+        assert_eq!(pick(&facts(&[("1", 3)], Some("2"), Some("2"), Some("2"))), Some(("2".into(), Reason::Running)));
+        assert_eq!(pick(&facts(&[("1", 3)], Some("1"), Some("1"), Some("2"))), Some(("1".into(), Reason::Running)));
+        // Running an old version nobody else runs: move to the popular one.
+        assert_eq!(pick(&facts(&[("2", 3)], Some("1"), Some("1"), Some("2"))), Some(("2".into(), Reason::Popular)));
+    }
+}

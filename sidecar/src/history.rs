@@ -1,0 +1,25 @@
+//! History events written by the sidecar, always inside the transaction that makes
+//! the change they record.
+
+use znode_schema::{EventKind, HistoryEvent, Layout, encode, time};
+
+/// A history event about `service` by this host's sidecar.
+pub fn event(service: &str, kind: EventKind, version: Option<&str>, host: &str, detail: Option<String>) -> HistoryEvent {
+    HistoryEvent {
+        at: time::now(),
+        event: kind,
+        service: service.into(),
+        version: version.map(str::to_string),
+        host: Some(host.into()),
+        detail,
+        by: Some(format!("sidecar@{host}")),
+    }
+}
+
+/// The path prefix and bytes to add an event as a persistent-sequential create.
+pub fn create_op(layout: &Layout, ev: &HistoryEvent) -> (String, Vec<u8>) {
+    (layout.history_prefix(&ev.service), encode(ev))
+}
+
+/// How many events each service keeps; older ones are pruned on completion.
+pub const KEEP: usize = 200;

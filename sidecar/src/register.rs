@@ -1,0 +1,124 @@
+//! Membership: `current/<service>/<host>` exists exactly while the service runs,
+//! passes its health check and is not in the middle of an upgrade step.
+//!
+//! Also the duplicate host id guard (SPEC step 10): an ephemeral node of this host id
+//! owned by another session is either this host's own previous session (recorded in
+//! the data dir: taken over at once) or another machine with the same id (waited out
+//! for the old session's timeout, then refused).
+
+use crate::session::Session;
+use crate::zk::{self, ZkError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zookeeper_client as zkc;
+use znode_schema::{Current, encode};
+
+/// Why registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Another live session holds this host id.
+    #[error(
+        "host id {host:?} is already registered at {path} by another live session ({owner}); \
+         waited {waited:?} for it to expire. Is another sidecar running with the same [host] id?"
+    )]
+    Duplicate { host: String, path: String, owner: String, waited: Duration },
+    /// ZooKeeper failed.
+    #[error(transparent)]
+    Zk(#[from] ZkError),
+}
+
+/// Where the last session id of this host is kept, to recognise our own leftovers.
+pub fn session_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("zk-session")
+}
+
+/// Records this session's id (best effort: a failure only slows the next restart down).
+pub fn record_session(data_dir: &Path, id: i64) {
+    let tmp = data_dir.join("zk-session.tmp");
+    let ok = std::fs::write(&tmp, zk::session_hex(id)).and_then(|_| std::fs::rename(&tmp, session_file(data_dir)));
+    if let Err(err) = ok {
+        tracing::warn!(error = %err, "failed to record the session id");
+    }
+}
+
+/// The session id recorded by the previous run, if any.
+pub fn previous_session(data_dir: &Path) -> Option<i64> {
+    let text = std::fs::read_to_string(session_file(data_dir)).ok()?;
+    i64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// Makes sure no other session holds the ephemeral node at `path`: deletes it when
+/// it belongs to `previous` (this host's own earlier session), waits for it to vanish
+/// otherwise, and fails with [`RegisterError::Duplicate`] after `patience`.
+pub async fn claim(s: &Session, path: &str, previous: Option<i64>, patience: Duration) -> Result<(), RegisterError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let (stat, watcher) = match s.client.check_and_watch_stat(path).await {
+            Ok(r) => r,
+            Err(e) => return Err(ZkError::call("exists", path, e).into()),
+        };
+        let Some(stat) = stat else { return Ok(()) };
+        let owner = stat.ephemeral_owner;
+        if owner == s.id() {
+            return Ok(());
+        }
+        if Some(owner) == previous {
+            tracing::info!(path, owner = %zk::session_hex(owner), "taking over this host's node from its previous session");
+            match s.client.delete(path, Some(stat.version)).await {
+                Ok(()) | Err(zkc::Error::NoNode) => return Ok(()),
+                Err(zkc::Error::BadVersion) => continue,
+                Err(e) => return Err(ZkError::call("delete", path, e).into()),
+            }
+        }
+        tracing::warn!(path, owner = %zk::session_hex(owner), "host id held by another session; waiting for it to expire");
+        if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
+            return Err(RegisterError::Duplicate {
+                host: s.host.clone(),
+                path: path.into(),
+                owner: zk::session_hex(owner),
+                waited: patience,
+            });
+        }
+    }
+}
+
+/// The registration this agent keeps in ZooKeeper during one session.
+#[derive(Debug, Default)]
+pub struct Registration {
+    /// What the node holds now, as far as this session knows.
+    written: Option<Current>,
+}
+
+impl Registration {
+    /// Makes `current/<service>/<host>` hold `want`, or removes it when `want` is `None`.
+    pub async fn reconcile(&mut self, s: &Session, service: &str, want: Option<&Current>) -> Result<(), ZkError> {
+        if self.written.as_ref() == want {
+            return Ok(());
+        }
+        let path = s.layout.current_host(service, &s.host);
+        match want {
+            None => match s.client.delete(&path, None).await {
+                Ok(()) | Err(zkc::Error::NoNode) => {}
+                Err(e) => return Err(ZkError::call("delete", path, e)),
+            },
+            Some(cur) => {
+                let data = encode(cur);
+                match s.client.create(&path, &data, &zk::ephemeral()).await {
+                    Ok(_) => {}
+                    Err(zkc::Error::NodeExists) => {
+                        // Ours from earlier in this session (claim() removed any other).
+                        s.client.set_data(&path, &data, None).await.map_err(|e| ZkError::call("set", &path, e))?;
+                    }
+                    Err(e) => return Err(ZkError::call("create", path, e)),
+                }
+            }
+        }
+        self.written = want.cloned();
+        Ok(())
+    }
+
+    /// Forgets what was written: a step's transaction changed the node itself.
+    pub fn assume(&mut self, now: Option<Current>) {
+        self.written = now;
+    }
+}

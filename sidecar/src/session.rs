@@ -1,0 +1,48 @@
+//! One ZooKeeper session of the sidecar, and what every module needs with it.
+//!
+//! A session lives until it expires (or the sidecar shuts down). The service keeps
+//! running across sessions; the daemon opens a new session and every agent
+//! re-registers, re-creates its ticket and re-evaluates (SPEC step 10).
+
+use crate::zk::{self, ZkError};
+use std::time::Duration;
+use zookeeper_client as zkc;
+use znode_schema::Layout;
+
+/// A live session and the names it acts under.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The client; cheap to clone.
+    pub client: zkc::Client,
+    /// The znode layout under the configured root.
+    pub layout: Layout,
+    /// This host's id.
+    pub host: String,
+    /// The negotiated session timeout.
+    pub timeout: Duration,
+}
+
+impl Session {
+    /// This session's id.
+    pub fn id(&self) -> i64 {
+        self.client.session_id().0
+    }
+
+    /// Whether the session can no longer be used (expired, closed).
+    pub fn is_terminated(&self) -> bool {
+        self.client.state().is_terminated()
+    }
+
+    /// Creates the top-level tree and the per-service directories, idempotently.
+    pub async fn ensure_tree(&self, services: &[String]) -> Result<(), ZkError> {
+        for dir in self.layout.top_dirs() {
+            zk::mkdir_p(&self.client, &dir).await?;
+        }
+        for s in services {
+            zk::mkdir_p(&self.client, &self.layout.current_service(s)).await?;
+            zk::mkdir_p(&self.client, &self.layout.history(s)).await?;
+            zk::mkdir_p(&self.client, &self.layout.releases(s)).await?;
+        }
+        Ok(())
+    }
+}

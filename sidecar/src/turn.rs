@@ -1,0 +1,199 @@
+//! Whose turn is it? SPEC step 3, as a pure decision over a snapshot of ZooKeeper.
+//!
+//! A host may start its step when:
+//! 1. the head of `deploy/` (lowest sequence) is its service at the staged version, `active`;
+//! 2. its ticket is among the first `max_parallel` tickets (by sequence);
+//! 3. online hosts minus one is at least the quorum (of online plus upgrading hosts);
+//! 4. fewer than `max_parallel` upgrading markers exist under the head entry.
+//!
+//! The snapshot is taken in that order of cost: a host that is not at the front of
+//! the ticket queue reads nothing else and watches only its predecessor ticket, so
+//! ZooKeeper traffic per host does not grow with the number of hosts (no herd).
+
+use znode_schema::{DeployEntry, DeployName, DeployState, Staging, TicketName};
+
+/// The head deploy entry as read, with what the fence needs to check it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Its name.
+    pub name: DeployName,
+    /// Its payload; `None` when it could not be decoded (nothing moves then).
+    pub entry: Option<DeployEntry>,
+    /// Its data version, checked and bumped by the fence.
+    pub version: i32,
+    /// Its raw bytes, written back unchanged by the fence (unknown fields survive).
+    pub raw: Vec<u8>,
+}
+
+/// What a front host sees.
+#[derive(Debug, Clone)]
+pub struct Front {
+    /// The head of `deploy/`, if any.
+    pub head: Option<Head>,
+    /// Children of `current/<service>`.
+    pub online: u32,
+    /// Upgrading markers under the head entry.
+    pub upgrading: u32,
+    /// Whether this host is among the online ones.
+    pub self_online: bool,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Eligible: fence now.
+    Go,
+    /// The host has no ticket in the queue (it must create one first).
+    NoTicket,
+    /// Not among the first `max_parallel` tickets: watch `predecessor` only.
+    Behind {
+        /// The ticket just ahead of ours.
+        predecessor: TicketName,
+    },
+    /// The head of the deploy queue is another rollout (or none): wait for `deploy/`.
+    NotHead,
+    /// The head is ours but not active (paused, halted) or unreadable: wait for it to change.
+    Inactive(String),
+    /// Taking this host down would break the quorum: wait for `current/<service>`.
+    Quorum {
+        /// Hosts online now.
+        online: u32,
+        /// Hosts that must stay online.
+        required: u32,
+    },
+    /// Every slot is taken: wait for `upgrading/`.
+    Slots {
+        /// Markers now.
+        upgrading: u32,
+    },
+}
+
+/// Position check: the host's place among `tickets` (sorted by sequence).
+pub fn position(tickets: &[TicketName], me: &TicketName, staging: &Staging) -> Verdict {
+    let Some(pos) = tickets.iter().position(|t| t == me) else {
+        return Verdict::NoTicket;
+    };
+    if pos as u32 >= staging.policy.max_parallel {
+        return Verdict::Behind { predecessor: tickets[pos - 1].clone() };
+    }
+    Verdict::Go
+}
+
+/// The front host's decision, once [`position`] said `Go`.
+pub fn decide(staging: &Staging, front: &Front) -> Verdict {
+    let Some(head) = &front.head else { return Verdict::NotHead };
+    let Some(entry) = &head.entry else {
+        return Verdict::Inactive(format!("deploy entry {} is unreadable", head.name));
+    };
+    if entry.service != staging.service || entry.version != staging.version {
+        return Verdict::NotHead;
+    }
+    if entry.state != DeployState::Active {
+        return Verdict::Inactive(entry.state.to_string());
+    }
+    if front.upgrading >= staging.policy.max_parallel {
+        return Verdict::Slots { upgrading: front.upgrading };
+    }
+    let required = staging.policy.quorum.required(front.online + front.upgrading);
+    // A host that is not online takes nobody down by stepping.
+    let after = if front.self_online { front.online.saturating_sub(1) } else { front.online };
+    if after < required {
+        return Verdict::Quorum { online: front.online, required };
+    }
+    Verdict::Go
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use znode_schema::{Artifact, ArtifactFormat, Policy, Quorum};
+
+    fn staging(quorum: Quorum, max_parallel: u32) -> Staging {
+        Staging {
+            service: "api".into(),
+            version: "2".into(),
+            artifact: Artifact { url: "file:///x".into(), sha256: "0".repeat(64), size: 1, format: ArtifactFormat::File },
+            policy: Policy { quorum, max_parallel, ..Policy::default() },
+            staged_at: "t".into(),
+            staged_by: "u".into(),
+        }
+    }
+
+    fn entry(service: &str, version: &str, state: DeployState) -> DeployEntry {
+        DeployEntry {
+            service: service.into(),
+            version: version.into(),
+            state,
+            reason: None,
+            failures: 0,
+            failed_hosts: vec![],
+            created_at: "t".into(),
+            created_by: "u".into(),
+        }
+    }
+
+    fn front(entry: Option<DeployEntry>, online: u32, upgrading: u32) -> Front {
+        let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![] };
+        Front { head: Some(head), online, upgrading, self_online: true }
+    }
+
+    fn t(host: &str, seq: u64) -> TicketName {
+        TicketName { host: host.into(), seq }
+    }
+
+    #[test]
+    fn position_in_queue() {
+        let s = staging(Quorum::Count(1), 2);
+        let q = [t("a", 1), t("b", 2), t("c", 5)];
+        assert_eq!(position(&q, &t("a", 1), &s), Verdict::Go);
+        assert_eq!(position(&q, &t("b", 2), &s), Verdict::Go);
+        assert_eq!(position(&q, &t("c", 5), &s), Verdict::Behind { predecessor: t("b", 2) });
+        assert_eq!(position(&q, &t("d", 9), &s), Verdict::NoTicket);
+    }
+
+    #[test]
+    fn head_must_be_this_rollout_and_active() {
+        let s = staging(Quorum::Count(1), 1);
+        let active = entry("api", "2", DeployState::Active);
+        assert_eq!(decide(&s, &front(Some(active.clone()), 3, 0)), Verdict::Go);
+        assert_eq!(decide(&s, &front(Some(entry("web", "2", DeployState::Active)), 3, 0)), Verdict::NotHead);
+        assert_eq!(decide(&s, &front(Some(entry("api", "1", DeployState::Active)), 3, 0)), Verdict::NotHead);
+        assert_eq!(
+            decide(&s, &front(Some(entry("api", "2", DeployState::Paused)), 3, 0)),
+            Verdict::Inactive("paused".into())
+        );
+        assert!(matches!(decide(&s, &front(None, 3, 0)), Verdict::Inactive(_)));
+        let no_head = Front { head: None, online: 3, upgrading: 0, self_online: true };
+        assert_eq!(decide(&s, &no_head), Verdict::NotHead);
+    }
+
+    #[test]
+    fn quorum_counts_online_minus_self() {
+        let a = Some(entry("api", "2", DeployState::Active));
+        let s3 = staging(Quorum::Count(3), 2);
+        assert_eq!(decide(&s3, &front(a.clone(), 4, 0)), Verdict::Go);
+        assert_eq!(decide(&s3, &front(a.clone(), 3, 1)), Verdict::Quorum { online: 3, required: 3 });
+        // 60% of 5 (online + upgrading) is 3.
+        let p = staging(Quorum::Percent(60), 2);
+        assert_eq!(decide(&p, &front(a.clone(), 4, 1)), Verdict::Go);
+        assert_eq!(decide(&p, &front(a.clone(), 3, 1)), Verdict::Quorum { online: 3, required: 3 });
+        // One host, default quorum 1: never.
+        let s1 = staging(Quorum::Count(1), 1);
+        assert_eq!(decide(&s1, &front(a, 1, 0)), Verdict::Quorum { online: 1, required: 1 });
+    }
+
+    #[test]
+    fn slots_are_bounded_by_max_parallel() {
+        let a = Some(entry("api", "2", DeployState::Active));
+        assert_eq!(decide(&staging(Quorum::Count(0), 1), &front(a.clone(), 5, 1)), Verdict::Slots { upgrading: 1 });
+        assert_eq!(decide(&staging(Quorum::Count(0), 2), &front(a, 5, 1)), Verdict::Go);
+    }
+
+    #[test]
+    fn an_offline_host_does_not_lower_the_count() {
+        let a = Some(entry("api", "2", DeployState::Active));
+        let mut f = front(a, 2, 0);
+        f.self_online = false;
+        assert_eq!(decide(&staging(Quorum::Count(2), 1), &f), Verdict::Go);
+    }
+}
