@@ -191,7 +191,7 @@ impl Agent {
     /// Performs one transition from the current state.
     pub async fn transition(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
         match self.state.clone() {
-            Lifecycle::Booting => self.boot(s).await,
+            Lifecycle::Booting => self.boot(s, sd).await,
             Lifecycle::Idle => self.idle(s, sd).await,
             Lifecycle::Downloading { version } => self.download(s, sd, version).await,
             Lifecycle::Queued { version, ticket } => self.queued(s, sd, version, ticket).await,
@@ -318,14 +318,18 @@ impl Agent {
         matches!(*self.supervisor.status().borrow(), Status::Healthy { .. })
     }
 
-    async fn boot(&mut self, s: &Session) -> Result<Lifecycle, ZkError> {
-        let (staged, _) = self.staging(s).await?;
+    async fn boot(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
+        let (staged, staging_watch) = self.staging(s).await?;
         let mut facts = boot::Facts { last_active: self.running.clone(), staged: staged.as_ref().map(|st| st.version.clone()), ..Default::default() };
         boot::read_online(s, &self.cfg.name, &mut facts).await?;
+        let mut started = None;
         if let Some(v) = self.running.clone().filter(|v| self.store.has(v)) {
             match self.supervisor.start(&self.store.release_dir(&v), &v).await {
-                Ok(crate::supervisor::Started::Adopted) => facts.running = Some(v),
-                Ok(_) => {}
+                Ok(crate::supervisor::Started::Adopted) => {
+                    facts.running = Some(v.clone());
+                    started = Some(v);
+                }
+                Ok(_) => started = Some(v),
                 Err(err) => tracing::error!(service = %self.cfg.name, error = %err, "failed to start the last active release"),
             }
         }
@@ -338,10 +342,13 @@ impl Agent {
         if let Err(err) = self.fetch_for_boot(s, &version, staged.as_ref()).await {
             tracing::error!(service = %self.cfg.name, version = %version, error = %err, "cannot fetch the boot version");
             self.last_error = Some(err);
-            return Ok(Lifecycle::Idle);
+            self.download_failures += 1;
+            let pause = self.download_pause();
+            self.wait(s, vec![staging_watch], sd, pause).await?;
+            return Ok(Lifecycle::Booting);
         }
         let deadline = staged.as_ref().map(|st| st.policy.health_deadline.0).unwrap_or(Duration::from_secs(60));
-        let result = if self.running.as_deref() == Some(version.as_str()) && facts.running.is_some() {
+        let result = if started.as_deref() == Some(version.as_str()) {
             self.supervisor.wait_healthy(deadline).await.map_err(|e| e.to_string())
         } else {
             self.parts().switch_to(&version, deadline).await.map_err(|e: StepError| e.to_string())
@@ -383,6 +390,10 @@ impl Agent {
     async fn idle(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
         let (staged, w) = self.staging(s).await?;
         if let Some(st) = &staged {
+            if self.running.is_none() && !self.reg_online() {
+                // Nothing runs here: installing the staged release takes nobody down.
+                return Ok(Lifecycle::Booting);
+            }
             if self.wants(st) {
                 return Ok(Lifecycle::Downloading { version: st.version.clone() });
             }
@@ -415,7 +426,7 @@ impl Agent {
                 }
                 self.last_error = Some(msg);
                 self.download_failures += 1;
-                let pause = Duration::from_secs(2u64.saturating_pow(self.download_failures.min(6)));
+                let pause = self.download_pause();
                 self.wait(s, vec![w], sd, pause).await?;
                 Ok(Lifecycle::Downloading { version })
             }
@@ -428,6 +439,11 @@ impl Agent {
         if let Err(err) = s.client.create(&prefix, &data, &zk::persistent_sequential()).await {
             tracing::warn!(error = %err, "failed to record the download failure in history");
         }
+    }
+
+    /// Exponential backoff between download attempts: 2 s, 4 s, … 64 s.
+    fn download_pause(&self) -> Duration {
+        Duration::from_secs(2u64.saturating_pow(self.download_failures.clamp(1, 6)))
     }
 
     fn prune_releases(&self) {

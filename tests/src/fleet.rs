@@ -1,0 +1,337 @@
+//! A fleet of real sidecar processes on one machine, for integration tests.
+//!
+//! Each host has its own data dir, config and service port; the service is the
+//! workspace's demo service, wrapped per version in a one-file artifact (a shell
+//! script) served by `file://` URL or by an HTTP artifact server. Sidecars are real
+//! processes tied to the test binary (see [`crate::process`]).
+
+use crate::process::{signal_group, spawn_tied};
+use nix::sys::signal::Signal;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use zookeeper_client as zk;
+use znode_schema::*;
+
+/// How a demo release behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Starts and passes its health check.
+    Good,
+    /// Starts but its health check always fails.
+    HealthFail,
+    /// Exits at once.
+    Crash,
+}
+
+/// One host of the fleet.
+#[derive(Debug)]
+pub struct Host {
+    /// Its host id.
+    pub id: String,
+    /// Its service's HTTP port.
+    pub port: u16,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its sidecar's log file.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A fleet of sidecars sharing one ZooKeeper root.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The ZooKeeper connect string.
+    pub zk: String,
+    /// The root path of this test.
+    pub root: String,
+    /// The service name.
+    pub service: String,
+    /// The hosts.
+    pub hosts: Vec<Host>,
+    /// Session timeout written in the configs.
+    pub session_timeout: Duration,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// A fleet of `n` hosts (`<svc>-1`…) of service `svc`, not started.
+    pub fn new(zk: &str, root: &str, svc: &str, n: usize) -> Self {
+        let dir = tempfile::Builder::new().prefix("baton-fleet-").tempdir().unwrap();
+        let mut fleet = Fleet {
+            zk: zk.into(),
+            root: root.into(),
+            service: svc.into(),
+            hosts: Vec::new(),
+            session_timeout: Duration::from_secs(4),
+            dir,
+        };
+        for i in 1..=n {
+            fleet.add_host(&format!("{svc}-{i}"));
+        }
+        fleet
+    }
+
+    /// Adds a host (not started) and returns its index.
+    pub fn add_host(&mut self, id: &str) -> usize {
+        let base = self.dir.path().join(id);
+        let data_dir = base.join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let port = crate::zk::free_port();
+        let config = base.join("sidecar.toml");
+        let log = base.join("sidecar.log");
+        let host = Host { id: id.into(), port, data_dir, config, log, child: None };
+        self.write_config(&host, "");
+        self.hosts.push(host);
+        self.hosts.len() - 1
+    }
+
+    /// Writes host `h`'s config, with `extra` appended to its `[[service]]` table.
+    pub fn write_config(&self, h: &Host, extra: &str) {
+        let cfg = format!(
+            "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n\n\
+             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n\
+             [[service]]\nname = \"{svc}\"\nrun = [\"./demo\"]\nstop_timeout = \"5s\"\n\
+             env = {{ PORT = \"{port}\" }}\n\
+             health = {{ http = \"http://127.0.0.1:{port}/health\", interval = \"100ms\", timeout = \"1s\" }}\n{extra}",
+            zk = self.zk,
+            root = self.root,
+            st = self.session_timeout.as_millis(),
+            id = h.id,
+            data = h.data_dir.display(),
+            svc = self.service,
+            port = h.port,
+        );
+        std::fs::write(&h.config, cfg).unwrap();
+    }
+
+    /// Starts host `i`'s sidecar.
+    pub fn start(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        assert!(h.child.is_none(), "{} already started", h.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).unwrap();
+        let mut cmd = Command::new(crate::bin::path("sidecar"));
+        cmd.arg("--config")
+            .arg(&h.config)
+            .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        h.child = Some(spawn_tied(cmd).expect("start sidecar"));
+    }
+
+    /// Starts every host.
+    pub fn start_all(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.start(i);
+        }
+    }
+
+    /// SIGKILLs host `i`'s sidecar (its service keeps running in its own group).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.hosts[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to host `i`'s sidecar only.
+    pub fn signal(&self, i: usize, sig: Signal) {
+        let c = self.hosts[i].child.as_ref().expect("running sidecar");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig).unwrap();
+    }
+
+    /// SIGTERMs host `i`'s sidecar and waits for it to exit; returns its exit code.
+    pub fn stop(&mut self, i: usize) -> Option<i32> {
+        let mut c = self.hosts[i].child.take()?;
+        let _ = signal_group(&c, Signal::SIGTERM);
+        let status = crate::eventually("sidecar to exit after SIGTERM", Duration::from_secs(30), || c.try_wait().ok().flatten());
+        status.code()
+    }
+
+    /// Whether host `i`'s sidecar process has exited, with its code.
+    pub fn exited(&mut self, i: usize) -> Option<Option<i32>> {
+        let c = self.hosts[i].child.as_mut()?;
+        c.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    /// Host `i`'s sidecar log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.hosts[i].log).unwrap_or_default()
+    }
+
+    /// Every host's log, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..self.hosts.len()).map(|i| format!("==== {} ====\n{}", self.hosts[i].id, self.log(i))).collect()
+    }
+
+    /// Writes a one-file demo release for `version` and returns its artifact (file:// URL).
+    pub fn artifact(&self, version: &str, behaviour: Behaviour) -> Artifact {
+        let dir = self.dir.path().join("artifacts").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        let demo = crate::bin::path("baton-demo-service");
+        let body = match behaviour {
+            Behaviour::Good => format!("exec {} --version {version}\n", demo.display()),
+            Behaviour::HealthFail => format!("exec {} --version {version} --health-fail\n", demo.display()),
+            Behaviour::Crash => "echo crashing >&2; exit 3\n".to_string(),
+        };
+        let path = dir.join("demo");
+        let script = format!("#!/bin/sh\n{body}");
+        std::fs::write(&path, &script).unwrap();
+        file_artifact(&path)
+    }
+
+    /// The directory for test files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The layout of this fleet's root.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.root).unwrap()
+    }
+
+    /// Connects a test client.
+    pub async fn client(&self) -> zk::Client {
+        zk::Client::connector().with_session_timeout(Duration::from_secs(10)).connect(&self.zk).await.unwrap()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill(i);
+        }
+        // The services run in their own process groups, recorded by their sidecars.
+        for h in &self.hosts {
+            kill_services(&h.data_dir);
+        }
+    }
+}
+
+/// Kills every service process group recorded under a data dir (`*/service.pid`).
+pub fn kill_services(data_dir: &Path) {
+    let Ok(dirs) = std::fs::read_dir(data_dir) else { return };
+    for d in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(d.path().join("service.pid")) else { continue };
+        for pid in text.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse::<i32>().ok()).take(2) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The artifact of a local file (file:// URL, its sha256 and size).
+pub fn file_artifact(path: &Path) -> Artifact {
+    let bytes = std::fs::read(path).unwrap();
+    Artifact {
+        url: format!("file://{}", path.display()),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        size: bytes.len() as u64,
+        format: ArtifactFormat::from_url(&path.display().to_string()),
+    }
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+/// Stages `version` of `service` as `deployctl stage` would (staging, catalog,
+/// deploy entry, history event; the `upgrading/` dir), in one transaction.
+pub async fn stage(client: &zk::Client, layout: &Layout, service: &str, version: &str, artifact: &Artifact, policy: Policy) -> DeployName {
+    for d in layout.top_dirs() {
+        let _ = client.mkdir(&d, &persistent()).await;
+    }
+    for d in [layout.releases(service), layout.history(service), layout.current_service(service)] {
+        client.mkdir(&d, &persistent()).await.unwrap();
+    }
+    let now = time::now();
+    let staging = Staging {
+        service: service.into(),
+        version: version.into(),
+        artifact: artifact.clone(),
+        policy,
+        staged_at: now.clone(),
+        staged_by: "test@harness".into(),
+    };
+    let release = Release { service: service.into(), version: version.into(), artifact: artifact.clone(), staged_at: now.clone(), staged_by: "test@harness".into() };
+    let entry = DeployEntry {
+        service: service.into(),
+        version: version.into(),
+        state: DeployState::Active,
+        reason: None,
+        failures: 0,
+        failed_hosts: vec![],
+        created_at: now.clone(),
+        created_by: "test@harness".into(),
+    };
+    let ev = HistoryEvent { at: now, event: EventKind::Staged, service: service.into(), version: Some(version.into()), host: None, detail: None, by: Some("test@harness".into()) };
+    let staging_path = layout.staging(service);
+    let exists = client.check_stat(&staging_path).await.unwrap();
+    let release_exists = client.check_stat(&layout.release(service, version)).await.unwrap().is_some();
+    let mut txn = client.new_multi_writer();
+    match exists {
+        Some(_) => txn.add_set_data(&staging_path, &encode(&staging), None).unwrap(),
+        None => txn.add_create(&staging_path, &encode(&staging), &persistent()).unwrap(),
+    }
+    if !release_exists {
+        txn.add_create(&layout.release(service, version), &encode(&release), &persistent()).unwrap();
+    }
+    txn.add_create(&layout.deploy_prefix(), &encode(&entry), &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all())).unwrap();
+    txn.add_create(&layout.history_prefix(service), &encode(&ev), &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all())).unwrap();
+    let results = txn.commit().await.unwrap();
+    let name = results
+        .iter()
+        .find_map(|r| match r {
+            zk::MultiWriteResult::Create { path, .. } => DeployName::from_path(path),
+            _ => None,
+        })
+        .expect("the deploy entry was created");
+    client.create(&layout.upgrading_dir(&name), b"", &persistent()).await.unwrap();
+    name
+}
+
+/// The versions of the online hosts of `service`, by host.
+pub async fn online(client: &zk::Client, layout: &Layout, service: &str) -> Vec<(String, String)> {
+    let Ok(hosts) = client.list_children(&layout.current_service(service)).await else { return vec![] };
+    let mut out = Vec::new();
+    for h in hosts {
+        if let Ok((data, _)) = client.get_data(&layout.current_host(service, &h)).await {
+            if let Ok(c) = decode::<Current>("", &data) {
+                out.push((h, c.version));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The deploy entries (name, payload), head first.
+pub async fn deploys(client: &zk::Client, layout: &Layout) -> Vec<(DeployName, DeployEntry)> {
+    let children = client.list_children(&layout.deploy_dir()).await.unwrap_or_default();
+    let mut out = Vec::new();
+    for name in seq::sorted_deploys(&children) {
+        if let Ok((data, _)) = client.get_data(&layout.deploy_entry(&name)).await {
+            if let Ok(e) = decode::<DeployEntry>("", &data) {
+                out.push((name, e));
+            }
+        }
+    }
+    out
+}
+
+/// Rewrites the state of deploy entry `name` (pause, resume, halt by hand).
+pub async fn set_state(client: &zk::Client, layout: &Layout, name: &DeployName, state: DeployState) {
+    let path = layout.deploy_entry(name);
+    let (data, stat) = client.get_data(&path).await.unwrap();
+    let mut e: DeployEntry = decode(&path, &data).unwrap();
+    e.state = state;
+    if state == DeployState::Active {
+        e.failures = 0;
+        e.failed_hosts.clear();
+        e.reason = None;
+    }
+    client.set_data(&path, &encode(&e), Some(stat.version)).await.unwrap();
+}

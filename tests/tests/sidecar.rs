@@ -1,0 +1,192 @@
+//! The sidecar on its own host (SPEC steps 2, 9, 10): membership follows the
+//! service's health, sessions come back, bad artifacts are reported and never
+//! installed, boot picks the right version, duplicate host ids are refused.
+
+use baton_tests::fleet::{Behaviour, Fleet, deploys, online, stage};
+use baton_tests::{eventually_async, shared_server, unique_root};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use zookeeper_client as zk;
+use znode_schema::{Current, HumanDuration, Policy, Quorum, decode};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn policy(quorum: u32) -> Policy {
+    Policy { quorum: Quorum::Count(quorum), max_parallel: 1, health_deadline: HumanDuration::secs(10), ..Policy::default() }
+}
+
+async fn current(client: &zk::Client, fleet: &Fleet, host: &str) -> Option<Current> {
+    let path = fleet.layout().current_host(&fleet.service, host);
+    let (data, _) = client.get_data(&path).await.ok()?;
+    decode(&path, &data).ok()
+}
+
+async fn wait_current(client: &zk::Client, fleet: &Fleet, host: &str, what: &str, f: impl Fn(&Option<Current>) -> bool) -> Option<Current> {
+    let r = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let c = current(client, fleet, host).await;
+            if f(&c) {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("timed out waiting for {what}\n{}", fleet.logs()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_follows_the_service_through_a_crash() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("member"), "api", 1);
+    let client = fleet.client().await;
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
+    fleet.start(0);
+    let first = wait_current(&client, &fleet, "api-1", "registration at v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await.unwrap();
+    let pid = first.pid.expect("run mode reports the pid");
+    // Crash the service: the registration goes, then comes back with a new process.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    wait_current(&client, &fleet, "api-1", "registration to vanish after the crash", |c| c.as_ref().is_none_or(|c| c.pid != Some(pid))).await;
+    let back = wait_current(&client, &fleet, "api-1", "registration after the restart", |c| c.as_ref().is_some_and(|c| c.pid.is_some() && c.pid != Some(pid))).await.unwrap();
+    assert_eq!(back.version, "1");
+    // A clean stop of the sidecar removes the registration at once (session closed).
+    assert_eq!(fleet.stop(0), Some(0));
+    assert!(current(&client, &fleet, "api-1").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_sidecar_re_registers_after_its_session_expired() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("expiry"), "api", 1);
+    fleet.session_timeout = Duration::from_secs(2);
+    fleet.write_config(&fleet.hosts[0], "");
+    let client = fleet.client().await;
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
+    fleet.start(0);
+    let before = wait_current(&client, &fleet, "api-1", "registration", |c| c.is_some()).await.unwrap();
+    let path = fleet.layout().current_host("api", "api-1");
+    let owner = client.check_stat(&path).await.unwrap().unwrap().ephemeral_owner;
+    fleet.signal(0, Signal::SIGSTOP);
+    wait_current(&client, &fleet, "api-1", "the session to expire", |c| c.is_none()).await;
+    fleet.signal(0, Signal::SIGCONT);
+    let after = wait_current(&client, &fleet, "api-1", "re-registration", |c| c.is_some()).await.unwrap();
+    let new_owner = client.check_stat(&path).await.unwrap().unwrap().ephemeral_owner;
+    assert_ne!(owner, new_owner, "a new session");
+    assert_eq!(after.pid, before.pid, "the service kept running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_artifact_is_reported_and_never_installed() {
+    let (mut fleet, client) = {
+        let mut f = Fleet::new(&shared_server().connect_string(), &unique_root("corrupt"), "api", 2);
+        let c = f.client().await;
+        let v1 = f.artifact("1", Behaviour::Good);
+        stage(&c, &f.layout(), "api", "1", &v1, policy(0)).await;
+        f.start_all();
+        (f, c)
+    };
+    for h in ["api-1", "api-2"] {
+        wait_current(&client, &fleet, h, "v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await;
+    }
+    let mut bad = fleet.artifact("2", Behaviour::Good);
+    bad.sha256 = "0".repeat(64);
+    stage(&client, &fleet.layout(), "api", "2", &bad, policy(1)).await;
+    let c = wait_current(&client, &fleet, "api-1", "last_error in the registration", |c| c.as_ref().is_some_and(|c| c.last_error.is_some())).await.unwrap();
+    let err = c.last_error.unwrap();
+    assert!(err.contains("sha256") || err.contains("checksum"), "{err}");
+    assert_eq!(c.version, "1");
+    assert!(!fleet.hosts[0].data_dir.join("api/releases/2").exists(), "nothing installed");
+    let history = client.list_children(&fleet.layout().history("api")).await.unwrap();
+    let mut found = false;
+    for e in history {
+        let (d, _) = client.get_data(&fleet.layout().history_event("api", &e)).await.unwrap();
+        found |= String::from_utf8_lossy(&d).contains("download_failed");
+    }
+    assert!(found, "a download_failed event");
+    // Restaged correctly, the rollout goes through.
+    let good = fleet.artifact("2", Behaviour::Good);
+    stage(&client, &fleet.layout(), "api", "2", &good, policy(1)).await;
+    for h in ["api-1", "api-2"] {
+        wait_current(&client, &fleet, h, "v2", |c| c.as_ref().is_some_and(|c| c.version == "2" && c.last_error.is_none())).await;
+    }
+    fleet.stop(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_picks_the_most_popular_version() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("boot"), "api", 3);
+    let client = fleet.client().await;
+    let layout = fleet.layout();
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &layout, "api", "1", &v1, policy(0)).await;
+    fleet.start(0);
+    fleet.start(1);
+    for h in ["api-1", "api-2"] {
+        wait_current(&client, &fleet, h, "v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await;
+    }
+    // Stage v2 paused: nobody moves, so v1 stays the most popular.
+    let v2 = fleet.artifact("2", Behaviour::Good);
+    let entry = stage(&client, &layout, "api", "2", &v2, policy(1)).await;
+    baton_tests::fleet::set_state(&client, &layout, &entry, znode_schema::DeployState::Paused).await;
+    fleet.start(2);
+    let c = wait_current(&client, &fleet, "api-3", "the new host to boot", |c| c.is_some()).await.unwrap();
+    assert_eq!(c.version, "1", "boot takes the most popular version, not the staged one");
+    // Unpaused, all three roll to v2.
+    baton_tests::fleet::set_state(&client, &layout, &entry, znode_schema::DeployState::Active).await;
+    eventually_async("all on v2", PATIENCE, || async {
+        let o = online(&client, &layout, "api").await;
+        (o.len() == 3 && o.iter().all(|(_, v)| v == "2")).then_some(())
+    })
+    .await;
+    eventually_async("the rollout to complete", PATIENCE, || async { deploys(&client, &layout).await.is_empty().then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_with_nobody_online_uses_the_last_active_release() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("lastactive"), "api", 1);
+    let client = fleet.client().await;
+    let layout = fleet.layout();
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &layout, "api", "1", &v1, policy(0)).await;
+    fleet.start(0);
+    let first = wait_current(&client, &fleet, "api-1", "v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await.unwrap();
+    // The machine goes down (sidecar and service), and v2 is staged meanwhile.
+    fleet.kill(0);
+    baton_tests::fleet::kill_services(&fleet.hosts[0].data_dir);
+    wait_current(&client, &fleet, "api-1", "the registration to expire", |c| c.is_none()).await;
+    let v2 = fleet.artifact("2", Behaviour::Good);
+    stage(&client, &layout, "api", "2", &v2, policy(0)).await;
+    fleet.start(0);
+    // Nobody online: it comes back on its own last release first (v1), then rolls to v2.
+    let back = wait_current(&client, &fleet, "api-1", "back online", |c| c.is_some()).await.unwrap();
+    assert_ne!(back.pid, first.pid);
+    let log = fleet.log(0);
+    assert!(log.contains("LastActive"), "boot reason in the log:\n{log}");
+    wait_current(&client, &fleet, "api-1", "v2", |c| c.as_ref().is_some_and(|c| c.version == "2")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_host_id_is_refused() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("dup"), "api", 1);
+    fleet.session_timeout = Duration::from_secs(2);
+    fleet.write_config(&fleet.hosts[0], "");
+    let client = fleet.client().await;
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
+    fleet.start(0);
+    wait_current(&client, &fleet, "api-1", "registration", |c| c.is_some()).await;
+    // A second machine configured with the same host id (its own data dir and port).
+    let i = fleet.add_host("api-1-twin");
+    let twin_cfg = std::fs::read_to_string(&fleet.hosts[i].config).unwrap().replace("id = \"api-1-twin\"", "id = \"api-1\"");
+    std::fs::write(&fleet.hosts[i].config, twin_cfg).unwrap();
+    fleet.start(i);
+    let code = eventually_async("the twin to give up", PATIENCE, || {
+        let code = fleet.exited(i);
+        async move { code }
+    })
+    .await;
+    assert_ne!(code, Some(0));
+    let log = fleet.log(i);
+    assert!(log.contains("already registered"), "{log}");
+    assert!(current(&client, &fleet, "api-1").await.is_some(), "the original keeps its registration");
+}
