@@ -8,6 +8,7 @@
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
 
 pub mod bin;
+pub mod ctl;
 pub mod process;
 pub mod wait;
 pub mod zk;
