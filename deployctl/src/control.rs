@@ -32,7 +32,9 @@ pub enum Outcome {
 }
 
 /// Commits `txn` and sorts the result into an [`Outcome`].
-pub async fn commit(ctx: &Ctx, txn: &Txn, what: &str) -> anyhow::Result<Outcome> {
+/// `history/<service>` is created first (idempotent), so refusals before it write nothing.
+pub async fn commit(ctx: &Ctx, service: &str, txn: &Txn, what: &str) -> anyhow::Result<Outcome> {
+    ctx.zk.ensure(&ctx.layout.history(service)).await?;
     match ctx.zk.commit(txn).await {
         Ok(r) => Ok(Outcome::Done(r)),
         Err(e) => match classify(&e) {
@@ -85,7 +87,6 @@ fn pause_or_resume(by: &str, d: &DeployEntry, pause: bool, reason: Option<&str>)
 pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&str>) -> anyhow::Result<()> {
     validate_service(service).map_err(Invalid::from)?;
     let what = if pause { format!("pause {service}") } else { format!("resume {service}") };
-    ctx.zk.ensure(&ctx.layout.history(service)).await?;
     for _ in 0..ATTEMPTS {
         let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
         let (entry, d) = entry_of(&queue, service)?;
@@ -107,7 +108,7 @@ pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&st
             )
         };
         crate::history::add(ctx, &mut txn, &crate::history::event(ctx, kind, service, Some(&d.version), detail));
-        match commit(ctx, &txn, &what).await? {
+        match commit(ctx, service, &txn, &what).await? {
             Outcome::Done(_) => {}
             Outcome::Retry => continue,
             Outcome::Unknown => {
@@ -133,7 +134,6 @@ pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&st
 pub async fn abort(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
     validate_service(service).map_err(Invalid::from)?;
     let what = format!("abort {service}'s rollout");
-    ctx.zk.ensure(&ctx.layout.history(service)).await?;
     for _ in 0..ATTEMPTS {
         let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
         let (first, d) = entry_of(&queue, service)?;
@@ -155,7 +155,7 @@ pub async fn abort(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
         }
         let ev = crate::history::event(ctx, EventKind::Aborted, service, Some(&d.version), Some(detail.clone()));
         crate::history::add(ctx, &mut txn, &ev);
-        match commit(ctx, &txn, &what).await? {
+        match commit(ctx, service, &txn, &what).await? {
             Outcome::Done(_) => {}
             Outcome::Retry => continue,
             Outcome::Unknown => {
@@ -206,7 +206,6 @@ pub async fn unlock(ctx: &Ctx, service: &str, host: &str, force: bool) -> anyhow
     validate_service(service).map_err(Invalid::from)?;
     validate_host(host).map_err(Invalid::from)?;
     let what = format!("unlock {host} in {service}'s rollout");
-    ctx.zk.ensure(&ctx.layout.history(service)).await?;
     for _ in 0..ATTEMPTS {
         let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
         let (_, d) = entry_of(&queue, service)?;
@@ -223,7 +222,7 @@ pub async fn unlock(ctx: &Ctx, service: &str, host: &str, force: bool) -> anyhow
         let mut ev = crate::history::event(ctx, EventKind::Unlocked, service, Some(&d.version), Some(detail));
         ev.host = Some(host.into());
         crate::history::add(ctx, &mut txn, &ev);
-        match commit(ctx, &txn, &what).await? {
+        match commit(ctx, service, &txn, &what).await? {
             Outcome::Done(_) => {}
             Outcome::Retry => continue,
             Outcome::Unknown => {

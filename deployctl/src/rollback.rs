@@ -68,7 +68,6 @@ pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>) -> anyhow::Result<(
         validate_version(v).map_err(Invalid::from)?;
     }
     crate::model::require_tree(&ctx.zk, &ctx.layout).await?;
-    ctx.zk.ensure(&ctx.layout.history(service)).await?;
     let what = format!("roll back {service}");
     let now = znode_schema::time::now();
     for _ in 0..ATTEMPTS {
@@ -88,7 +87,7 @@ pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>) -> anyhow::Result<(
             created_by: ctx.by.clone(),
         };
         let plan = build(ctx, &queue, &view, &staging, &entry);
-        let results = match commit(ctx, &plan.txn, &what).await? {
+        let results = match commit(ctx, service, &plan.txn, &what).await? {
             Outcome::Done(r) => r,
             Outcome::Retry => continue,
             Outcome::Unknown => {

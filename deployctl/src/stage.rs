@@ -107,8 +107,6 @@ pub async fn run(ctx: &Ctx, args: &StageArgs) -> anyhow::Result<()> {
     let staging = plan(args, &ctx.by, &now)?;
     let service = staging.service.clone();
     require_tree(&ctx.zk, &ctx.layout).await?;
-    ctx.zk.ensure(&ctx.layout.releases(&service)).await?;
-    ctx.zk.ensure(&ctx.layout.history(&service)).await?;
     let entry = DeployEntry {
         service: service.clone(),
         version: staging.version.clone(),
@@ -121,6 +119,8 @@ pub async fn run(ctx: &Ctx, args: &StageArgs) -> anyhow::Result<()> {
     for _ in 0..ATTEMPTS {
         let before = read_before(ctx, &staging).await?;
         let (txn, deploy_op, replaced) = build(ctx, args, &staging, &entry, &before)?;
+        ctx.zk.ensure(&ctx.layout.releases(&service)).await?;
+        ctx.zk.ensure(&ctx.layout.history(&service)).await?;
         let path = match ctx.zk.commit(&txn).await {
             Ok(results) => created_path(&results, deploy_op),
             Err(e) => match classify(&e) {
