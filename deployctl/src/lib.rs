@@ -66,21 +66,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if by.trim().is_empty() || by.chars().any(char::is_control) {
         return Err(Invalid::Flag(format!("--by {by:?} must be a non-empty single line")).into());
     }
-    if let Command::Stage(args) = &cli.command {
-        // Every input is checked before connecting (the real run checks again).
-        stage::plan(args, &by, &znode_schema::time::now())?;
-    }
+    // Every input of `stage` is checked (and a local artifact hashed) before connecting.
+    let staging = match &cli.command {
+        Command::Stage(args) => Some(stage::plan(args, &by, &znode_schema::time::now())?),
+        _ => None,
+    };
     let connect = cli.zk.clone().filter(|z| !z.trim().is_empty()).ok_or(Invalid::NoZk)?;
     let zk = zk::Zk::connect(&connect, cli.session_timeout.0).await?;
     let mut ctx = Ctx { zk, layout, json: cli.json, by, history_keep: cli.history_keep };
-    dispatch(&mut ctx, cli.command).await
+    dispatch(&mut ctx, cli.command, staging).await
 }
 
-async fn dispatch(ctx: &mut Ctx, command: Command) -> anyhow::Result<()> {
+async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema::Staging>) -> anyhow::Result<()> {
     match command {
         Command::Init => init(ctx).await,
         Command::Stage(a) => {
-            stage::run(ctx, &a).await.with_context(|| format!("failed to stage {} {}", a.service, a.version))
+            let staging = staging.context("the stage plan is built before connecting")?;
+            stage::run(ctx, &a, staging).await.with_context(|| format!("failed to stage {} {}", a.service, a.version))
         }
         Command::Status(a) => status::run(ctx, a.service.as_deref(), a.hosts).await,
         Command::Watch(a) => watch::run(ctx, a.service.as_deref(), a.interval.0, a.timeout.map(|t| t.0)).await,

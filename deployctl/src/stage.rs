@@ -101,10 +101,9 @@ struct Before {
     queue: Queue,
 }
 
-/// `deployctl stage`.
-pub async fn run(ctx: &Ctx, args: &StageArgs) -> anyhow::Result<()> {
-    let now = znode_schema::time::now();
-    let staging = plan(args, &ctx.by, &now)?;
+/// `deployctl stage`, with the payload [`plan`] built before connecting.
+pub async fn run(ctx: &Ctx, args: &StageArgs, staging: Staging) -> anyhow::Result<()> {
+    let now = staging.staged_at.clone();
     let service = staging.service.clone();
     require_tree(&ctx.zk, &ctx.layout).await?;
     let entry = DeployEntry {
