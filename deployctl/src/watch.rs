@@ -63,7 +63,7 @@ pub async fn run(
     if entries.is_empty() {
         return nothing_to_watch(ctx, service).await;
     }
-    let tty = std::io::stdout().is_terminal();
+    let tty = std::io::stdout().is_terminal() && !ctx.json;
     let multi =
         MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stdout() } else { ProgressDrawTarget::hidden() });
     let mut targets: Vec<Target> = entries
@@ -84,7 +84,7 @@ pub async fn run(
                 if trouble.take().is_some() {
                     say(&multi, "ZooKeeper: connected again");
                 }
-                if let Some(done) = show(&multi, &mut targets, seen)? {
+                if let Some(done) = show(&multi, &mut targets, seen, ctx.json) {
                     return done;
                 }
             }
@@ -205,7 +205,14 @@ async fn gone(ctx: &Ctx, entry: &DeployEntry, view: &ServiceView) -> anyhow::Res
 }
 
 /// Updates bars or prints lines; `Some` when watching is over.
-fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>) -> anyhow::Result<Option<anyhow::Result<()>>> {
+fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bool) -> Option<anyhow::Result<()>> {
+    let line = |t: &Target, fields: serde_json::Value| {
+        let mut v = serde_json::json!({"service": t.entry.service, "version": t.entry.version});
+        if let (Some(v), Some(f)) = (v.as_object_mut(), fields.as_object()) {
+            v.extend(f.clone());
+        }
+        println!("{v}");
+    };
     for (t, s) in targets.iter_mut().zip(seen) {
         let name = format!("{} {}", t.entry.service, t.entry.version);
         let elapsed = znode_schema::time::parse(&t.entry.created_at)
@@ -235,6 +242,15 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>) -> anyho
                     bar.set_length(total as u64);
                     bar.set_position(at_target as u64);
                     bar.set_message(msg);
+                } else if key != t.last_line && json {
+                    let stepping: Vec<_> =
+                        steps.iter().map(|(h, s)| serde_json::json!({"host": h, "since": s})).collect();
+                    line(
+                        t,
+                        serde_json::json!({"event": "progress", "state": state, "at_target": at_target,
+                        "total": total, "stepping": stepping, "elapsed_s": elapsed.as_secs()}),
+                    );
+                    t.last_line = key;
                 } else if key != t.last_line {
                     println!("{name}: {at_target}/{total} hosts at target; {msg}");
                     t.last_line = key;
@@ -244,6 +260,8 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>) -> anyho
             Seen::Done => {
                 if let Some(bar) = t.bar.take() {
                     bar.finish_with_message(format!("completed in {}", short(elapsed)));
+                } else if t.last_line != "done" && json {
+                    line(t, serde_json::json!({"event": "completed", "elapsed_s": elapsed.as_secs()}));
                 } else if t.last_line != "done" {
                     println!("{name}: completed in {}", short(elapsed));
                 }
@@ -254,13 +272,17 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>) -> anyho
                     bar.abandon_with_message(reason.clone());
                 }
                 let _ = multi.clear();
-                println!("{name}: {reason}");
+                if json {
+                    line(t, serde_json::json!({"event": "failed", "reason": reason}));
+                } else {
+                    println!("{name}: {reason}");
+                }
                 let (service, version) = (t.entry.service.clone(), t.entry.version.clone());
-                return Ok(Some(Err(Halted { service, version, reason }.into())));
+                return Some(Err(Halted { service, version, reason }.into()));
             }
         }
     }
-    Ok(targets.iter().all(|t| t.last_line == "done").then_some(Ok(())))
+    targets.iter().all(|t| t.last_line == "done").then_some(Ok(()))
 }
 
 /// The time left at the rate seen so far, `?` before the first host finished.

@@ -102,15 +102,18 @@ async fn watch_exits_4_with_the_reason_when_the_rollout_halts() {
     ctl.ok(&["init"]).await;
     online(&c, &ctl.layout, "api", "web-01", "1.0").await;
     stage(&ctl, "api", "1.1", 'a').await;
-    let mut w = Watch::start(&ctl, &[]);
-    w.until_shows("0/1 hosts at target").await;
+    let mut w = Watch::start(&ctl, &["--json"]);
+    w.until_shows(r#""at_target":0"#).await;
     let (path, payload) = deploy_entries(&c, &ctl.layout).await.remove(0);
     let mut entry: serde_json::Value = serde_json::from_str(&payload).unwrap();
     entry["state"] = "halted".into();
     entry["reason"] = "web-01 failed its health check".into();
     c.set_data(&path, entry.to_string().as_bytes(), None).await.unwrap();
     assert_eq!(w.code().await, 4, "stdout {} stderr {}", w.stdout(), w.stderr());
-    assert!(w.stdout().contains("api 1.1: halted: web-01 failed its health check"), "{}", w.stdout());
+    let last: serde_json::Value = serde_json::from_str(w.stdout().lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "failed");
+    assert_eq!(last["reason"], "halted: web-01 failed its health check");
+    assert_eq!((last["service"].as_str(), last["version"].as_str()), (Some("api"), Some("1.1")));
     assert!(w.stderr().contains("did not complete"), "{}", w.stderr());
 }
 
