@@ -1,1 +1,139 @@
 //! The deployctl library: everything the `deployctl` binary does.
+//!
+//! - [`cli`]: the command line (clap derive; doc comments are the help text).
+//! - [`error`]: typed refusals and the exit codes they map to.
+//! - [`zk`]: the ZooKeeper connection, retried reads, transactions.
+//! - [`model`]: reading the deploy queue and a service's nodes, malformed ones included.
+//! - [`artifact`]: checks of URLs, sha256 digits and local artifact copies.
+//! - [`stage`], [`status`], [`watch`], [`control`] (pause, resume, abort, unlock),
+//!   [`rollback`], [`history`], [`catalog`] (releases): one module per command family.
+//! - [`output`]: tables and JSON.
+
+pub mod artifact;
+pub mod catalog;
+pub mod cli;
+pub mod control;
+pub mod error;
+pub mod history;
+pub mod model;
+pub mod output;
+pub mod rollback;
+pub mod stage;
+pub mod status;
+pub mod watch;
+pub mod zk;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use cli::{Cli, Command};
+use error::Invalid;
+use znode_schema::Layout;
+
+/// What every command needs: the connection, the layout, output mode and identity.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The ZooKeeper connection.
+    pub zk: zk::Zk,
+    /// Paths under `--root`.
+    pub layout: Layout,
+    /// `--json`.
+    pub json: bool,
+    /// Who writes (`user@host`).
+    pub by: String,
+    /// History events kept per service.
+    pub history_keep: usize,
+}
+
+/// `$USER@hostname`, the default identity in history events.
+pub fn default_identity() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into());
+    format!("{user}@{host}")
+}
+
+/// Runs one command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions(args) = &cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(args.shell, &mut cmd, "deployctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    let layout = Layout::new(&cli.root).map_err(Invalid::from)?;
+    if cli.history_keep == 0 {
+        return Err(Invalid::Flag("--history-keep must be at least 1".into()).into());
+    }
+    let by = cli.by.clone().unwrap_or_else(default_identity);
+    if by.trim().is_empty() || by.chars().any(char::is_control) {
+        return Err(Invalid::Flag(format!("--by {by:?} must be a non-empty single line")).into());
+    }
+    // Every input of `stage` is checked (and a local artifact hashed) before connecting.
+    let staging = match &cli.command {
+        Command::Stage(args) => Some(stage::plan(args, &by, &znode_schema::time::now())?),
+        _ => None,
+    };
+    let connect = cli.zk.clone().filter(|z| !z.trim().is_empty()).ok_or(Invalid::NoZk)?;
+    let zk = zk::Zk::connect(&connect, cli.session_timeout.0).await?;
+    let mut ctx = Ctx { zk, layout, json: cli.json, by, history_keep: cli.history_keep };
+    dispatch(&mut ctx, cli.command, staging).await
+}
+
+async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema::Staging>) -> anyhow::Result<()> {
+    match command {
+        Command::Init => init(ctx).await,
+        Command::Stage(a) => {
+            let staging = staging.context("the stage plan is built before connecting")?;
+            stage::run(ctx, &a, staging).await.with_context(|| format!("failed to stage {} {}", a.service, a.version))
+        }
+        Command::Status(a) => status::run(ctx, a.service.as_deref(), a.hosts).await,
+        Command::Watch(a) => watch::run(ctx, a.service.as_deref(), a.interval.0, a.timeout.map(|t| t.0)).await,
+        Command::Pause(a) => control::set_state(ctx, &a.service, true, a.reason.as_deref()).await,
+        Command::Resume(a) => control::set_state(ctx, &a.service, false, None).await,
+        Command::Abort(a) => control::abort(ctx, &a.service).await,
+        Command::Rollback(a) => rollback::run(ctx, &a.service, a.to.as_deref()).await,
+        Command::Unlock(a) => control::unlock(ctx, &a.service, &a.host, a.force).await,
+        Command::History(a) => {
+            if a.limit == 0 {
+                return Err(Invalid::Flag("--limit must be at least 1".into()).into());
+            }
+            znode_schema::validate_service(&a.service).map_err(Invalid::from)?;
+            history::show(ctx, &a.service, a.limit).await
+        }
+        Command::Releases(a) => {
+            znode_schema::validate_service(&a.service).map_err(Invalid::from)?;
+            catalog::show(ctx, &a.service).await
+        }
+        Command::Completions(_) => Ok(()),
+    }
+}
+
+/// `deployctl init`: the root (and its parents) and the five top directories.
+async fn init(ctx: &Ctx) -> anyhow::Result<()> {
+    let root = ctx.layout.root();
+    let mut paths = Vec::new();
+    if root != "/" {
+        let mut prefix = String::new();
+        for seg in root[1..].split('/') {
+            prefix = format!("{prefix}/{seg}");
+            paths.push(prefix.clone());
+        }
+    }
+    paths.extend(ctx.layout.top_dirs());
+    let mut created = Vec::new();
+    for p in &paths {
+        if ctx.zk.ensure(p).await.with_context(|| format!("failed to create {p}"))? {
+            created.push(p.clone());
+        }
+    }
+    if ctx.json {
+        output::print_json(
+            &serde_json::json!({"root": root, "created": created, "existing": paths.len() - created.len()}),
+        );
+    } else if created.is_empty() {
+        println!("the tree under {root} already exists");
+    } else {
+        for p in &created {
+            println!("created {p}");
+        }
+    }
+    Ok(())
+}

@@ -4,12 +4,14 @@
 //!
 //! - [`zk`]: start, stop, kill and restart ZooKeeper servers; find the leader.
 //! - [`bin`]: paths of the workspace binaries.
+//! - [`ctl`]: runs deployctl, snapshots subtrees, writes znodes as a sidecar would.
 //! - [`monitor`]: records the fewest online hosts and the most markers seen.
 //! - [`fleet`]: real sidecar processes, demo releases, staging by hand.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
 
 pub mod bin;
+pub mod ctl;
 pub mod fleet;
 pub mod monitor;
 pub mod process;

@@ -1,0 +1,101 @@
+//! The release catalog (`releases/<service>/<version>`): reading it, choosing the
+//! release most online hosts run, and `deployctl releases`.
+
+use crate::Ctx;
+use crate::error::Refusal;
+use crate::model::{Node, ServiceView, read};
+use crate::output::{Table, print_json, short_sha};
+use serde_json::json;
+use znode_schema::{Release, Staging};
+
+/// Every release of `service`, oldest staged first; `None` when the service has no catalog.
+pub async fn read_all(ctx: &Ctx, service: &str) -> anyhow::Result<Option<Vec<Node<Release>>>> {
+    let Some(names) = ctx.zk.children(&ctx.layout.releases(service)).await? else { return Ok(None) };
+    let mut out = Vec::new();
+    for v in names {
+        if let Some(node) = read::<Release>(&ctx.zk, &ctx.layout.release(service, &v)).await? {
+            out.push(node);
+        }
+    }
+    out.sort_by_key(sort_key);
+    Ok(Some(out))
+}
+
+/// Order by `staged_at` (RFC 3339 UTC strings sort in time order), then path.
+fn sort_key(n: &Node<Release>) -> (String, String) {
+    (n.ok().map(|r| r.staged_at.clone()).unwrap_or_default(), n.path.clone())
+}
+
+/// The version most online hosts run, ties broken by the most recently staged
+/// release in `catalog`; `None` when no host is online.
+pub fn most_popular(view: &ServiceView, catalog: &[Node<Release>], except: Option<&str>) -> Option<String> {
+    let staged_at = |v: &str| {
+        catalog.iter().filter_map(|n| n.ok()).find(|r| r.version == v).map(|r| r.staged_at.clone()).unwrap_or_default()
+    };
+    view.by_version()
+        .into_iter()
+        .filter(|(v, _)| Some(v.as_str()) != except)
+        .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| staged_at(&a.0).cmp(&staged_at(&b.0))))
+        .map(|(v, _)| v)
+}
+
+/// A staging payload for a catalog release, keeping the policy of `previous`.
+pub fn staging_for(ctx: &Ctx, release: &Release, previous: Option<&Staging>) -> Staging {
+    Staging {
+        service: release.service.clone(),
+        version: release.version.clone(),
+        artifact: release.artifact.clone(),
+        policy: previous.map(|s| s.policy.clone()).unwrap_or_default(),
+        staged_at: znode_schema::time::now(),
+        staged_by: ctx.by.clone(),
+    }
+}
+
+/// `deployctl releases SERVICE`.
+pub async fn show(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
+    let path = ctx.layout.releases(service);
+    let Some(releases) = read_all(ctx, service).await? else {
+        return Err(Refusal::NotFound { what: "release catalog".into(), service: service.into(), path }.into());
+    };
+    let view = ServiceView::read(&ctx.zk, &ctx.layout, service).await?;
+    let staged = view.staged_version().map(String::from);
+    let hosts_on = |v: &str| view.host_versions().filter(|(_, hv)| *hv == v).count();
+    if ctx.json {
+        let rows: Vec<_> = releases
+            .iter()
+            .rev()
+            .map(|n| match &n.value {
+                Ok(r) => json!({
+                    "path": n.path, "version": r.version, "artifact": r.artifact, "staged_at": r.staged_at,
+                    "staged_by": r.staged_by, "staged": staged.as_deref() == Some(r.version.as_str()),
+                    "hosts_online": hosts_on(&r.version),
+                }),
+                Err(m) => json!(m),
+            })
+            .collect();
+        print_json(&json!({ "service": service, "releases": rows }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["VERSION", "STAGED", "HOSTS", "STAGED_AT", "STAGED_BY", "SHA256", "SIZE", "URL"]);
+    for n in releases.iter().rev() {
+        match &n.value {
+            Ok(r) => t.row(vec![
+                r.version.clone(),
+                if staged.as_deref() == Some(r.version.as_str()) { "*".into() } else { String::new() },
+                hosts_on(&r.version).to_string(),
+                r.staged_at.clone(),
+                r.staged_by.clone(),
+                short_sha(&r.artifact.sha256),
+                r.artifact.size.to_string(),
+                r.artifact.url.clone(),
+            ]),
+            Err(m) => t.row(vec!["MALFORMED".into(), String::new(), String::new(), m.to_string()]),
+        }
+    }
+    if t.is_empty() {
+        println!("no releases of {service}");
+    } else {
+        print!("{}", t.render(""));
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Command-line arguments. The doc comments are the `--help` text.
+
+use crate::error::EXIT_CODES_HELP;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use znode_schema::{HumanDuration, Quorum};
+
+/// deployctl: stage releases and watch and steer rollouts coordinated by ZooKeeper.
+///
+/// Every command reads or writes the znodes documented in docs/znode-schema.md; every
+/// write leaves a history event signed `user@host`.
+#[derive(Debug, Parser)]
+#[command(name = "deployctl", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// ZooKeeper connect string: HOST:PORT[,HOST:PORT...][/chroot].
+    #[arg(long, env = "BATON_ZK", global = true)]
+    pub zk: Option<String>,
+    /// Root of baton's tree in ZooKeeper.
+    #[arg(long, env = "BATON_ROOT", default_value = znode_schema::layout::DEFAULT_ROOT, global = true)]
+    pub root: String,
+    /// Print JSON instead of tables (shapes documented in docs/deployctl.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Who you are in history events and payloads [default: $USER@hostname].
+    #[arg(long, env = "BATON_BY", global = true)]
+    pub by: Option<String>,
+    /// History events kept per service; older ones are pruned after each write.
+    #[arg(long, default_value_t = crate::history::DEFAULT_KEEP, global = true)]
+    pub history_keep: usize,
+    /// ZooKeeper session timeout (the server clamps it to 2..20 ticks).
+    #[arg(long, default_value = "10s", global = true)]
+    pub session_timeout: HumanDuration,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create baton's tree under the root (idempotent).
+    #[command(after_help = "Example:\n  deployctl --zk zk1:2181 init")]
+    Init,
+    /// Stage a release: catalog it, make it the staged release of SERVICE and queue its rollout.
+    #[command(after_help = "Examples:\n  \
+        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --size 12345\n  \
+        deployctl stage api --version 1.4.0 --file ./api-1.4.0.tar.gz --url https://repo/api-1.4.0.tar.gz \\\n    \
+        --quorum 60% --max-parallel 2 --bake 30s")]
+    Stage(StageArgs),
+    /// Show services: staged release, rollout state, hosts by version, upgrading hosts, tickets.
+    #[command(after_help = "Examples:\n  deployctl status\n  deployctl status api --hosts\n  deployctl status --json")]
+    Status(StatusArgs),
+    /// Follow rollouts until they complete (exit 0) or halt (exit 4).
+    #[command(after_help = "Examples:\n  deployctl watch api\n  deployctl watch --timeout 30m")]
+    Watch(WatchArgs),
+    /// Pause SERVICE's rollout: no new host starts its step.
+    #[command(after_help = "Example:\n  deployctl pause api --reason 'error rate up'")]
+    Pause(PauseArgs),
+    /// Resume a paused or halted rollout of SERVICE and reset its failure count.
+    #[command(after_help = "Example:\n  deployctl resume api")]
+    Resume(ServiceArg),
+    /// Abort SERVICE's rollout: hosts keep what they run; the staged release goes back
+    /// to the release most online hosts run.
+    #[command(after_help = "Example:\n  deployctl abort api")]
+    Abort(ServiceArg),
+    /// Roll SERVICE back to a catalog release, at the front of the deploy queue.
+    #[command(after_help = "Examples:\n  deployctl rollback api\n  deployctl rollback api --to 1.3.0")]
+    Rollback(RollbackArgs),
+    /// Free the upgrading slot of HOST, whose sidecar is gone, in SERVICE's rollout.
+    #[command(after_help = "Example:\n  deployctl unlock api web-03")]
+    Unlock(UnlockArgs),
+    /// Show SERVICE's history, newest first.
+    #[command(after_help = "Example:\n  deployctl history api --limit 50")]
+    History(HistoryArgs),
+    /// Show SERVICE's release catalog, newest first.
+    #[command(after_help = "Example:\n  deployctl releases api --json")]
+    Releases(ServiceArg),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  deployctl completions bash > /etc/bash_completion.d/deployctl")]
+    Completions(CompletionsArgs),
+}
+
+/// A service name.
+#[derive(Debug, Args)]
+pub struct ServiceArg {
+    /// The service.
+    pub service: String,
+}
+
+/// `stage` arguments.
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The service.
+    pub service: String,
+    /// The release's version.
+    #[arg(long)]
+    pub version: String,
+    /// Where hosts download the artifact: http://, https:// or file:// [default with --file: file://<its path>].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The artifact's sha256, 64 hex digits [default with --file: computed].
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// The artifact's size in bytes [default with --file: its size].
+    #[arg(long)]
+    pub size: Option<u64>,
+    /// A local copy of the artifact: its sha256 and size are computed (and checked against
+    /// --sha256 and --size when given).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// How hosts install it [default: tar.gz for .tar.gz/.tgz URLs, else file].
+    #[arg(long, value_parser = ["tar.gz", "file"])]
+    pub format: Option<String>,
+    /// Online hosts that must stay up while hosts upgrade: N or P% [default: 1].
+    #[arg(long)]
+    pub quorum: Option<Quorum>,
+    /// Hosts upgrading at once [default: 1].
+    #[arg(long)]
+    pub max_parallel: Option<u32>,
+    /// How long a host must stay healthy before it counts as upgraded [default: 0s].
+    #[arg(long)]
+    pub bake: Option<HumanDuration>,
+    /// How long a started release may take to pass its health check [default: 60s].
+    #[arg(long)]
+    pub health_deadline: Option<HumanDuration>,
+    /// Host failures tolerated before the rollout halts [default: 0].
+    #[arg(long)]
+    pub max_failures: Option<u32>,
+    /// Supersede the service's unfinished rollout (its deploy entry is deleted).
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this service.
+    pub service: Option<String>,
+    /// One line per host instead of a summary per service.
+    #[arg(long)]
+    pub hosts: bool,
+}
+
+/// `watch` arguments.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only this service [default: every rollout in the queue now].
+    pub service: Option<String>,
+    /// How often to poll ZooKeeper.
+    #[arg(long, default_value = "250ms")]
+    pub interval: HumanDuration,
+    /// Give up (exit 1) after this long [default: never].
+    #[arg(long)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `pause` arguments.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The service.
+    pub service: String,
+    /// Why (shown by status and kept in the history) [default: paused by <you>].
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `rollback` arguments.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The service.
+    pub service: String,
+    /// The catalog version to go back to [default: the version most online hosts run other
+    /// than the staged one, else the release staged just before it].
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `unlock` arguments.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// The service.
+    pub service: String,
+    /// The host whose slot is freed.
+    pub host: String,
+    /// Unlock even though the host's session looks alive.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `history` arguments.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The service.
+    pub service: String,
+    /// How many events to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// `completions` arguments.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,189 @@
+//! Why a command was refused, and the exit code each outcome maps to.
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | success (`watch`: the rollout completed) |
+//! | 1 | runtime error: ZooKeeper unreachable, a transaction kept conflicting, I/O |
+//! | 2 | usage error or invalid input, refused before anything was written |
+//! | 3 | refused by the state in ZooKeeper (conflict), nothing written |
+//! | 4 | `watch`: the rollout halted, or was aborted or superseded |
+
+use znode_schema::{NameError, layout::RootError, policy::PolicyError};
+
+/// Process exit codes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// A runtime or ZooKeeper error.
+    Runtime = 1,
+    /// Usage error or invalid input; nothing was written.
+    Usage = 2,
+    /// Refused by the state in ZooKeeper; nothing was written.
+    Refused = 3,
+    /// `watch`: the rollout halted or was aborted.
+    Halted = 4,
+}
+
+/// The text appended to `deployctl --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (watch: the rollout completed)
+  1  runtime error (ZooKeeper unreachable, conflicting writers, I/O)
+  2  usage error or invalid input, refused before anything was written
+  3  refused by the state in ZooKeeper (conflict), nothing written
+  4  watch: the rollout halted, or was aborted or superseded";
+
+/// An input refused before anything was written (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    /// A service name, host id or version outside the allowed characters.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A quorum, duration or other policy value.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// `--root` is not an absolute ZooKeeper path.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// The sha256 is not 64 hex digits.
+    #[error("invalid sha256 {0:?}: expected 64 hex digits")]
+    Sha256(String),
+    /// The URL has another scheme or nothing after it.
+    #[error("invalid URL {0:?}: expected http://, https:// or file:// followed by a location")]
+    Url(String),
+    /// `--sha256` disagrees with the local copy of the artifact.
+    #[error("--sha256 {given} does not match {file}, whose sha256 is {actual}")]
+    FileSha256 { given: String, file: String, actual: String },
+    /// `--size` disagrees with the local copy of the artifact.
+    #[error("--size {given} does not match {file}, which is {actual} bytes long")]
+    FileSize { given: u64, file: String, actual: u64 },
+    /// The local artifact cannot be read.
+    #[error("failed to read the artifact {file}: {source}")]
+    File {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither `--sha256` nor a local copy to compute it from.
+    #[error("the artifact's sha256 is unknown: give --sha256 HEX or --file PATH")]
+    NoSha256,
+    /// Neither `--url` nor a local copy to point at.
+    #[error("the artifact's URL is unknown: give --url URL or --file PATH")]
+    NoUrl,
+    /// The size is unknown.
+    #[error(
+        "the artifact's size is unknown: give --size BYTES or --file PATH \
+         (hosts verify the size as well as the sha256)"
+    )]
+    NoSize,
+    /// No ZooKeeper to talk to.
+    #[error("no ZooKeeper given: use --zk HOST:PORT[,HOST:PORT...][/chroot] or set BATON_ZK")]
+    NoZk,
+    /// A numeric flag out of range.
+    #[error("{0}")]
+    Flag(String),
+}
+
+/// A command refused because of the state in ZooKeeper (exit 3); nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The tree does not exist yet.
+    #[error("the baton tree under {root} does not exist (missing {missing}); run `deployctl init` first")]
+    NoTree { root: String, missing: String },
+    /// The service already has an unfinished rollout.
+    #[error(
+        "{service} already has an unfinished rollout to {version} ({state}) at {path}; \
+         add --replace to supersede it"
+    )]
+    Unfinished { service: String, version: String, state: String, path: String },
+    /// The version is in the catalog with another artifact.
+    #[error(
+        "release {service} {version} is already in the catalog with sha256 {existing} and size {existing_size} \
+         (at {path}); a version is immutable: stage a new version"
+    )]
+    CatalogMismatch { service: String, version: String, existing: String, existing_size: u64, path: String },
+    /// The service has no deploy entry.
+    #[error("no unfinished rollout of {service}")]
+    NoRollout { service: String },
+    /// Pause of a paused rollout.
+    #[error("{service}'s rollout to {version} is already paused")]
+    AlreadyPaused { service: String, version: String },
+    /// Pause of a halted rollout.
+    #[error("{service}'s rollout to {version} is halted ({reason}); resume, abort or roll it back instead")]
+    PauseHalted { service: String, version: String, reason: String },
+    /// Resume of an active rollout without failures.
+    #[error("nothing to resume: {service}'s rollout to {version} is active with no failures counted")]
+    NothingToResume { service: String, version: String },
+    /// The deploy entry is not readable.
+    #[error("the deploy entry of {service} cannot be changed safely: {error}")]
+    MalformedEntry { service: String, error: String },
+    /// Unlock of a host without a marker.
+    #[error("host {host} holds no upgrading slot in {service}'s rollout")]
+    NoMarker { service: String, host: String },
+    /// Unlock of a host whose sidecar is alive.
+    #[error(
+        "host {host} still has a live ZooKeeper session ({evidence} exists); its sidecar will finish or undo its step; add --force to unlock anyway"
+    )]
+    HostAlive { host: String, evidence: String },
+    /// A version that is not in the catalog.
+    #[error("release {service} {version} is not in the catalog; see `deployctl releases {service}`")]
+    NotInCatalog { service: String, version: String },
+    /// Nothing to roll back to.
+    #[error("no release of {service} to roll back to: {why}")]
+    NoRollbackTarget { service: String, why: String },
+    /// Rollback to what is staged without a rollout in flight.
+    #[error("{service} {version} is already staged and no rollout of {service} is in progress")]
+    AlreadyStaged { service: String, version: String },
+    /// `watch` of a service without a rollout that is not complete either.
+    #[error("no unfinished rollout of {service} to watch ({detail})")]
+    NothingToWatch { service: String, detail: String },
+    /// `history`/`releases` of an unknown service.
+    #[error("{what} of {service} not found at {path}")]
+    NotFound { what: String, service: String, path: String },
+}
+
+/// `watch` saw the rollout halt or vanish without completing (exit 4).
+#[derive(Debug, thiserror::Error)]
+#[error("rollout of {service} {version} did not complete: {reason}")]
+pub struct Halted {
+    /// The service.
+    pub service: String,
+    /// The target version.
+    pub version: String,
+    /// Why: the halt reason, or who aborted it.
+    pub reason: String,
+}
+
+/// The exit code for an error: the first typed cause found in its chain decides.
+pub fn exit_code(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<Invalid>() {
+            return Exit::Usage;
+        }
+        if cause.is::<Refusal>() {
+            return Exit::Refused;
+        }
+        if cause.is::<Halted>() {
+            return Exit::Halted;
+        }
+    }
+    Exit::Runtime
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn codes_follow_the_cause_through_context() {
+        let e = Err::<(), _>(Invalid::NoSize).context("staging api").unwrap_err();
+        assert_eq!(exit_code(&e), Exit::Usage);
+        let e = anyhow::Error::from(Refusal::NoRollout { service: "api".into() });
+        assert_eq!(exit_code(&e), Exit::Refused);
+        let e = anyhow::Error::from(Halted { service: "a".into(), version: "1".into(), reason: "x".into() });
+        assert_eq!(exit_code(&e), Exit::Halted);
+        assert_eq!(exit_code(&anyhow::anyhow!("boom")), Exit::Runtime);
+    }
+}

@@ -1,0 +1,117 @@
+//! The audit trail: events added in the same transaction as the change they record,
+//! pruning to the newest N per service, and `deployctl history`.
+
+use crate::Ctx;
+use crate::error::Refusal;
+use crate::model::{Node, read};
+use crate::output::{Table, print_json};
+use crate::zk::{Op, Txn};
+use serde_json::json;
+use znode_schema::{EventKind, HistoryEvent, SeqName, encode, layout::EVENT_PREFIX};
+
+/// The default number of events kept per service.
+pub const DEFAULT_KEEP: usize = 200;
+
+/// A new event stamped now and signed by the operator.
+pub fn event(ctx: &Ctx, kind: EventKind, service: &str, version: Option<&str>, detail: Option<String>) -> HistoryEvent {
+    HistoryEvent {
+        at: znode_schema::time::now(),
+        event: kind,
+        service: service.into(),
+        version: version.map(String::from),
+        host: None,
+        detail,
+        by: Some(ctx.by.clone()),
+    }
+}
+
+/// Adds the creation of `ev` to `txn`. `history/<service>` must exist.
+pub fn add(ctx: &Ctx, txn: &mut Txn, ev: &HistoryEvent) -> usize {
+    txn.push(Op::CreateSeq { prefix: ctx.layout.history_prefix(&ev.service), data: encode(ev) })
+}
+
+/// Event names under `history/<service>`, oldest first.
+async fn sorted_events(ctx: &Ctx, service: &str) -> anyhow::Result<Option<Vec<(u64, String)>>> {
+    let Some(names) = ctx.zk.children(&ctx.layout.history(service)).await? else { return Ok(None) };
+    let mut events: Vec<_> =
+        names.into_iter().filter_map(|n| SeqName::parse(&n, EVENT_PREFIX).map(|s| (s.seq, n))).collect();
+    events.sort();
+    Ok(Some(events))
+}
+
+/// Deletes the oldest events of `service` beyond the newest `ctx.history_keep`.
+/// A failure is a warning on stderr: the change itself is already committed.
+pub async fn prune(ctx: &Ctx, service: &str) {
+    if let Err(err) = try_prune(ctx, service).await {
+        eprintln!("warning: failed to prune the history of {service}: {err:#}");
+    }
+}
+
+async fn try_prune(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
+    let events = sorted_events(ctx, service).await?.unwrap_or_default();
+    let excess = events.len().saturating_sub(ctx.history_keep);
+    for (_, name) in events.into_iter().take(excess) {
+        ctx.zk.delete(&ctx.layout.history_event(service, &name), None).await?;
+    }
+    Ok(())
+}
+
+/// The newest `limit` events of `service`, newest first.
+pub async fn newest(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<Option<Vec<Node<HistoryEvent>>>> {
+    let Some(events) = sorted_events(ctx, service).await? else { return Ok(None) };
+    let mut out = Vec::new();
+    for (_, name) in events.into_iter().rev() {
+        if out.len() >= limit {
+            break;
+        }
+        if let Some(node) = read::<HistoryEvent>(&ctx.zk, &ctx.layout.history_event(service, &name)).await? {
+            out.push(node);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// `deployctl history SERVICE [--limit N]`.
+pub async fn show(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<()> {
+    let path = ctx.layout.history(service);
+    let Some(events) = newest(ctx, service, limit).await? else {
+        return Err(Refusal::NotFound { what: "history".into(), service: service.into(), path }.into());
+    };
+    if ctx.json {
+        let rows: Vec<_> = events.iter().map(event_json).collect();
+        print_json(&json!({ "service": service, "events": rows }));
+        return Ok(());
+    }
+    let mut t = Table::new(&["AT", "EVENT", "VERSION", "HOST", "BY", "DETAIL"]);
+    for node in &events {
+        match &node.value {
+            Ok(e) => t.row(vec![
+                e.at.clone(),
+                e.event.to_string(),
+                e.version.clone().unwrap_or_else(|| "-".into()),
+                e.host.clone().unwrap_or_else(|| "-".into()),
+                e.by.clone().unwrap_or_else(|| "-".into()),
+                e.detail.clone().unwrap_or_default(),
+            ]),
+            Err(m) => t.row(vec!["?".into(), "MALFORMED".into(), "-".into(), "-".into(), "-".into(), m.to_string()]),
+        }
+    }
+    if t.is_empty() {
+        println!("no history for {service}");
+    } else {
+        print!("{}", t.render(""));
+    }
+    Ok(())
+}
+
+/// One event as JSON: the payload plus its `path`, or `{path, error}`.
+fn event_json(node: &Node<HistoryEvent>) -> serde_json::Value {
+    match &node.value {
+        Ok(e) => {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["path"] = json!(node.path);
+            v
+        }
+        Err(m) => json!(m),
+    }
+}

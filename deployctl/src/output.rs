@@ -1,0 +1,96 @@
+//! Output for people (aligned tables, short durations) and for scripts (JSON).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+/// A plain text table: a header row and aligned columns separated by two spaces.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Table { rows: vec![headers.iter().map(|h| h.to_string()).collect()] }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Whether only the header is there.
+    pub fn is_empty(&self) -> bool {
+        self.rows.len() <= 1
+    }
+
+    /// Renders the table, each line indented by `indent`.
+    pub fn render(&self, indent: &str) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| self.rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::from(indent);
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+}
+
+/// A short human duration: `45s`, `3m12s`, `2h5m`.
+pub fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// How long ago an RFC 3339 timestamp was (`?` when it is not one).
+pub fn ago(at: &str) -> String {
+    match znode_schema::time::parse(at) {
+        Some(t) => short(SystemTime::now().duration_since(t).unwrap_or_default()),
+        None => "?".into(),
+    }
+}
+
+/// The first 12 digits of a sha256, enough to tell releases apart in a table.
+pub fn short_sha(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new(&["A", "LONGER"]);
+        t.row(vec!["xyz".into(), "1".into()]);
+        assert_eq!(t.render(""), "A    LONGER\nxyz  1\n");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(short(Duration::from_secs(5)), "5s");
+        assert_eq!(short(Duration::from_secs(192)), "3m12s");
+        assert_eq!(short(Duration::from_secs(7500)), "2h05m");
+    }
+}
