@@ -78,6 +78,7 @@ fn pause_or_resume(by: &str, d: &DeployEntry, pause: bool, reason: Option<&str>)
             new.state = DeployState::Active;
             new.reason = None;
             new.failures = 0;
+            new.failed_hosts.clear();
         }
     }
     Ok(new)

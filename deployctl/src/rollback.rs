@@ -83,6 +83,7 @@ pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>) -> anyhow::Result<(
             state: DeployState::Active,
             reason: None,
             failures: 0,
+            failed_hosts: Vec::new(),
             created_at: now.clone(),
             created_by: ctx.by.clone(),
         };

@@ -112,6 +112,7 @@ pub async fn run(ctx: &Ctx, args: &StageArgs, staging: Staging) -> anyhow::Resul
         state: DeployState::Active,
         reason: None,
         failures: 0,
+        failed_hosts: Vec::new(),
         created_at: now.clone(),
         created_by: ctx.by.clone(),
     };

@@ -383,8 +383,28 @@ impl Agent {
     }
 
     fn wants(&self, st: &Staging) -> bool {
-        self.running.as_deref() != Some(st.version.as_str())
-            && self.failed.as_ref() != Some(&(st.version.clone(), st.staged_at.clone()))
+        self.running.as_deref() != Some(st.version.as_str()) && !self.failed_here(st)
+    }
+
+    /// Whether this host's step failed for this very staged release.
+    fn failed_here(&self, st: &Staging) -> bool {
+        self.failed.as_ref() == Some(&(st.version.clone(), st.staged_at.clone()))
+    }
+
+    /// The deploy entry of `st` that still lists this host among its failed hosts,
+    /// watched; `None` once an operator resumed (which clears the list) or the
+    /// entry is gone.
+    async fn failed_entry(&self, s: &Session, st: &Staging) -> Result<Option<OneshotWatcher>, ZkError> {
+        let dir = s.layout.deploy_dir();
+        for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
+            let path = s.layout.deploy_entry(&name);
+            let Ok((data, _, w)) = s.client.get_and_watch_data(&path).await else { continue };
+            let Ok(e) = znode_schema::decode::<znode_schema::DeployEntry>(&path, &data) else { continue };
+            if e.service == st.service && e.version == st.version {
+                return Ok(e.failed_hosts.contains(&s.host).then_some(w));
+            }
+        }
+        Ok(None)
     }
 
     async fn idle(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
@@ -398,7 +418,18 @@ impl Agent {
                 return Ok(Lifecycle::Downloading { version: st.version.clone() });
             }
         }
-        self.wait(s, vec![w], sd, REEVALUATE).await?;
+        let mut watches = vec![w];
+        if let Some(st) = staged.as_ref().filter(|st| self.failed_here(st)) {
+            match self.failed_entry(s, st).await? {
+                Some(entry_watch) => watches.push(entry_watch),
+                None => {
+                    tracing::info!(service = %self.cfg.name, version = %st.version, "rollout resumed; queueing again");
+                    self.failed = None;
+                    return Ok(Lifecycle::Downloading { version: st.version.clone() });
+                }
+            }
+        }
+        self.wait(s, watches, sd, REEVALUATE).await?;
         Ok(Lifecycle::Idle)
     }
 
