@@ -156,6 +156,37 @@ pub async fn run(argv: &[String], ctx: &CommandContext, timeout: Duration) -> Re
     }
 }
 
+/// Runs `argv` within `timeout` with its output to `output` (stdout, stderr). Unlike
+/// [`run`], what it leaves running in its group stays (a start command may launch the
+/// service that way); on timeout, or when the future is dropped, the group is SIGKILLed.
+pub async fn run_with_output(
+    argv: &[String],
+    ctx: &CommandContext,
+    output: (Stdio, Stdio),
+    timeout: Duration,
+) -> Result<(), CommandError> {
+    let program = resolve_program(&argv[0], &ctx.cwd).display().to_string();
+    let mut cmd = build(argv, ctx);
+    cmd.stdout(output.0).stderr(output.1);
+    let mut child = cmd.spawn().map_err(|source| spawn_error(&program, ctx, source))?;
+    let mut guard = GroupGuard::new(child.id().map_or(0, |pid| pid as i32));
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Err(_elapsed) => {
+            drop(guard);
+            let _ = child.wait().await;
+            Err(CommandError::Timeout { timeout, stderr: String::new() })
+        }
+        Ok(waited) => {
+            guard.disarm();
+            match waited {
+                Ok(status) if status.success() => Ok(()),
+                Ok(status) => Err(CommandError::Failed { status: status.into(), stderr: String::new() }),
+                Err(source) => Err(CommandError::Wait { program, source }),
+            }
+        }
+    }
+}
+
 /// Reads a stream to its end, keeping the last [`TAIL_LINES`] lines.
 async fn read_tail(stream: Option<impl AsyncRead + Unpin>) -> String {
     let Some(mut stream) = stream else { return String::new() };
