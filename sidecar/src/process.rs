@@ -53,6 +53,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
 
 /// Whether any process of group `pgid` exists and is not a zombie.
 pub fn group_alive(pgid: i32) -> bool {
+    if pgid < 2 {
+        return false;
+    }
     if !has_proc() {
         return killpg(Pid::from_raw(pgid), None).is_ok();
     }
@@ -64,7 +67,11 @@ pub fn group_alive(pgid: i32) -> bool {
 }
 
 /// Sends `signal` to every process of group `pgid`; a group that is already gone is fine.
+/// Group ids below 2 are refused (`killpg(0)` would signal the sidecar's own group).
 pub fn signal_group(pgid: i32, signal: Signal) -> nix::Result<()> {
+    if pgid < 2 {
+        return Err(Errno::EINVAL);
+    }
     match killpg(Pid::from_raw(pgid), signal) {
         Err(Errno::ESRCH) => Ok(()),
         other => other,
@@ -124,6 +131,8 @@ pub(crate) mod tests {
         child.wait().unwrap();
         assert_eq!(signal_group(pid, Signal::SIGTERM), Ok(()));
         assert!(!group_alive(pid));
+        assert_eq!(signal_group(0, Signal::SIGTERM), Err(Errno::EINVAL), "never our own group");
+        assert!(!group_alive(0));
     }
 
     /// Polls `fact` for up to 10 seconds.

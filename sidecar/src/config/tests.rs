@@ -232,3 +232,12 @@ fn command_env_adds_the_baton_variables() {
     assert_eq!((get("PORT"), get("BATON_SERVICE"), get("BATON_VERSION")), (Some("1"), Some("api"), Some("1.2.0")));
     assert_eq!(get("BATON_RELEASE_DIR"), Some("/r/1.2.0"));
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let doc = include_str!("../../../docs/config.md");
+    let example = doc.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let config = Config::parse(example, "docs/config.md").unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["api", "db-proxy"]);
+}
