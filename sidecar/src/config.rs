@@ -1,7 +1,7 @@
 //! The sidecar's TOML config: which ZooKeeper, which host, which services.
 //!
 //! [`Config::parse`] reads the file into loosely typed structs that refuse unknown keys
-//! (`raw`), then [`validate`] converts them into the types below, collecting *every*
+//! (`raw`), then `validate` converts them into the types below, collecting *every*
 //! problem with the key it concerns (`service[1].health: exactly one of http, tcp,
 //! exec is required`). Services are numbered from 0 in the order of the file.
 //! `docs/config.md` is the reference of every key and its default.

@@ -106,6 +106,11 @@ impl Supervisor {
         Supervisor { shared: Arc::new(shared), running: Arc::default() }
     }
 
+    /// The service this supervisor runs.
+    pub fn service(&self) -> &ServiceConfig {
+        &self.shared.service
+    }
+
     /// The status channel; the current value is always there.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.shared.status.subscribe()
@@ -222,8 +227,8 @@ impl Supervisor {
     }
 
     /// The sidecar is shutting down: with `on_shutdown = "keep"` the service is left
-    /// running (its pid file stays, for the next sidecar to adopt); with `"stop"` it is
-    /// stopped.
+    /// running (its pid file stays, for the next sidecar to adopt) and the status keeps
+    /// its last value; with `"stop"` it is stopped.
     pub async fn shutdown(&self) -> Result<(), SupervisorError> {
         if self.shared.service.on_shutdown == OnShutdown::Stop {
             return self.stop().await;

@@ -38,7 +38,7 @@ pub enum Status {
     },
 }
 
-/// How [`Supervisor::start`] got the service running.
+/// How [`Supervisor::start`](super::Supervisor::start) got the service running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started {
     /// It was spawned (run mode, with its pid) or its start command ran (start/stop mode).
