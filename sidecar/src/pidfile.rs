@@ -34,7 +34,7 @@ impl PidRecord {
     /// A record for `pid`, just spawned as the leader of its own group.
     pub fn new(pid: u32, version: &str, release_dir: &Path) -> Self {
         let start_time = crate::process::start_time(pid as i32);
-        PidRecord { pid, pgid: pid as i32, version: version.into(), release_dir: release_dir.into(), start_time }
+        PidRecord { pid, pgid: pid as i32, version: version.into(), release_dir: canonical(release_dir), start_time }
     }
 
     /// Whether the recorded process still runs (and is the same process).
@@ -47,10 +47,16 @@ impl PidRecord {
         same && crate::process::alive(pid)
     }
 
-    /// Whether it runs `version` from `release_dir`.
+    /// Whether it runs `version` from `release_dir` (compared with symbolic links resolved,
+    /// so a `current` link and the directory it points to are the same release).
     pub fn runs(&self, release_dir: &Path, version: &str) -> bool {
-        self.version == version && self.release_dir == release_dir
+        self.version == version && canonical(&self.release_dir) == canonical(release_dir)
     }
+}
+
+/// `path` with symbolic links resolved, or as given when it cannot be.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Writes `record` to `path` atomically.
@@ -91,12 +97,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         assert_eq!(read(&path).unwrap(), None);
-        let record = PidRecord::new(std::process::id(), "1.0.0", Path::new("/r/1.0.0"));
+        let release = dir.path().join("releases/1.0.0");
+        std::fs::create_dir_all(&release).unwrap();
+        std::os::unix::fs::symlink(&release, dir.path().join("current")).unwrap();
+        let record = PidRecord::new(std::process::id(), "1.0.0", &dir.path().join("current"));
         write(&path, &record).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record.clone()));
         assert!(record.is_alive());
-        assert!(record.runs(Path::new("/r/1.0.0"), "1.0.0"));
-        assert!(!record.runs(Path::new("/r/1.0.0"), "1.0.1"));
+        assert!(record.runs(&release, "1.0.0"));
+        assert!(record.runs(&dir.path().join("current"), "1.0.0"));
+        assert!(!record.runs(&release, "1.0.1"));
+        assert!(!record.runs(dir.path(), "1.0.0"));
         remove(&path).unwrap();
         remove(&path).unwrap();
         assert_eq!(read(&path).unwrap(), None);

@@ -134,7 +134,7 @@ async fn run_mode_gets_healthy_with_its_environment_and_logs_to_the_file() {
     assert_eq!(get(port, "/version").as_deref(), Some("1.0.0"));
     let record = fx.pid_file().expect("a pid file while it runs");
     assert_eq!((record.pid, record.pgid, record.version.as_str()), (pid, pid as i32, "1.0.0"));
-    assert_eq!(record.release_dir, release);
+    assert_eq!(record.release_dir, release.canonicalize().unwrap());
     let log = std::fs::read_to_string(sup.log_path()).unwrap();
     assert!(log.contains(&format!("service=api version=1.0.0 dir={}", release.display())), "{log}");
     assert!(log.contains(&format!("baton-demo-service 1.0.0 pid {pid} listening")), "{log}");
