@@ -4,16 +4,25 @@
 
 pub mod agent;
 pub mod boot;
+pub mod child;
 pub mod cli;
+pub mod command;
 pub mod commit;
+pub mod config;
 pub mod daemon;
 pub mod fence;
+pub mod health;
 pub mod history;
+pub mod hooks;
 pub mod lifecycle;
+pub mod logfile;
+pub mod pidfile;
+pub mod process;
 pub mod queue;
 pub mod register;
 pub mod session;
 pub mod step;
+pub mod supervisor;
 pub mod turn;
 pub mod zk;
 

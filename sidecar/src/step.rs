@@ -59,7 +59,7 @@ impl Parts<'_> {
 
     async fn hook(&self, name: &str, cmd: &Option<Vec<String>>) -> Result<(), String> {
         let Some(cmd) = cmd else { return Ok(()) };
-        hooks::run_hook(name, cmd, &self.hook_dir(), &self.cfg.env, self.cfg.hooks.timeout)
+        hooks::run_hook(name, cmd, &self.hook_dir(), &self.hook_env(), self.cfg.hooks.timeout)
             .await
             .map_err(|e| e.to_string())
     }

@@ -1,0 +1,244 @@
+//! The sidecar's TOML config: which ZooKeeper, which host, which services.
+//!
+//! [`Config::parse`] reads the file into loosely typed structs that refuse unknown keys
+//! (`raw`), then `validate` converts them into the types below, collecting *every*
+//! problem with the key it concerns (`service[1].health: exactly one of http, tcp,
+//! exec is required`). Services are numbered from 0 in the order of the file.
+//! `docs/config.md` is the reference of every key and its default.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use znode_schema::HumanDuration;
+
+/// A validated sidecar config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[zookeeper]`.
+    pub zookeeper: ZkConfig,
+    /// `[host]`.
+    pub host: HostConfig,
+    /// The `[[service]]` tables, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Where ZooKeeper is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// The connect string, `host:port[,host:port...][/chroot]`.
+    pub connect: String,
+    /// The root of baton's znodes (default `/dc`).
+    pub root: String,
+    /// The session timeout asked for (default 10s).
+    pub session_timeout: HumanDuration,
+}
+
+/// This machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The host id (default: the hostname), a valid host name.
+    pub id: String,
+    /// Where releases, pid files and logs live (default `/var/lib/baton`).
+    pub data_dir: PathBuf,
+    /// How many releases to keep per service (default 3, at least 2).
+    pub keep_releases: usize,
+}
+
+/// One service the sidecar runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The service name.
+    pub name: String,
+    /// How it is run.
+    pub mode: RunMode,
+    /// Grace between SIGTERM and SIGKILL; also the time allowed to a `stop` command (default 10s).
+    pub stop_timeout: HumanDuration,
+    /// Its health check.
+    pub health: HealthConfig,
+    /// Its drain and undrain hooks.
+    pub hooks: HooksConfig,
+    /// Extra environment for run/start/stop, hooks and exec health checks.
+    pub env: BTreeMap<String, String>,
+    /// Where the output of run/start/stop goes.
+    pub output: Output,
+    /// What a sidecar shutdown does to the service.
+    pub on_shutdown: OnShutdown,
+}
+
+/// How a service is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMode {
+    /// The sidecar runs this command and keeps it up.
+    Run(Vec<String>),
+    /// The service is managed elsewhere: these commands start and stop it.
+    StartStop {
+        /// Starts the service; must exit 0.
+        start: Vec<String>,
+        /// Stops the service.
+        stop: Vec<String>,
+    },
+}
+
+/// What a health check probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// An HTTP GET that must answer 2xx.
+    Http(String),
+    /// A TCP address that must accept a connection.
+    Tcp(String),
+    /// A command that must exit 0.
+    Exec(Vec<String>),
+}
+
+/// A health check and its timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// What is probed.
+    pub check: HealthCheck,
+    /// Time between two checks (default 500ms).
+    pub interval: Duration,
+    /// Time allowed to one check (default 2s).
+    pub timeout: Duration,
+}
+
+/// Commands run around an upgrade step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// Run before the service is stopped for an upgrade.
+    pub drain: Option<Vec<String>>,
+    /// Run once the new release is healthy and baked.
+    pub undrain: Option<Vec<String>>,
+    /// Time allowed to each hook (default 30s).
+    pub timeout: Duration,
+}
+
+/// Where a service's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// `<data_dir>/<service>/service.log`, rotated by size.
+    #[default]
+    File,
+    /// The sidecar's own stdout and stderr.
+    Inherit,
+}
+
+/// What the sidecar does to a service when the sidecar itself stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnShutdown {
+    /// Leave it running; a restarted sidecar adopts it.
+    #[default]
+    Keep,
+    /// Stop it.
+    Stop,
+}
+
+/// One thing wrong with a config, and the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, such as `service[1].health`; empty for the file as a whole.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.key, self.message) }
+    }
+}
+
+/// A config that could not be read or is invalid: every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config {origin}: {}", list(.problems))]
+pub struct ConfigError {
+    /// Where the config came from (usually its path).
+    pub origin: String,
+    /// Everything wrong with it, in file order.
+    pub problems: Vec<Problem>,
+}
+
+fn list(problems: &[Problem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => {
+            let lines: Vec<String> = many.iter().map(|p| format!("\n  {p}")).collect();
+            format!("{} problems:{}", many.len(), lines.concat())
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &origin),
+            Err(err) => {
+                let problem = Problem { key: String::new(), message: format!("failed to read the file: {err}") };
+                Err(ConfigError { origin, problems: vec![problem] })
+            }
+        }
+    }
+
+    /// Parses and validates config `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        validate::parse(text).map_err(|problems| ConfigError { origin: origin.into(), problems })
+    }
+}
+
+impl ServiceConfig {
+    /// The service's own directory: `<data_dir>/<name>`.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.name)
+    }
+
+    /// The environment of the service's commands for `version` in `release_dir`:
+    /// `env` plus `BATON_SERVICE`, `BATON_VERSION` and `BATON_RELEASE_DIR`.
+    pub fn command_env(&self, version: &str, release_dir: &Path) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.insert("BATON_SERVICE".into(), self.name.clone());
+        env.insert("BATON_VERSION".into(), version.into());
+        env.insert("BATON_RELEASE_DIR".into(), release_dir.display().to_string());
+        env
+    }
+}
+
+/// `sidecar check --config FILE`: validates the file and summarises it.
+pub fn check(path: &Path) -> Result<String, ConfigError> {
+    let config = Config::load(path)?;
+    Ok(config.summary(&path.display().to_string()))
+}
+
+impl Config {
+    /// A few human lines describing the config, for `sidecar check`.
+    pub fn summary(&self, origin: &str) -> String {
+        let (zk, host) = (&self.zookeeper, &self.host);
+        let mut out = format!("config {origin} is valid\n");
+        out += &format!("  zookeeper {} (root {}, session timeout {})\n", zk.connect, zk.root, zk.session_timeout);
+        out += &format!(
+            "  host {} (data dir {}, keep {} releases)\n",
+            host.id,
+            host.data_dir.display(),
+            host.keep_releases
+        );
+        for s in &self.services {
+            let mode = match &s.mode {
+                RunMode::Run(cmd) => format!("run {}", cmd.join(" ")),
+                RunMode::StartStop { start, stop } => format!("start {}, stop {}", start.join(" "), stop.join(" ")),
+            };
+            let check = match &s.health.check {
+                HealthCheck::Http(url) => format!("http {url}"),
+                HealthCheck::Tcp(addr) => format!("tcp {addr}"),
+                HealthCheck::Exec(cmd) => format!("exec {}", cmd.join(" ")),
+            };
+            out += &format!("  service {}: {mode}; health {check} every {:?}\n", s.name, s.health.interval);
+        }
+        out
+    }
+}

@@ -1,0 +1,243 @@
+use super::*;
+use test_case::test_case;
+
+const ZK: &str = "[zookeeper]\nconnect = \"zk1:2181\"\n[host]\nid = \"web-01\"\n";
+const RUN: &str = "name = \"api\"\nrun = [\"bin/api\"]\nhealth = { tcp = \"127.0.0.1:8080\" }\n";
+
+/// A config with one service made of `RUN` followed by `extra` lines.
+fn with_service(extra: &str) -> String {
+    format!("{ZK}[[service]]\n{RUN}{extra}\n")
+}
+
+fn problems(text: &str) -> Vec<String> {
+    Config::parse(text, "test.toml").unwrap_err().problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn minimal_config_gets_the_defaults() {
+    let config = Config::parse(&with_service(""), "test.toml").unwrap();
+    assert_eq!(config.zookeeper.root, "/dc");
+    assert_eq!(config.zookeeper.session_timeout, HumanDuration::secs(10));
+    assert_eq!(config.host.data_dir, Path::new("/var/lib/baton"));
+    assert_eq!(config.host.keep_releases, 3);
+    let s = &config.services[0];
+    assert_eq!(s.mode, RunMode::Run(vec!["bin/api".into()]));
+    assert_eq!(s.stop_timeout, HumanDuration::secs(10));
+    assert_eq!(s.health.interval, Duration::from_millis(500));
+    assert_eq!(s.health.timeout, Duration::from_secs(2));
+    assert_eq!(s.hooks, HooksConfig { drain: None, undrain: None, timeout: Duration::from_secs(30) });
+    assert!(s.env.is_empty());
+    assert_eq!((s.output, s.on_shutdown), (Output::File, OnShutdown::Keep));
+}
+
+#[test]
+fn host_id_defaults_to_the_hostname() {
+    let text = format!("[zookeeper]\nconnect = \"zk1:2181\"\n[[service]]\n{RUN}");
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let hostname = nix::unistd::gethostname().unwrap();
+    assert_eq!(config.host.id, hostname.to_string_lossy());
+}
+
+#[test]
+fn full_config_is_read() {
+    let text = r#"
+        [zookeeper]
+        connect = "zk1:2181,zk2:2181/baton"
+        root = "/prod"
+        session_timeout = "6s"
+        [host]
+        id = "web-01"
+        data_dir = "/srv/baton"
+        keep_releases = 5
+        [[service]]
+        name = "api"
+        run = ["bin/api", "--port", "8080"]
+        stop_timeout = "3s"
+        health = { http = "http://127.0.0.1:8080/health", interval = "1s", timeout = "300ms" }
+        hooks = { drain = ["bin/drain"], undrain = ["bin/undrain"], timeout = "5s" }
+        env = { PORT = "8080" }
+        output = "inherit"
+        on_shutdown = "stop"
+        [[service]]
+        name = "db"
+        start = ["systemctl", "start", "db"]
+        stop = ["systemctl", "stop", "db"]
+        health = { exec = ["bin/check"] }
+    "#;
+    let config = Config::parse(text, "test.toml").unwrap();
+    assert_eq!(config.zookeeper.connect, "zk1:2181,zk2:2181/baton");
+    assert_eq!(config.host.keep_releases, 5);
+    let api = &config.services[0];
+    assert_eq!(api.health.check, HealthCheck::Http("http://127.0.0.1:8080/health".into()));
+    assert_eq!(api.health.timeout, Duration::from_millis(300));
+    assert_eq!(api.hooks.drain, Some(vec!["bin/drain".to_string()]));
+    assert_eq!(api.env.get("PORT").map(String::as_str), Some("8080"));
+    assert_eq!((api.output, api.on_shutdown), (Output::Inherit, OnShutdown::Stop));
+    let db = &config.services[1];
+    assert!(matches!(&db.mode, RunMode::StartStop { start, .. } if start[0] == "systemctl"));
+    assert_eq!(db.health.check, HealthCheck::Exec(vec!["bin/check".into()]));
+    assert!(check_summary_mentions(&config, &["web-01", "service api", "service db", "exec bin/check"]));
+}
+
+fn check_summary_mentions(config: &Config, words: &[&str]) -> bool {
+    let summary = config.summary("test.toml");
+    words.iter().all(|w| summary.contains(w))
+}
+
+#[test_case("", "zookeeper.connect: is required"; "connect missing")]
+#[test_case("connect = \"\"", "zookeeper.connect: must name at least one server"; "connect empty")]
+#[test_case("connect = \"zk1\"", "zookeeper.connect: server \"zk1\" must be host:port"; "no port")]
+#[test_case("connect = \"zk1:99999\"", "invalid port"; "bad port")]
+#[test_case("connect = \"zk1:2181,\"", "server \"\" must be host:port"; "trailing comma")]
+#[test_case("connect = \"zk1:2181/a/\"", "zookeeper.connect: chroot: invalid root path"; "bad chroot")]
+#[test_case("connect = \"zk1:2181\"\nroot = \"dc\"", "zookeeper.root: invalid root path \"dc\""; "relative root")]
+#[test_case("connect = \"zk1:2181\"\nsession_timeout = \"soon\"", "zookeeper.session_timeout: invalid duration"; "bad timeout")]
+#[test_case("connect = \"zk1:2181\"\nsession_timeout = \"0s\"", "zookeeper.session_timeout: must be greater than zero"; "zero timeout")]
+#[test_case("connect = \"zk1:2181\"\nchroot = \"/x\"", "zookeeper.chroot: unknown field `chroot`"; "unknown key")]
+#[test_case("connect = 2181", "zookeeper.connect: invalid type"; "wrong type")]
+fn zookeeper_problems(zk: &str, expected: &str) {
+    let text = format!("[zookeeper]\n{zk}\n[host]\nid = \"h\"\n[[service]]\n{RUN}");
+    let found = problems(&text);
+    assert!(found.iter().any(|p| p.starts_with(expected) || p.contains(expected)), "{found:#?} lacks {expected:?}");
+}
+
+#[test_case("id = \"web/01\"", "host.id: host id \"web/01\" contains '/'"; "bad id")]
+#[test_case("id = \"h\"\ndata_dir = \"var/lib\"", "host.data_dir: must be an absolute path"; "relative dir")]
+#[test_case("id = \"h\"\nkeep_releases = 1", "host.keep_releases: must be at least 2"; "keep one")]
+#[test_case("id = \"h\"\nkeep_releases = -4", "host.keep_releases: must be at least 2"; "keep negative")]
+#[test_case("id = \"h\"\nname = \"x\"", "host.name: unknown field `name`"; "unknown key")]
+fn host_problems(host: &str, expected: &str) {
+    let text = format!("[zookeeper]\nconnect = \"zk:1\"\n[host]\n{host}\n[[service]]\n{RUN}");
+    let found = problems(&text);
+    assert!(found.iter().any(|p| p.starts_with(expected)), "{found:#?} lacks {expected:?}");
+}
+
+#[test_case("name = \"api\"\nhealth = { tcp = \"h:1\" }", "service[0]: one of run, or start and stop, is required"; "no mode")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nstart = [\"b\"]\nstop = [\"c\"]\nhealth = { tcp = \"h:1\" }", "service[0]: run and start/stop are mutually exclusive"; "both modes")]
+#[test_case("name = \"api\"\nstart = [\"b\"]\nhealth = { tcp = \"h:1\" }", "service[0].stop: is required with start"; "start alone")]
+#[test_case("name = \"api\"\nstop = [\"b\"]\nhealth = { tcp = \"h:1\" }", "service[0].start: is required with stop"; "stop alone")]
+#[test_case("name = \"api\"\nrun = []\nhealth = { tcp = \"h:1\" }", "service[0].run: must not be empty"; "empty run")]
+#[test_case("name = \"api\"\nrun = [\" \"]\nhealth = { tcp = \"h:1\" }", "service[0].run[0]: the program must not be empty"; "empty program")]
+#[test_case("run = [\"a\"]\nhealth = { tcp = \"h:1\" }", "service[0].name: is required"; "no name")]
+#[test_case("name = \"a/b\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }", "service[0].name: service name \"a/b\" contains '/'"; "bad name")]
+#[test_case("name = \"api\"\nrun = [\"a\"]", "service[0].health: is required"; "no health")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { interval = \"1s\" }", "service[0].health: exactly one of http, tcp, exec is required"; "no check")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\", exec = [\"x\"] }", "service[0].health: exactly one of http, tcp, exec is required"; "two checks")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { http = \"ftp://h/x\" }", "service[0].health.http: URL \"ftp://h/x\" has scheme \"ftp\""; "ftp url")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { http = \"not a url\" }", "service[0].health.http: invalid URL"; "bad url")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"localhost\" }", "service[0].health.tcp: must be host:port"; "tcp no port")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { exec = [] }", "service[0].health.exec: must not be empty"; "empty exec")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\", interval = \"0ms\" }", "service[0].health.interval: must be greater than zero"; "zero interval")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\", timeout = \"x\" }", "service[0].health.timeout: invalid duration \"x\""; "bad check timeout")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\", port = 1 }", "service[0].health.port: unknown field `port`"; "unknown health key")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nstop_timeout = \"ever\"", "service[0].stop_timeout: invalid duration"; "bad stop timeout")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nhooks = { drain = [] }", "service[0].hooks.drain: must not be empty"; "empty drain")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nhooks = { drian = [\"x\"] }", "service[0].hooks.drian: unknown field `drian`"; "unknown hook")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nenv = { BATON_VERSION = \"1\" }", "service[0].env.BATON_VERSION: the BATON_ prefix is reserved"; "reserved env")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nenv = { PORT = 8080 }", "service[0].env.PORT: invalid type"; "env not a string")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\noutput = \"syslog\"", "service[0].output: expected \"file\" or \"inherit\", not \"syslog\""; "bad output")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\non_shutdown = \"kill\"", "service[0].on_shutdown: expected \"keep\" or \"stop\", not \"kill\""; "bad on_shutdown")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nrestart = \"always\"", "service[0].restart: unknown field `restart`"; "unknown service key")]
+fn service_problems(service: &str, expected: &str) {
+    let found = problems(&format!("{ZK}[[service]]\n{service}\n"));
+    assert!(found.iter().any(|p| p.starts_with(expected)), "{found:#?} lacks {expected:?}");
+}
+
+#[test]
+fn unknown_top_level_keys_are_named() {
+    let found = problems(&format!("{}[zookeper]\nconnect = \"x\"\n", with_service("")));
+    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, service"]);
+}
+
+#[test]
+fn services_are_required_and_unique() {
+    assert_eq!(problems(ZK), ["service: at least one [[service]] is required"]);
+    let text = format!("{ZK}[[service]]\n{RUN}[[service]]\n{RUN}");
+    assert_eq!(problems(&text), ["service[1].name: service \"api\" is configured twice"]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+        [zookeeper]
+        root = "dc"
+        [host]
+        id = "web 01"
+        keep_releases = 1
+        [[service]]
+        name = "api"
+        run = ["bin/api"]
+        health = { tcp = "h:1" }
+        [[service]]
+        name = "worker"
+        run = ["bin/w"]
+        stop_timeout = "later"
+        output = "syslog"
+        [[service]]
+        name = "x"
+        run = ["a"]
+        health = { tcp = "h:1" }
+        bogus = 1
+    "#;
+    let err = Config::parse(text, "sidecar.toml").unwrap_err();
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "zookeeper.connect",
+            "zookeeper.root",
+            "host.id",
+            "host.keep_releases",
+            "service[1].stop_timeout",
+            "service[1].health",
+            "service[1].output",
+            "service[2].bogus"
+        ]
+    );
+    let shown = err.to_string();
+    assert!(shown.starts_with("invalid config sidecar.toml: 8 problems:\n  zookeeper.connect: is required"), "{shown}");
+    assert!(shown.contains("\n  service[2].bogus: unknown field `bogus`"), "{shown}");
+}
+
+#[test]
+fn syntax_errors_have_line_and_column() {
+    let found = problems("[zookeeper]\nconnect = \"zk:1\"\nroot = /dc\n");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("TOML syntax error at line 3, column 8:"), "{found:?}");
+}
+
+#[test]
+fn unreadable_file_is_one_problem() {
+    let err = Config::load(Path::new("/nonexistent/sidecar.toml")).unwrap_err();
+    assert_eq!(err.origin, "/nonexistent/sidecar.toml");
+    assert!(err.to_string().starts_with("invalid config /nonexistent/sidecar.toml: failed to read the file:"), "{err}");
+}
+
+#[test]
+fn check_summarises_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, with_service("")).unwrap();
+    let summary = check(&path).unwrap();
+    assert!(summary.contains("is valid") && summary.contains("service api: run bin/api"), "{summary}");
+    std::fs::write(&path, "[zookeeper]\n").unwrap();
+    assert!(check(&path).is_err());
+}
+
+#[test]
+fn command_env_adds_the_baton_variables() {
+    let config = Config::parse(&with_service("env = { PORT = \"1\" }"), "t").unwrap();
+    let env = config.services[0].command_env("1.2.0", Path::new("/r/1.2.0"));
+    let get = |k: &str| env.get(k).map(String::as_str);
+    assert_eq!((get("PORT"), get("BATON_SERVICE"), get("BATON_VERSION")), (Some("1"), Some("api"), Some("1.2.0")));
+    assert_eq!(get("BATON_RELEASE_DIR"), Some("/r/1.2.0"));
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let doc = include_str!("../../../docs/config.md");
+    let example = doc.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let config = Config::parse(example, "docs/config.md").unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["api", "db-proxy"]);
+}

@@ -1,0 +1,293 @@
+//! From the raw tables to a [`Config`], collecting every problem with its key.
+
+use super::raw::{self, RawHealth, RawHooks, RawHost, RawService, RawZk};
+use super::*;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use znode_schema::{Layout, validate_host, validate_service};
+
+fn default_root() -> String {
+    znode_schema::layout::DEFAULT_ROOT.into()
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/baton")
+}
+fn default_keep_releases() -> i64 {
+    3
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The problems found so far.
+#[derive(Debug, Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl fmt::Display) {
+        self.0.push(Problem { key: key.into(), message: message.to_string() });
+    }
+
+    /// A table deserialized with unknown keys refused; `None` (and a problem) when it is not.
+    fn section<T: for<'de> Deserialize<'de> + Default>(&mut self, key: &str, value: Option<toml::Value>) -> Option<T> {
+        let Some(value) = value else { return Some(T::default()) };
+        raw::section(key, value).map_err(|(key, message)| self.push(key, message)).ok()
+    }
+
+    /// A positive duration, `default` when absent.
+    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Option<Duration> {
+        let Some(text) = text else { return Some(default) };
+        match text.parse::<HumanDuration>() {
+            Ok(d) if d.0.is_zero() => self.none(key, "must be greater than zero"),
+            Ok(d) => Some(d.0),
+            Err(err) => self.none(key, err),
+        }
+    }
+
+    /// A command line: a non-empty array whose program is not empty.
+    fn command(&mut self, key: &str, argv: Vec<String>) -> Option<Vec<String>> {
+        match argv.first() {
+            None => self.none(key, "must not be empty: give the program and its arguments"),
+            Some(program) if program.trim().is_empty() => {
+                self.none(&format!("{key}[0]"), "the program must not be empty")
+            }
+            Some(_) => Some(argv),
+        }
+    }
+
+    fn none<T>(&mut self, key: &str, message: impl fmt::Display) -> Option<T> {
+        self.push(key, message);
+        None
+    }
+}
+
+/// Parses and validates a whole config.
+pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let mut table: toml::Table = text.parse().map_err(|err| vec![syntax_problem(text, &err)])?;
+    let mut p = Problems::default();
+    let zk = p.section::<RawZk>("zookeeper", table.remove("zookeeper")).and_then(|raw| zookeeper(&mut p, raw));
+    let host = p.section::<RawHost>("host", table.remove("host")).and_then(|raw| host(&mut p, raw));
+    let services = services(&mut p, table.remove("service"));
+    for key in table.keys() {
+        p.push(key.as_str(), format!("unknown key; expected one of {}", raw::TOP_KEYS.join(", ")));
+    }
+    match (zk, host, services) {
+        (Some(zookeeper), Some(host), Some(services)) if p.0.is_empty() => Ok(Config { zookeeper, host, services }),
+        _ => Err(p.0),
+    }
+}
+
+fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let message = err.message().trim().to_string();
+    let Some(span) = err.span() else { return Problem { key: String::new(), message } };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Problem { key: String::new(), message: format!("TOML syntax error at line {line}, column {column}: {message}") }
+}
+
+fn zookeeper(p: &mut Problems, raw: RawZk) -> Option<ZkConfig> {
+    let connect = match raw.connect {
+        None => p.none("zookeeper.connect", "is required (for example \"zk1:2181,zk2:2181,zk3:2181\")"),
+        Some(c) => check_connect(&c).map_err(|m| p.push("zookeeper.connect", m)).ok().map(|()| c),
+    };
+    let root = raw.root.unwrap_or_else(default_root);
+    let root_ok = Layout::new(&root).map_err(|e| p.push("zookeeper.root", e)).is_ok();
+    let timeout = p.duration("zookeeper.session_timeout", raw.session_timeout.as_deref(), default_session_timeout());
+    let session_timeout = HumanDuration(timeout?);
+    root_ok.then_some(ZkConfig { connect: connect?, root, session_timeout })
+}
+
+/// `host:port[,host:port...][/chroot]`.
+fn check_connect(connect: &str) -> Result<(), String> {
+    let (servers, chroot) = match connect.find('/') {
+        Some(i) => (&connect[..i], Some(&connect[i..])),
+        None => (connect, None),
+    };
+    if servers.trim().is_empty() {
+        return Err("must name at least one server as host:port".into());
+    }
+    for server in servers.split(',').map(str::trim) {
+        check_host_port(server).map_err(|m| format!("server {server:?} {m}"))?;
+    }
+    if let Some(chroot) = chroot {
+        Layout::new(chroot).map_err(|e| format!("chroot: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `host:port` with a non-zero port.
+fn check_host_port(addr: &str) -> Result<(), &'static str> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(()),
+            _ => Err("has an invalid port: expected 1 to 65535"),
+        },
+        _ => Err("must be host:port"),
+    }
+}
+
+fn host(p: &mut Problems, raw: RawHost) -> Option<HostConfig> {
+    let id = match raw.id {
+        Some(id) => validate_host(&id).map_err(|e| p.push("host.id", e)).ok().map(|()| id),
+        None => hostname().map_err(|m| p.push("host.id", m)).ok(),
+    };
+    let data_dir = raw.data_dir.unwrap_or_else(default_data_dir);
+    let dir_ok = data_dir.is_absolute() || p.none::<()>("host.data_dir", "must be an absolute path").is_some();
+    let keep_releases = match raw.keep_releases.unwrap_or_else(default_keep_releases) {
+        n if n < 2 => {
+            p.none("host.keep_releases", format!("must be at least 2 (the active and the previous release), not {n}"))
+        }
+        n => usize::try_from(n).ok(),
+    };
+    dir_ok.then_some(HostConfig { id: id?, data_dir, keep_releases: keep_releases? })
+}
+
+/// The default host id: this machine's hostname, when it is a valid host id.
+fn hostname() -> Result<String, String> {
+    let name = nix::unistd::gethostname().map_err(|e| format!("failed to read the hostname ({e}); set host.id"))?;
+    let name = name.to_string_lossy().into_owned();
+    validate_host(&name).map_err(|e| format!("the hostname is not a valid host id ({e}); set host.id"))?;
+    Ok(name)
+}
+
+fn services(p: &mut Problems, value: Option<toml::Value>) -> Option<Vec<ServiceConfig>> {
+    let tables = match value {
+        None => return p.none("service", "at least one [[service]] is required"),
+        Some(toml::Value::Array(tables)) if !tables.is_empty() => tables,
+        Some(_) => return p.none("service", "expected an array of tables: one [[service]] per service"),
+    };
+    let mut names = BTreeSet::new();
+    let mut out = Some(Vec::new());
+    for (i, table) in tables.into_iter().enumerate() {
+        let key = format!("service[{i}]");
+        let service = p.section::<RawService>(&key, Some(table)).and_then(|raw| service(p, &key, raw));
+        if let Some(s) = &service {
+            if !names.insert(s.name.clone()) {
+                p.push(format!("{key}.name"), format!("service {:?} is configured twice", s.name));
+            }
+        }
+        out = out.zip(service).map(|(mut v, s)| {
+            v.push(s);
+            v
+        });
+    }
+    out
+}
+
+fn service(p: &mut Problems, key: &str, raw: RawService) -> Option<ServiceConfig> {
+    let name = match raw.name {
+        None => p.none(&format!("{key}.name"), "is required"),
+        Some(n) => validate_service(&n).map_err(|e| p.push(format!("{key}.name"), e)).ok().map(|()| n),
+    };
+    let mode = mode(p, key, raw.run, raw.start, raw.stop);
+    let stop_timeout = p.duration(&format!("{key}.stop_timeout"), raw.stop_timeout.as_deref(), default_stop_timeout());
+    let health = health(p, &format!("{key}.health"), raw.health);
+    let hooks = hooks(p, &format!("{key}.hooks"), raw.hooks.unwrap_or_default());
+    let env = env(p, &format!("{key}.env"), raw.env.unwrap_or_default());
+    let output = match raw.output.as_deref() {
+        None | Some("file") => Some(Output::File),
+        Some("inherit") => Some(Output::Inherit),
+        Some(other) => p.none(&format!("{key}.output"), format!("expected \"file\" or \"inherit\", not {other:?}")),
+    };
+    let on_shutdown = match raw.on_shutdown.as_deref() {
+        None | Some("keep") => Some(OnShutdown::Keep),
+        Some("stop") => Some(OnShutdown::Stop),
+        Some(other) => p.none(&format!("{key}.on_shutdown"), format!("expected \"keep\" or \"stop\", not {other:?}")),
+    };
+    Some(ServiceConfig {
+        name: name?,
+        mode: mode?,
+        stop_timeout: HumanDuration(stop_timeout?),
+        health: health?,
+        hooks: hooks?,
+        env: env?,
+        output: output?,
+        on_shutdown: on_shutdown?,
+    })
+}
+
+fn mode(
+    p: &mut Problems,
+    key: &str,
+    run: Option<Vec<String>>,
+    start: Option<Vec<String>>,
+    stop: Option<Vec<String>>,
+) -> Option<RunMode> {
+    match (run, start, stop) {
+        (Some(run), None, None) => p.command(&format!("{key}.run"), run).map(RunMode::Run),
+        (None, Some(start), Some(stop)) => {
+            let start = p.command(&format!("{key}.start"), start);
+            let stop = p.command(&format!("{key}.stop"), stop);
+            Some(RunMode::StartStop { start: start?, stop: stop? })
+        }
+        (None, None, None) => p.none(key, "one of run, or start and stop, is required"),
+        (Some(_), _, _) => p.none(key, "run and start/stop are mutually exclusive"),
+        (None, Some(_), None) => p.none(&format!("{key}.stop"), "is required with start"),
+        (None, None, Some(_)) => p.none(&format!("{key}.start"), "is required with stop"),
+    }
+}
+
+fn health(p: &mut Problems, key: &str, raw: Option<RawHealth>) -> Option<HealthConfig> {
+    let Some(raw) = raw else { return p.none(key, "is required: one of http, tcp, exec") };
+    let check = match (raw.http, raw.tcp, raw.exec) {
+        (Some(url), None, None) => {
+            check_url(&url).map_err(|m| p.push(format!("{key}.http"), m)).ok().map(|()| HealthCheck::Http(url))
+        }
+        (None, Some(addr), None) => {
+            check_host_port(&addr).map_err(|m| p.push(format!("{key}.tcp"), m)).ok().map(|()| HealthCheck::Tcp(addr))
+        }
+        (None, None, Some(argv)) => p.command(&format!("{key}.exec"), argv).map(HealthCheck::Exec),
+        _ => p.none(key, "exactly one of http, tcp, exec is required"),
+    };
+    let interval = p.duration(&format!("{key}.interval"), raw.interval.as_deref(), default_interval());
+    let timeout = p.duration(&format!("{key}.timeout"), raw.timeout.as_deref(), default_check_timeout());
+    Some(HealthConfig { check: check?, interval: interval?, timeout: timeout? })
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" if parsed.host().is_some() => Ok(()),
+        "http" | "https" => Err(format!("URL {url:?} has no host")),
+        other => Err(format!("URL {url:?} has scheme {other:?}; expected http or https")),
+    }
+}
+
+fn hooks(p: &mut Problems, key: &str, raw: RawHooks) -> Option<HooksConfig> {
+    let drain = raw.drain.map(|argv| p.command(&format!("{key}.drain"), argv));
+    let undrain = raw.undrain.map(|argv| p.command(&format!("{key}.undrain"), argv));
+    let timeout = p.duration(&format!("{key}.timeout"), raw.timeout.as_deref(), default_hook_timeout());
+    Some(HooksConfig {
+        drain: drain.map_or(Some(None), |d| d.map(Some))?,
+        undrain: undrain.map_or(Some(None), |u| u.map(Some))?,
+        timeout: timeout?,
+    })
+}
+
+fn env(p: &mut Problems, key: &str, env: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    let before = p.0.len();
+    for (name, value) in &env {
+        let key = format!("{key}.{name}");
+        if name.is_empty() || name.contains(['=', '\0']) {
+            p.push(key, "a variable name must be non-empty, without '=' or NUL");
+        } else if name.starts_with("BATON_") {
+            p.push(key, "the BATON_ prefix is reserved for the variables the sidecar sets");
+        } else if value.contains('\0') {
+            p.push(key, "the value must not contain NUL");
+        }
+    }
+    (p.0.len() == before).then_some(env)
+}

@@ -1,0 +1,322 @@
+//! One service kept running on this machine: started from a release directory, health
+//! checked for as long as it runs, restarted after a crash, stopped on purpose.
+//!
+//! # Expected flow
+//! [`Supervisor::start`] spawns the service (run mode) or runs its `start` command
+//! (start/stop mode) and hands it to a supervision task, which health checks it every
+//! `interval` and publishes a [`Status`]. [`Supervisor::wait_healthy`] waits for the
+//! first passing check. [`Supervisor::stop`] stops it (SIGTERM to its process group,
+//! `stop_timeout`, SIGKILL; or the `stop` command). [`Supervisor::shutdown`] is for
+//! the sidecar's own exit and honours `on_shutdown`.
+//!
+//! # Guarantees
+//! - Run mode: the service leads its own process group; stopping it stops the group.
+//!   `<data_dir>/<service>/service.pid` names the running process, its group, version
+//!   and release directory while it runs, and only then.
+//! - The service survives the sidecar: nothing kills it when the sidecar crashes or
+//!   drops its `Supervisor`. A later `start` of the same version and release directory
+//!   adopts it (no second copy); a `start` of another release stops it first.
+//! - A crashed service is restarted after an exponential backoff (500ms doubling to
+//!   30s, back to 500ms after it stayed healthy for 10s); its leftover group members
+//!   are stopped first.
+//!
+//! # Assumptions
+//! The service does not leave its process group (no `setsid`, no double fork), and a
+//! start/stop service's `start` and `stop` commands are idempotent.
+//!
+//! # Cancellation safety
+//! Dropping a `start`, `stop` or `shutdown` future part-way may leave the service
+//! running without supervision; `stop` afterwards still stops it through the pid file.
+
+mod backoff;
+mod status;
+mod task;
+
+pub use status::{Started, Status, SupervisorError};
+
+use crate::child::ServiceProcess;
+use crate::command::{self, CommandContext, ExitDescription};
+use crate::config::{OnShutdown, Output, RunMode, ServiceConfig};
+use crate::logfile::LogFile;
+use crate::pidfile::{self, PidRecord};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
+
+/// Time allowed to a start/stop service's `start` command.
+pub const START_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the supervision task should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// Stop the service, then end.
+    Stop,
+    /// End, leaving the service running.
+    Detach,
+}
+
+/// What the supervision task shares with the [`Supervisor`].
+#[derive(Debug)]
+struct Shared {
+    service: Arc<ServiceConfig>,
+    dir: PathBuf,
+    log: LogFile,
+    status: watch::Sender<Status>,
+    diag: Mutex<Diag>,
+}
+
+/// Facts `wait_healthy` needs beyond the status.
+#[derive(Debug, Default)]
+struct Diag {
+    exits: u64,
+    last_exit: Option<ExitDescription>,
+    last_error: Option<String>,
+}
+
+/// The running supervision task.
+#[derive(Debug)]
+struct Running {
+    version: String,
+    intent: oneshot::Sender<Intent>,
+    task: tokio::task::JoinHandle<Result<(), SupervisorError>>,
+}
+
+/// Supervises one service. Cheap to clone; clones share the service. Dropping the last
+/// clone ends supervision but leaves the service running (as a sidecar crash would).
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    running: Arc<tokio::sync::Mutex<Option<Running>>>,
+}
+
+impl Supervisor {
+    /// A supervisor for `service`, keeping its files in `<data_dir>/<name>`.
+    pub fn new(service: Arc<ServiceConfig>, data_dir: &Path) -> Self {
+        let dir = service.dir(data_dir);
+        let shared = Shared {
+            log: LogFile::in_dir(&dir),
+            dir,
+            service,
+            status: watch::channel(Status::Stopped).0,
+            diag: Mutex::default(),
+        };
+        Supervisor { shared: Arc::new(shared), running: Arc::default() }
+    }
+
+    /// The service this supervisor runs.
+    pub fn service(&self) -> &ServiceConfig {
+        &self.shared.service
+    }
+
+    /// The status channel; the current value is always there.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.shared.status.subscribe()
+    }
+
+    /// Where the service's output goes with `output = "file"`.
+    pub fn log_path(&self) -> &Path {
+        self.shared.log.path()
+    }
+
+    /// Where the pid file of a run-mode service is.
+    pub fn pid_path(&self) -> PathBuf {
+        self.shared.dir.join(pidfile::FILE_NAME)
+    }
+
+    /// Starts `version` from `release_dir` and keeps it up (see the module docs); in run
+    /// mode a live process of the same release recorded in the pid file is adopted.
+    pub async fn start(&self, release_dir: &Path, version: &str) -> Result<Started, SupervisorError> {
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.as_ref().filter(|r| !r.task.is_finished()) {
+            return Err(SupervisorError::AlreadyRunning { requested: version.into(), running: r.version.clone() });
+        }
+        let shared = &self.shared;
+        std::fs::create_dir_all(&shared.dir).map_err(io_err("create", &shared.dir))?;
+        let ctx = CommandContext { cwd: release_dir.into(), env: shared.service.command_env(version, release_dir) };
+        *shared.diag.lock().unwrap_or_else(|e| e.into_inner()) = Diag::default();
+        let launched = match &shared.service.mode {
+            RunMode::Run(argv) => self.start_process(argv, &ctx, version).await,
+            RunMode::StartStop { start, .. } => {
+                let ran = shared.run_command("start", start, &ctx, START_COMMAND_TIMEOUT).await;
+                ran.map(|()| (Started::Spawned { pid: None }, None))
+            }
+        };
+        let (started, process) = launched.inspect_err(|_| {
+            shared.status.send_replace(Status::Stopped);
+        })?;
+        let pid = process.as_ref().map(ServiceProcess::pid);
+        shared.status.send_replace(Status::Starting { pid });
+        tracing::info!(service = %shared.service.name, version, ?started, "service started");
+        let (intent, intent_rx) = oneshot::channel();
+        let span = tracing::info_span!("supervise", service = %shared.service.name, version);
+        let run = task::Run { shared: shared.clone(), ctx, version: version.into(), intent: intent_rx };
+        let task = tokio::spawn(task::supervise(run, process).instrument(span));
+        *running = Some(Running { version: version.into(), intent, task });
+        Ok(started)
+    }
+
+    /// Adopts the recorded process when it runs this release, otherwise stops it and
+    /// spawns `argv`.
+    async fn start_process(
+        &self,
+        argv: &[String],
+        ctx: &CommandContext,
+        version: &str,
+    ) -> Result<(Started, Option<ServiceProcess>), SupervisorError> {
+        let shared = &self.shared;
+        let pid_path = self.pid_path();
+        if let Some(record) = shared.live_record() {
+            if record.runs(&ctx.cwd, version) {
+                tracing::info!(service = %shared.service.name, pid = record.pid, "adopting the running service");
+                return Ok((Started::Adopted { pid: record.pid }, Some(ServiceProcess::adopt(&record))));
+            }
+            tracing::info!(service = %shared.service.name, pid = record.pid, old = %record.version, "stopping the other release");
+            crate::child::stop_group(record.pgid, shared.service.stop_timeout.0, None).await;
+        }
+        pidfile::remove(&pid_path).map_err(io_err("remove", &pid_path))?;
+        let process = shared.spawn(argv, ctx, version).await?;
+        Ok((Started::Spawned { pid: Some(process.pid()) }, Some(process)))
+    }
+
+    /// Stops the service on purpose: no restart follows. Idempotent. Without a running
+    /// supervision task, a live process named by the pid file is stopped (run mode) or
+    /// the `stop` command runs (start/stop mode).
+    pub async fn stop(&self) -> Result<(), SupervisorError> {
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.take().filter(|r| !r.task.is_finished()) {
+            let _ = r.intent.send(Intent::Stop);
+            return r.task.await.map_err(|e| SupervisorError::Task(e.to_string()))?;
+        }
+        let shared = &self.shared;
+        match &shared.service.mode {
+            RunMode::Run(_) => shared.stop_recorded().await?,
+            RunMode::StartStop { stop, .. } => {
+                let ctx = CommandContext { cwd: shared.dir.clone(), env: shared.service.env.clone() };
+                std::fs::create_dir_all(&shared.dir).map_err(io_err("create", &shared.dir))?;
+                shared.run_command("stop", stop, &ctx, shared.service.stop_timeout.0).await?;
+            }
+        }
+        shared.status.send_replace(Status::Stopped);
+        Ok(())
+    }
+
+    /// Waits until a health check passes. Fails when `deadline` passes first, when the
+    /// service exits meanwhile (run mode) or when it is not running.
+    pub async fn wait_healthy(&self, deadline: Duration) -> Result<(), SupervisorError> {
+        let mut status = self.status();
+        let exits_before = self.shared.diag().exits;
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let current = status.borrow_and_update().clone();
+            let exited = self.shared.diag().exits > exits_before;
+            match current {
+                Status::Healthy { .. } => return Ok(()),
+                Status::Stopped => return Err(SupervisorError::NotRunning),
+                Status::Down { .. } => return Err(self.shared.exited()),
+                _ if exited => return Err(self.shared.exited()),
+                _ => {}
+            }
+            if tokio::time::timeout_at(until, status.changed()).await.is_err() {
+                let last_error = self.shared.diag().last_error.clone();
+                return Err(SupervisorError::HealthDeadline { deadline, last_error });
+            }
+        }
+    }
+
+    /// The sidecar is shutting down: with `on_shutdown = "keep"` the service is left
+    /// running (its pid file stays, for the next sidecar to adopt) and the status keeps
+    /// its last value; with `"stop"` it is stopped.
+    pub async fn shutdown(&self) -> Result<(), SupervisorError> {
+        if self.shared.service.on_shutdown == OnShutdown::Stop {
+            return self.stop().await;
+        }
+        if let Some(r) = self.running.lock().await.take() {
+            let _ = r.intent.send(Intent::Detach);
+            r.task.await.map_err(|e| SupervisorError::Task(e.to_string()))??;
+        }
+        tracing::info!(service = %self.shared.service.name, "left running for the next sidecar");
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn diag(&self) -> std::sync::MutexGuard<'_, Diag> {
+        self.diag.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn exited(&self) -> SupervisorError {
+        let exit = self.diag().last_exit.unwrap_or(ExitDescription { code: None, signal: None });
+        SupervisorError::Exited { code: exit.code, signal: exit.signal }
+    }
+
+    /// The service's stdout and stderr.
+    fn output(&self) -> Result<(Stdio, Stdio), SupervisorError> {
+        match self.service.output {
+            Output::Inherit => Ok((Stdio::inherit(), Stdio::inherit())),
+            Output::File => self.log.stdio().map_err(io_err("open", self.log.path())),
+        }
+    }
+
+    /// Spawns `argv` in `ctx` and records it in the pid file; if the record cannot be
+    /// written the process is stopped again (an unrecorded service could not be adopted).
+    async fn spawn(
+        &self,
+        argv: &[String],
+        ctx: &CommandContext,
+        version: &str,
+    ) -> Result<ServiceProcess, SupervisorError> {
+        let mut process = ServiceProcess::spawn(argv, ctx, self.output()?).map_err(SupervisorError::Spawn)?;
+        let path = self.dir.join(pidfile::FILE_NAME);
+        if let Err(source) = pidfile::write(&path, &PidRecord::new(process.pid(), version, &ctx.cwd)) {
+            process.stop(self.service.stop_timeout.0).await;
+            return Err(SupervisorError::Io { what: "write", path, source });
+        }
+        Ok(process)
+    }
+
+    /// The pid file's record when it names a live process.
+    fn live_record(&self) -> Option<PidRecord> {
+        let path = self.dir.join(pidfile::FILE_NAME);
+        match pidfile::read(&path) {
+            Ok(record) => record.filter(PidRecord::is_alive),
+            Err(err) => {
+                tracing::warn!(service = %self.service.name, path = %path.display(), %err, "ignoring an unreadable pid file");
+                None
+            }
+        }
+    }
+
+    /// Stops the process the pid file names, if it lives, and removes the file.
+    async fn stop_recorded(&self) -> Result<(), SupervisorError> {
+        if let Some(record) = self.live_record() {
+            tracing::info!(service = %self.service.name, pid = record.pid, "stopping the recorded service process");
+            crate::child::stop_group(record.pgid, self.service.stop_timeout.0, None).await;
+        }
+        let path = self.dir.join(pidfile::FILE_NAME);
+        pidfile::remove(&path).map_err(io_err("remove", &path))
+    }
+
+    /// Runs a start/stop service's `start` or `stop` command, its output with the service's.
+    async fn run_command(
+        &self,
+        name: &'static str,
+        argv: &[String],
+        ctx: &CommandContext,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        let output = match self.service.output {
+            Output::File => self.log.path().display().to_string(),
+            Output::Inherit => "the sidecar's output".to_string(),
+        };
+        let result = command::run_with_output(argv, ctx, self.output()?, timeout).await;
+        result.map_err(|source| SupervisorError::Command { name, command: argv.join(" "), source, output })
+    }
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SupervisorError {
+    let path = path.to_path_buf();
+    move |source| SupervisorError::Io { what, path, source }
+}
