@@ -1,1 +1,3 @@
 //! The baton sidecar library: everything the `sidecar` binary does.
+
+pub mod download;
