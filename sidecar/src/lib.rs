@@ -1,3 +1,4 @@
 //! The baton sidecar library: everything the `sidecar` binary does.
 
 pub mod download;
+pub mod unpack;
