@@ -219,6 +219,15 @@ impl Fetcher {
         let source = parse_source(url)?;
         let path = partial_path(dest);
         let mut partial = Partial::open(&path).await.map_err(DownloadError::io(&path))?;
+        if partial.len() == artifact.size {
+            // Complete but not renamed: a crash came between the transfer and the rename,
+            // or the caller handed back a verified file to check again.
+            if verify(artifact, &partial).is_ok() {
+                tracing::info!(url, dest = %dest.display(), "download verified from disk");
+                return partial.commit(dest).await;
+            }
+            partial.reset().await?;
+        }
         tracing::debug!(url, dest = %dest.display(), resume_from = partial.len(), "download starting");
         let attempts = self.retry.attempts();
         for attempt in 1.. {
