@@ -281,17 +281,19 @@ impl Fetcher {
             |e: reqwest::Error| DownloadError::Network { url: url.to_string(), message: chain(&e.without_url()) };
         let mut response = self.idle(url, request.send()).await?.map_err(network)?;
         self.check_response(url, &response, artifact, partial).await?;
-        while let Some(chunk) = self.idle(url, response.chunk()).await?.map_err(network)? {
-            accept(url.as_str(), artifact.size, partial, &chunk).await?;
+        let truncated = |received| DownloadError::Truncated { url: url.to_string(), expected: artifact.size, received };
+        loop {
+            match self.idle(url, response.chunk()).await? {
+                Ok(Some(chunk)) => accept(url.as_str(), artifact.size, partial, &chunk).await?,
+                Ok(None) if partial.len() == artifact.size => return Ok(()),
+                Ok(None) => return Err(truncated(partial.len())),
+                Err(err) => {
+                    // A reset, or an end before Content-Length: the transfer broke mid-body.
+                    tracing::debug!(url = %url, error = %chain(&err.without_url()), "transfer broken");
+                    return Err(truncated(partial.len()));
+                }
+            }
         }
-        if partial.len() < artifact.size {
-            return Err(DownloadError::Truncated {
-                url: url.to_string(),
-                expected: artifact.size,
-                received: partial.len(),
-            });
-        }
-        Ok(())
     }
 
     /// Checks a response's status and headers against the request; restarts `partial`

@@ -199,11 +199,14 @@ impl ReleaseStore {
         fetched.map_err(|source| InstallError::Download { version: version.to_string(), source })?;
         let store = self.clone();
         let (version, artifact) = (version.to_string(), artifact.clone());
-        tokio::task::spawn_blocking(move || store.unpack_into_place(&version, &artifact, &file))
+        let unpacked = tokio::task::spawn_blocking(move || store.unpack_into_place(&version, &artifact, &file))
             .await
-            .map_err(|e| StoreError::Io { path: dir.clone(), source: io::Error::other(e) })??;
-        remove_dir_all(&downloads)?;
-        Ok(dir)
+            .map_err(|e| StoreError::Io { path: dir.clone(), source: io::Error::other(e) })?;
+        if matches!(unpacked, Ok(()) | Err(InstallError::Unpack { .. })) {
+            // Installed, or verified but refused: downloading it again would not help.
+            remove_dir_all(&downloads)?;
+        }
+        unpacked.map(|()| dir)
     }
 
     /// Unpacks a verified artifact into a temporary directory and renames it into place.
@@ -225,9 +228,6 @@ impl ReleaseStore {
             });
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
-            if matches!(result, Err(InstallError::Unpack { .. })) {
-                let _ = fs::remove_file(file);
-            }
         }
         result
     }

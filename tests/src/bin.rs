@@ -10,10 +10,6 @@ pub fn path(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile> directory");
     let bin = profile_dir.join(name);
-    assert!(
-        bin.is_file(),
-        "binary {} not found; build the workspace first (`cargo build --workspace`)",
-        bin.display()
-    );
+    assert!(bin.is_file(), "binary {} not found; build the workspace first (`cargo build --workspace`)", bin.display());
     bin
 }
