@@ -59,9 +59,12 @@ impl Partial {
         Ok(())
     }
 
-    /// Appends `bytes` and hashes them.
+    /// Appends `bytes` and hashes them. Flushed before returning: a tokio file writes
+    /// in the background, and the file must hold `len` bytes whenever the download
+    /// stops, or a resume could hash a shorter prefix than the one later written.
     pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), DownloadError> {
         self.file.write_all(bytes).await.map_err(self.io_err())?;
+        self.file.flush().await.map_err(self.io_err())?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
