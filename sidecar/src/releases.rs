@@ -24,14 +24,18 @@
 //! One process uses a data directory at a time, and installs a given version from one
 //! task at a time.
 
-use crate::download::{DownloadError, Fetcher};
-use crate::unpack::{UnpackError, unpack};
+mod error;
+
+pub use error::{InstallError, StoreError};
+
+use crate::download::Fetcher;
+use crate::unpack::unpack;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use znode_schema::{Artifact, NameError, validate_service, validate_version};
+use znode_schema::{Artifact, validate_service, validate_version};
 
 const RELEASES: &str = "releases";
 const DOWNLOADS: &str = "downloads";
@@ -49,67 +53,6 @@ pub struct LocalState {
     /// The release it ran before, the one a failed upgrade goes back to.
     #[serde(default)]
     pub previous: Option<String>,
-}
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A file system operation failed.
-    #[error("failed to access {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// `state.json` is not valid.
-    #[error("failed to read {}: {source}", path.display())]
-    State {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A service name or version is not valid.
-    #[error("failed to use a name: {0}")]
-    Name(#[from] NameError),
-    /// The release to activate is not installed.
-    #[error("failed to activate release {version}: it is not installed")]
-    NotInstalled { version: String },
-}
-
-impl PartialEq for StoreError {
-    /// Compares errors for tests; I/O and JSON errors compare by path (and I/O kind).
-    fn eq(&self, other: &Self) -> bool {
-        use StoreError::*;
-        match (self, other) {
-            (Io { path: a, source: b }, Io { path: x, source: y }) => a == x && b.kind() == y.kind(),
-            (State { path: a, .. }, State { path: x, .. }) => a == x,
-            (Name(a), Name(x)) => a == x,
-            (NotInstalled { version: a }, NotInstalled { version: x }) => a == x,
-            _ => false,
-        }
-    }
-}
-
-/// Why installing a release failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    /// Downloading or verifying the artifact failed.
-    #[error("failed to download release {version}: {source}")]
-    Download {
-        version: String,
-        #[source]
-        source: DownloadError,
-    },
-    /// The artifact was verified but could not be unpacked (or was refused).
-    #[error("failed to unpack release {version}: {source}")]
-    Unpack {
-        version: String,
-        #[source]
-        source: UnpackError,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {

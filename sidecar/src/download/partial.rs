@@ -86,11 +86,10 @@ impl Partial {
     }
 
     /// Deletes the file.
-    pub(super) async fn remove(self) -> Result<(), DownloadError> {
-        let io_err = self.io_err();
-        drop(self.file);
+    pub(super) async fn remove(&mut self) -> Result<(), DownloadError> {
+        self.file.flush().await.map_err(self.io_err())?;
         match tokio::fs::remove_file(&self.path).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_err()(e)),
             _ => Ok(()),
         }
     }
