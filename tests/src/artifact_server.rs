@@ -30,6 +30,9 @@ pub enum Fault {
     Corrupt,
     /// Read the request and never answer (until the server is dropped).
     Hang,
+    /// Send the headers (the full `Content-Length`) and this many body bytes, then
+    /// stall with the connection open (until the server is dropped).
+    StallAfter(usize),
     /// Ignore any `Range` header: answer 200 with the whole file.
     IgnoreRange,
     /// Omit `Content-Length`: the body ends when the connection closes.
@@ -299,6 +302,10 @@ async fn handle(mut socket: TcpStream, state: Arc<State>) {
             send(&mut socket, &response, usize::MAX, true).await
         }
         Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::StallAfter(n)) => {
+            let _ = send(&mut socket, &response, n, true).await;
+            std::future::pending().await
+        }
         Some(Fault::NoLength) => send(&mut socket, &response, usize::MAX, false).await,
     };
     let _ = socket.shutdown().await;

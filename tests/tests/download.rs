@@ -13,11 +13,17 @@ use std::time::Duration;
 use tempfile::TempDir;
 use znode_schema::{Artifact, ArtifactFormat};
 
-const IDLE: Duration = Duration::from_millis(500);
+/// The idle timeout of tests about hanging servers: short to keep them fast, long
+/// enough that a loaded machine does not stall a healthy transfer that long.
+const SHORT_IDLE: Duration = Duration::from_secs(1);
 
 fn fetcher(attempts: u32) -> Fetcher {
+    fetcher_with_idle(attempts, Duration::from_secs(20))
+}
+
+fn fetcher_with_idle(attempts: u32, idle: Duration) -> Fetcher {
     let retry = RetryPolicy { attempts, initial: Duration::from_millis(10), max: Duration::from_millis(50) };
-    Fetcher::with_timeouts(retry, Timeouts { connect: Duration::from_secs(2), idle: IDLE })
+    Fetcher::with_timeouts(retry, Timeouts { connect: Duration::from_secs(5), idle })
 }
 
 /// 300 kB that do not repeat, so a misplaced byte changes the hash.
@@ -218,13 +224,26 @@ async fn a_hanging_server_is_cut_by_the_idle_timeout() {
     let tmp = TempDir::new().unwrap();
     let (dest, _) = dest(&tmp);
     let started = std::time::Instant::now();
-    let err = fetcher(2).fetch(&artifact, &dest).await.unwrap_err();
-    let last = DownloadError::Timeout { url: artifact.url.clone(), after: IDLE };
+    let err = fetcher_with_idle(2, SHORT_IDLE).fetch(&artifact, &dest).await.unwrap_err();
+    let last = DownloadError::Timeout { url: artifact.url.clone(), after: SHORT_IDLE };
     assert_eq!(err, DownloadError::GaveUp { url: artifact.url.clone(), attempts: 2, last: Box::new(last) });
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     server.clear_faults();
     fetcher(2).fetch(&artifact, &dest).await.unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_server_stalling_mid_body_is_cut_and_resumed() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::StallAfter(120_000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher_with_idle(2, SHORT_IDLE).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.request_count(), 2);
+    // The 120 000 bytes sent before the stall arrive well within the idle timeout.
+    assert_eq!(server.ranges(), ["bytes=120000-"]);
 }
 
 #[tokio::test]
