@@ -97,6 +97,12 @@ async fn wrong_sha256_is_refused_naming_expected_and_actual() {
     assert!(err.to_string().contains(&sha256(&bytes)) && err.to_string().contains(&artifact.sha256), "{err}");
     assert!(!dest.exists() && !partial.exists(), "nothing left behind");
     assert_eq!(server.request_count(), 1, "a checksum mismatch is not retried");
+
+    let store = ReleaseStore::open(&tmp.path().join("data"), "api").unwrap();
+    let err = store.install(&fetcher(3), "1.0", &artifact).await.unwrap_err();
+    assert!(matches!(&err, InstallError::Download { source: DownloadError::Checksum { .. }, .. }), "{err:?}");
+    assert!(!store.has("1.0") && store.versions().is_empty(), "nothing installed");
+    assert_eq!(entries(&tmp.path().join("data/api/releases")), Vec::<String>::new());
 }
 
 #[tokio::test]
