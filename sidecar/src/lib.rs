@@ -10,6 +10,7 @@ pub mod command;
 pub mod commit;
 pub mod config;
 pub mod daemon;
+pub mod download;
 pub mod fence;
 pub mod health;
 pub mod history;
@@ -20,10 +21,12 @@ pub mod pidfile;
 pub mod process;
 pub mod queue;
 pub mod register;
+pub mod releases;
 pub mod session;
 pub mod step;
 pub mod supervisor;
 pub mod turn;
+pub mod unpack;
 pub mod zk;
 
 /// The sidecar's version, written into registrations.

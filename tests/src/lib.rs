@@ -10,6 +10,7 @@
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
 
+pub mod artifact_server;
 pub mod bin;
 pub mod ctl;
 pub mod fleet;

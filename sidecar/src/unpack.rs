@@ -1,0 +1,295 @@
+//! Unpacking a verified artifact into a release directory.
+//!
+//! A tarball is unpacked entry by entry with these rules, so nothing it holds can
+//! write or point outside the directory:
+//! - paths must be relative and free of `..`; `.` components are ignored;
+//! - no entry may be created through a symlink (every parent is a real directory);
+//! - a symlink's target must be relative, may climb with leading `..` components no
+//!   higher than the directory, and then only descend (`../lib/x` is fine, `a/../b`
+//!   is not), so whatever symlinks it passes through, it stays inside;
+//! - a hard link must name a regular file unpacked earlier;
+//! - device files, fifos and other special entries are refused.
+//!
+//! Directories are created 0755 (so a release can always be pruned); files keep their
+//! permission bits without setuid, setgid and sticky. Every file and directory is
+//! fsynced. A [`ArtifactFormat::File`] artifact is installed as one executable file.
+
+use flate2::read::GzDecoder;
+use std::fs;
+use std::io::{self, BufReader};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use tar::EntryType;
+use znode_schema::ArtifactFormat;
+
+/// Why a tarball entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The path is absolute.
+    #[error("absolute paths are not allowed")]
+    AbsolutePath,
+    /// The path contains a `..` component.
+    #[error("`..` components are not allowed")]
+    ParentDir,
+    /// The path is empty.
+    #[error("the path is empty")]
+    EmptyPath,
+    /// A parent of the path is a symlink.
+    #[error("it would be created through a symlink")]
+    ThroughSymlink,
+    /// A symlink's target is absolute, climbs out of the directory, or climbs after descending.
+    #[error("its link target {target:?} leaves the release directory")]
+    LinkEscapes { target: String },
+    /// A hard link's target is not a regular file unpacked earlier.
+    #[error("its hard link target {target:?} is not a regular file inside the release")]
+    BadHardLink { target: String },
+    /// A device file, fifo or other special entry.
+    #[error("{kind} entries are not allowed")]
+    SpecialFile { kind: String },
+}
+
+/// Why unpacking failed. On error the target directory may hold part of the archive:
+/// unpack into a temporary directory and remove it on failure.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// An entry of the tarball is unsafe.
+    #[error("failed to unpack entry {entry:?}: {reason}")]
+    Refused { entry: String, reason: Refusal },
+    /// The target directory exists and is not empty.
+    #[error("failed to unpack into {}: the directory is not empty", dir.display())]
+    NotEmpty { dir: PathBuf },
+    /// The artifact is not a readable gzip-compressed tarball.
+    #[error("failed to read archive {}: {source}", path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Creating or writing a file or directory failed.
+    #[error("failed to write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl PartialEq for UnpackError {
+    /// Compares errors for tests; I/O errors compare by path and [`io::ErrorKind`].
+    fn eq(&self, other: &Self) -> bool {
+        use UnpackError::*;
+        match (self, other) {
+            (Refused { entry: a, reason: b }, Refused { entry: x, reason: y }) => a == x && b == y,
+            (NotEmpty { dir: a }, NotEmpty { dir: x }) => a == x,
+            (Archive { path: a, source: b }, Archive { path: x, source: y })
+            | (Io { path: a, source: b }, Io { path: x, source: y }) => a == x && b.kind() == y.kind(),
+            _ => false,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io { path: path.to_path_buf(), source }
+}
+
+/// Unpacks a verified artifact into `dir` (which must not exist yet or be empty).
+/// A tar.gz is unpacked with the rules of the [module docs](self); a `File` artifact
+/// is installed as a single executable file (mode 0755) named after the URL's last
+/// path segment ([`file_name_from_url`]).
+pub fn unpack(format: ArtifactFormat, artifact_file: &Path, url: &str, dir: &Path) -> Result<(), UnpackError> {
+    prepare_dir(dir)?;
+    match format {
+        ArtifactFormat::TarGz => unpack_tar_gz(artifact_file, dir)?,
+        ArtifactFormat::File => install_file(artifact_file, &dir.join(file_name_from_url(url)))?,
+    }
+    sync_dirs(dir)
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), UnpackError> {
+    match fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(UnpackError::NotEmpty { dir: dir.to_path_buf() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir).map_err(io_err(dir)),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// The file name a `File` artifact gets: the URL's last path segment with characters
+/// other than ASCII letters, digits and `._+-` replaced by `_` and leading dots
+/// dropped; `artifact` when nothing is left.
+pub fn file_name_from_url(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.rsplit('/').next().unwrap_or_default();
+    let name: String =
+        last.chars().take(200).map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' }).collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() { "artifact".to_string() } else { name.to_string() }
+}
+
+fn install_file(source: &Path, dest: &Path) -> Result<(), UnpackError> {
+    let mut input =
+        fs::File::open(source).map_err(|e| UnpackError::Archive { path: source.to_path_buf(), source: e })?;
+    write_file(&mut input, dest, 0o755)
+}
+
+/// Creates `dest` (which must not exist) with `mode`, copies `input` into it and fsyncs it.
+fn write_file(input: &mut impl io::Read, dest: &Path, mode: u32) -> Result<(), UnpackError> {
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(io_err(dest))?;
+    io::copy(input, &mut file).map_err(io_err(dest))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
+    file.sync_all().map_err(io_err(dest))
+}
+
+fn unpack_tar_gz(artifact: &Path, dir: &Path) -> Result<(), UnpackError> {
+    let archive_err = |source| UnpackError::Archive { path: artifact.to_path_buf(), source };
+    let file = fs::File::open(artifact).map_err(archive_err)?;
+    let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
+    for entry in archive.entries().map_err(archive_err)? {
+        let mut entry = entry.map_err(archive_err)?;
+        let raw = entry.path().map_err(archive_err)?.into_owned();
+        let refused = |reason| UnpackError::Refused { entry: raw.display().to_string(), reason };
+        let rel = relative_path(&raw).map_err(refused)?;
+        let kind = entry.header().entry_type();
+        if rel.as_os_str().is_empty() {
+            if kind.is_dir() {
+                continue; // "./": the directory itself
+            }
+            return Err(refused(Refusal::EmptyPath));
+        }
+        check_parents(dir, &rel).map_err(refused)?;
+        let dest = dir.join(&rel);
+        match kind {
+            EntryType::Directory => make_dir(&dest, refused)?,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                make_parent(&dest)?;
+                remove_non_dir(&dest)?;
+                let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+                write_file(&mut entry, &dest, mode)?;
+            }
+            EntryType::Symlink => {
+                let target = entry.link_name().map_err(archive_err)?.unwrap_or_default().into_owned();
+                check_symlink_target(&rel, &target).map_err(refused)?;
+                make_parent(&dest)?;
+                remove_non_dir(&dest)?;
+                std::os::unix::fs::symlink(&target, &dest).map_err(io_err(&dest))?;
+            }
+            EntryType::Link => {
+                let target = entry.link_name().map_err(archive_err)?.unwrap_or_default().into_owned();
+                let source = hard_link_source(dir, &target).map_err(refused)?;
+                make_parent(&dest)?;
+                remove_non_dir(&dest)?;
+                fs::hard_link(&source, &dest).map_err(io_err(&dest))?;
+            }
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
+            other => return Err(refused(Refusal::SpecialFile { kind: kind_name(other) })),
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(kind: EntryType) -> String {
+    match kind {
+        EntryType::Char => "character device".into(),
+        EntryType::Block => "block device".into(),
+        EntryType::Fifo => "fifo".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The path without `.` components; refuses absolute paths and `..`.
+fn relative_path(path: &Path) -> Result<PathBuf, Refusal> {
+    let mut rel = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return Err(Refusal::AbsolutePath),
+            Component::ParentDir => return Err(Refusal::ParentDir),
+            Component::CurDir => {}
+            Component::Normal(name) => rel.push(name),
+        }
+    }
+    Ok(rel)
+}
+
+/// Refuses `rel` when one of its parents under `dir` exists as a symlink.
+fn check_parents(dir: &Path, rel: &Path) -> Result<(), Refusal> {
+    let mut at = dir.to_path_buf();
+    let parents: Vec<_> = rel.components().collect();
+    for name in &parents[..parents.len().saturating_sub(1)] {
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(Refusal::ThroughSymlink),
+            Ok(_) => {}
+            Err(_) => return Ok(()), // missing: created as a real directory
+        }
+    }
+    Ok(())
+}
+
+/// A symlink at `rel` may point to `target` when it is relative, its leading `..`
+/// components climb no higher than the release directory, and the rest only descends.
+fn check_symlink_target(rel: &Path, target: &Path) -> Result<(), Refusal> {
+    let escapes = || Refusal::LinkEscapes { target: target.display().to_string() };
+    let mut depth = rel.components().count().saturating_sub(1);
+    let mut descended = false;
+    for component in target.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return Err(escapes()),
+            Component::CurDir => {}
+            Component::ParentDir if descended => return Err(escapes()),
+            Component::ParentDir => depth = depth.checked_sub(1).ok_or_else(escapes)?,
+            Component::Normal(_) => descended = true,
+        }
+    }
+    if target.as_os_str().is_empty() { Err(escapes()) } else { Ok(()) }
+}
+
+/// The path of a hard link's target: a regular file already unpacked.
+fn hard_link_source(dir: &Path, target: &Path) -> Result<PathBuf, Refusal> {
+    let bad = || Refusal::BadHardLink { target: target.display().to_string() };
+    let rel = relative_path(target).map_err(|_| bad())?;
+    if rel.as_os_str().is_empty() || check_parents(dir, &rel).is_err() {
+        return Err(bad());
+    }
+    let source = dir.join(rel);
+    match fs::symlink_metadata(&source) {
+        Ok(meta) if meta.file_type().is_file() => Ok(source),
+        _ => Err(bad()),
+    }
+}
+
+fn make_dir(dest: &Path, refused: impl FnOnce(Refusal) -> UnpackError) -> Result<(), UnpackError> {
+    match fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.file_type().is_symlink() => Err(refused(Refusal::ThroughSymlink)),
+        _ => fs::DirBuilder::new().recursive(true).mode(0o755).create(dest).map_err(io_err(dest)),
+    }
+}
+
+fn make_parent(dest: &Path) -> Result<(), UnpackError> {
+    match dest.parent() {
+        Some(parent) => fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(io_err(parent)),
+        None => Ok(()),
+    }
+}
+
+/// A later entry replaces an earlier file or link of the same path, as tar does.
+fn remove_non_dir(dest: &Path) -> Result<(), UnpackError> {
+    match fs::symlink_metadata(dest) {
+        Ok(meta) if !meta.is_dir() => fs::remove_file(dest).map_err(io_err(dest)),
+        _ => Ok(()),
+    }
+}
+
+/// Fsyncs `dir` and every directory below it (files were fsynced when written).
+fn sync_dirs(dir: &Path) -> Result<(), UnpackError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if entry.file_type().map_err(io_err(dir))?.is_dir() {
+            sync_dirs(&entry.path())?;
+        }
+    }
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests;

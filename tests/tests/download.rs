@@ -1,0 +1,387 @@
+//! Verified downloads and the local release store against a real HTTP server that
+//! misbehaves on purpose (`baton_tests::artifact_server`). No ZooKeeper needed.
+
+use baton_sidecar::download::{DownloadError, Fetcher, RetryPolicy, Timeouts};
+use baton_sidecar::releases::{InstallError, LocalState, ReleaseStore};
+use baton_sidecar::unpack::{Refusal, UnpackError};
+use baton_tests::artifact_server::{ArtifactServer, Fault};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+use znode_schema::{Artifact, ArtifactFormat};
+
+/// The idle timeout of tests about hanging servers: short to keep them fast, long
+/// enough that a loaded machine does not stall a healthy transfer that long.
+const SHORT_IDLE: Duration = Duration::from_secs(1);
+
+fn fetcher(attempts: u32) -> Fetcher {
+    fetcher_with_idle(attempts, Duration::from_secs(20))
+}
+
+fn fetcher_with_idle(attempts: u32, idle: Duration) -> Fetcher {
+    let retry = RetryPolicy { attempts, initial: Duration::from_millis(10), max: Duration::from_millis(50) };
+    Fetcher::with_timeouts(retry, Timeouts { connect: Duration::from_secs(5), idle })
+}
+
+/// 300 kB that do not repeat, so a misplaced byte changes the hash.
+fn payload() -> Vec<u8> {
+    (0u32..75_000).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn artifact(url: String, bytes: &[u8], format: ArtifactFormat) -> Artifact {
+    Artifact { url, sha256: sha256(bytes), size: bytes.len() as u64, format }
+}
+
+/// A server serving `payload()` at `/app.bin`, and its artifact.
+fn serving_payload() -> (ArtifactServer, Artifact, Vec<u8>) {
+    let server = ArtifactServer::start();
+    let bytes = payload();
+    server.put("/app.bin", bytes.clone());
+    let artifact = artifact(server.url("/app.bin"), &bytes, ArtifactFormat::File);
+    (server, artifact, bytes)
+}
+
+fn dest(tmp: &TempDir) -> (PathBuf, PathBuf) {
+    (tmp.path().join("app.bin"), tmp.path().join("app.bin.partial"))
+}
+
+/// A gzip-compressed tarball of `(path, content)` files; a path ending in `/` is a
+/// directory. Paths are written raw, unvalidated, so tests can build evil ones.
+fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    for (path, content) in entries {
+        let mut header = tar::Header::new_gnu();
+        let kind = if path.ends_with('/') { tar::EntryType::Directory } else { tar::EntryType::Regular };
+        header.set_entry_type(kind);
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        builder.append(&header, *content).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn good_download_is_verified_and_renamed() {
+    let (server, artifact, bytes) = serving_payload();
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    fetcher(3).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert!(!partial.exists());
+    assert_eq!(server.request_count(), 1);
+    assert_eq!(server.ranges(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn wrong_sha256_is_refused_naming_expected_and_actual() {
+    let (server, mut artifact, bytes) = serving_payload();
+    artifact.sha256 = sha256(b"something else");
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    let err = fetcher(3).fetch(&artifact, &dest).await.unwrap_err();
+    let want = DownloadError::Checksum {
+        url: artifact.url.clone(),
+        expected: artifact.sha256.clone(),
+        actual: sha256(&bytes),
+    };
+    assert_eq!(err, want);
+    assert!(err.to_string().contains(&sha256(&bytes)) && err.to_string().contains(&artifact.sha256), "{err}");
+    assert!(!dest.exists() && !partial.exists(), "nothing left behind");
+    assert_eq!(server.request_count(), 1, "a checksum mismatch is not retried");
+
+    let store = ReleaseStore::open(&tmp.path().join("data"), "api").unwrap();
+    let err = store.install(&fetcher(3), "1.0", &artifact).await.unwrap_err();
+    assert!(matches!(&err, InstallError::Download { source: DownloadError::Checksum { .. }, .. }), "{err:?}");
+    assert!(!store.has("1.0") && store.versions().is_empty(), "nothing installed");
+    assert_eq!(entries(&tmp.path().join("data/api/releases")), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn corrupt_bytes_are_refused() {
+    let (server, artifact, _) = serving_payload();
+    server.fail_next(1, Fault::Corrupt);
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    let err = fetcher(3).fetch(&artifact, &dest).await.unwrap_err();
+    assert!(matches!(&err, DownloadError::Checksum { expected, .. } if *expected == artifact.sha256), "{err:?}");
+    assert!(!dest.exists() && !partial.exists());
+}
+
+#[tokio::test]
+async fn truncated_bodies_are_refused_then_resumed_once_fixed() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_always(Fault::Truncate(1000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    let err = fetcher(3).fetch(&artifact, &dest).await.unwrap_err();
+    let last = DownloadError::Truncated { url: artifact.url.clone(), expected: artifact.size, received: 3000 };
+    assert_eq!(err, DownloadError::GaveUp { url: artifact.url.clone(), attempts: 3, last: Box::new(last) });
+    assert!(!dest.exists(), "nothing unverified at dest");
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), 3000, "the partial is kept for resume");
+    assert_eq!(server.ranges(), ["bytes=1000-", "bytes=2000-"]);
+
+    server.clear_faults();
+    fetcher(3).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.ranges().last().map(String::as_str), Some("bytes=3000-"), "resumed across calls");
+    assert!(!partial.exists());
+}
+
+#[tokio::test]
+async fn a_transfer_cut_midway_is_resumed_with_a_range_request() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::Truncate(100_000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher(3).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].range.as_deref(), Some("bytes=100000-"));
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_retried_and_the_result_verifies() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(2, Fault::CutAfter(150_000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher(4).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.request_count(), 3);
+    // How much arrived before each reset depends on the kernel; any resume starts inside the file.
+    for range in server.ranges() {
+        let from: u64 = range.strip_prefix("bytes=").and_then(|r| r.strip_suffix('-')).unwrap().parse().unwrap();
+        assert!(from > 0 && from < artifact.size, "{range}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_ignoring_the_range_restarts_from_zero() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::Truncate(5000));
+    server.fail_next(1, Fault::IgnoreRange);
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher(3).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.ranges(), ["bytes=5000-"]);
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_corrupt_resumed_piece_restarts_from_zero() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::Truncate(5000));
+    server.fail_next(1, Fault::Corrupt);
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher(3).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    let ranges: Vec<_> = server.requests().into_iter().map(|r| r.range).collect();
+    assert_eq!(ranges, [None, Some("bytes=5000-".to_string()), None]);
+}
+
+#[tokio::test]
+async fn not_found_is_retried_and_succeeds_once_fixed() {
+    let (server, artifact, bytes) = serving_payload();
+    server.remove("/app.bin");
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    let err = fetcher(2).fetch(&artifact, &dest).await.unwrap_err();
+    let last = DownloadError::Http { url: artifact.url.clone(), status: 404 };
+    assert_eq!(err, DownloadError::GaveUp { url: artifact.url.clone(), attempts: 2, last: Box::new(last) });
+    assert_eq!(server.request_count(), 2, "a 404 counts as an attempt and is retried");
+
+    // An operator puts the file in place while the sidecar retries.
+    server.put("/app.bin", bytes.clone());
+    server.fail_next(2, Fault::Status(404));
+    fetcher(3).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.request_count(), 5);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_recovered() {
+    let (server, artifact, bytes) = serving_payload();
+    for status in [500, 503, 429] {
+        server.fail_next(1, Fault::Status(status));
+    }
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher(4).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.request_count(), 4);
+}
+
+#[tokio::test]
+async fn a_hanging_server_is_cut_by_the_idle_timeout() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_always(Fault::Hang);
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    let started = std::time::Instant::now();
+    let err = fetcher_with_idle(2, SHORT_IDLE).fetch(&artifact, &dest).await.unwrap_err();
+    let last = DownloadError::Timeout { url: artifact.url.clone(), after: SHORT_IDLE };
+    assert_eq!(err, DownloadError::GaveUp { url: artifact.url.clone(), attempts: 2, last: Box::new(last) });
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    server.clear_faults();
+    fetcher(2).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_server_stalling_mid_body_is_cut_and_resumed() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::StallAfter(120_000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    fetcher_with_idle(2, SHORT_IDLE).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.request_count(), 2);
+    // The 120 000 bytes sent before the stall arrive well within the idle timeout.
+    assert_eq!(server.ranges(), ["bytes=120000-"]);
+}
+
+#[tokio::test]
+async fn a_body_longer_than_the_artifact_is_refused() {
+    let (server, mut artifact, _) = serving_payload();
+    artifact.size -= 10;
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    // Announced by Content-Length.
+    let err = fetcher(3).fetch(&artifact, &dest).await.unwrap_err();
+    let want = DownloadError::Size { url: artifact.url.clone(), expected: artifact.size, actual: artifact.size + 10 };
+    assert_eq!(err, want);
+    // Not announced: cut while streaming.
+    server.fail_next(1, Fault::NoLength);
+    let err = fetcher(3).fetch(&artifact, &dest).await.unwrap_err();
+    assert!(
+        matches!(err, DownloadError::Size { expected, actual, .. } if expected == artifact.size && actual > expected),
+        "{err:?}"
+    );
+    assert!(!dest.exists() && !partial.exists());
+    assert_eq!(server.request_count(), 2, "a size mismatch is not retried");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_network_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bytes = payload();
+    let artifact = artifact(format!("http://127.0.0.1:{port}/x"), &bytes, ArtifactFormat::File);
+    let tmp = TempDir::new().unwrap();
+    let err = fetcher(2).fetch(&artifact, &dest(&tmp).0).await.unwrap_err();
+    assert!(
+        matches!(&err, DownloadError::GaveUp { last, .. } if matches!(**last, DownloadError::Network { .. })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn file_urls_are_read_and_verified() {
+    let tmp = TempDir::new().unwrap();
+    let source = tmp.path().join("source.bin");
+    let bytes = payload();
+    std::fs::write(&source, &bytes).unwrap();
+    let mut artifact = artifact(format!("file://{}", source.display()), &bytes, ArtifactFormat::File);
+    let dest = tmp.path().join("out");
+    fetcher(1).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+
+    artifact.sha256 = sha256(b"other");
+    let dest = tmp.path().join("out2");
+    let err = fetcher(1).fetch(&artifact, &dest).await.unwrap_err();
+    assert!(matches!(err, DownloadError::Checksum { .. }), "{err:?}");
+    assert!(!dest.exists());
+
+    artifact.url = "ftp://example.com/x".into();
+    let err = fetcher(1).fetch(&artifact, &dest).await.unwrap_err();
+    assert_eq!(err, DownloadError::UnsupportedScheme { url: artifact.url.clone() });
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn install_unpacks_a_tarball_once() {
+    let server = ArtifactServer::start();
+    let tgz = tarball(&[("bin/", b""), ("bin/api", b"#!/bin/sh\necho api\n"), ("etc/api.conf", b"port=1\n")]);
+    server.put("/api-1.0.tar.gz", tgz.clone());
+    let artifact = artifact(server.url("/api-1.0.tar.gz"), &tgz, ArtifactFormat::TarGz);
+    let tmp = TempDir::new().unwrap();
+    let store = ReleaseStore::open(tmp.path(), "api").unwrap();
+    let dir = store.install(&fetcher(3), "1.0", &artifact).await.unwrap();
+    assert_eq!(dir, tmp.path().join("api/releases/1.0"));
+    assert_eq!(std::fs::read(dir.join("bin/api")).unwrap(), b"#!/bin/sh\necho api\n");
+    assert_eq!(entries(&tmp.path().join("api/releases")), ["1.0"]);
+    assert_eq!(entries(&tmp.path().join("api/downloads")), Vec::<String>::new());
+
+    assert_eq!(store.install(&fetcher(3), "1.0", &artifact).await.unwrap(), dir);
+    assert_eq!(server.request_count(), 1, "an installed release is not downloaded again");
+    assert!(store.has("1.0"));
+    assert_eq!(store.versions(), ["1.0"]);
+}
+
+#[tokio::test]
+async fn a_tarball_with_path_traversal_installs_nothing() {
+    let server = ArtifactServer::start();
+    let tgz = tarball(&[("bin/api", b"ok"), ("../../evil", b"gotcha")]);
+    server.put("/evil.tar.gz", tgz.clone());
+    let artifact = artifact(server.url("/evil.tar.gz"), &tgz, ArtifactFormat::TarGz);
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let store = ReleaseStore::open(&data, "api").unwrap();
+    let err = store.install(&fetcher(3), "6.6.6", &artifact).await.unwrap_err();
+    let want = UnpackError::Refused { entry: "../../evil".into(), reason: Refusal::ParentDir };
+    assert!(
+        matches!(&err, InstallError::Unpack { version, source } if version == "6.6.6" && *source == want),
+        "{err:?}"
+    );
+    assert!(!store.has("6.6.6"));
+    assert_eq!(entries(&data.join("api/releases")), Vec::<String>::new());
+    assert_eq!(entries(&data.join("api/downloads")), Vec::<String>::new());
+    assert_eq!(entries(tmp.path()), ["data"], "nothing written outside");
+}
+
+#[tokio::test]
+async fn activate_and_prune_installed_releases() {
+    let server = ArtifactServer::start();
+    let tmp = TempDir::new().unwrap();
+    let store = ReleaseStore::open(tmp.path(), "api").unwrap();
+    let versions = ["1.0", "1.1", "1.2", "1.3"];
+    for v in versions {
+        let bin = format!("#!/bin/sh\necho {v}\n").into_bytes();
+        server.put(&format!("/api-{v}"), bin.clone());
+        let artifact = artifact(server.url(&format!("/api-{v}")), &bin, ArtifactFormat::File);
+        let dir = store.install(&fetcher(3), v, &artifact).await.unwrap();
+        assert_eq!(std::fs::read(dir.join(format!("api-{v}"))).unwrap(), bin);
+    }
+    assert_eq!(store.versions(), versions);
+    store.activate("1.0").unwrap();
+    let state = store.activate("1.1").unwrap();
+    assert_eq!(state, LocalState { active: Some("1.1".into()), previous: Some("1.0".into()) });
+    assert_eq!(store.state().unwrap(), state);
+    let current = std::fs::canonicalize(store.current_link()).unwrap();
+    assert_eq!(current, std::fs::canonicalize(store.release_dir("1.1")).unwrap());
+
+    // Keep the newest one: 1.3; 1.1 (active) and 1.0 (previous) stay too.
+    assert_eq!(store.prune(1).unwrap(), ["1.2"]);
+    assert_eq!(store.versions(), ["1.0", "1.1", "1.3"]);
+    // A new process sees the same store.
+    let reopened = ReleaseStore::open(tmp.path(), "api").unwrap();
+    assert_eq!(reopened.versions(), ["1.0", "1.1", "1.3"]);
+    assert_eq!(reopened.state().unwrap(), state);
+}
