@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use zookeeper_client::OneshotWatcher;
 use znode_schema::{Current, EventKind, Release, Staging, TicketName, time};
+use zookeeper_client::OneshotWatcher;
 
 /// How often a waiting agent re-reads even without a watch firing (lost watches
 /// around reconnects cannot strand it).
@@ -86,7 +86,13 @@ pub struct Agent {
 
 impl Agent {
     /// A new agent; nothing runs until [`Agent::run_session`].
-    pub fn new(cfg: Arc<ServiceConfig>, host: &HostConfig, supervisor: Supervisor, store: ReleaseStore, fetcher: Arc<Fetcher>) -> Self {
+    pub fn new(
+        cfg: Arc<ServiceConfig>,
+        host: &HostConfig,
+        supervisor: Supervisor,
+        store: ReleaseStore,
+        fetcher: Arc<Fetcher>,
+    ) -> Self {
         let running = store.state().ok().and_then(|s| s.active);
         Agent {
             cfg,
@@ -187,7 +193,6 @@ impl Agent {
         Ok(())
     }
 
-
     /// Performs one transition from the current state.
     pub async fn transition(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
         match self.state.clone() {
@@ -199,7 +204,8 @@ impl Agent {
                 match self.parts().upgrade(&staging.version, &staging.policy).await {
                     Ok(()) => {
                         self.running = Some(staging.version.clone());
-                        let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: None };
+                        let end =
+                            StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: None };
                         let cur = self.registration(s, &staging.version);
                         let end = StepEnd { register: cur.as_ref(), ..end };
                         commit::success(s, &end, &staging.version).await?;
@@ -222,7 +228,8 @@ impl Agent {
                 self.running = from.clone();
                 self.failed = Some((staging.version.clone(), staging.staged_at.clone()));
                 let cur = from.as_deref().and_then(|v| self.registration(s, v));
-                let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: cur.as_ref() };
+                let end =
+                    StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: cur.as_ref() };
                 let state = commit::failure(s, &end, &staging, &cause).await?;
                 self.reg.assume(cur);
                 tracing::warn!(service = %self.cfg.name, ?state, "failure counted on the rollout");
@@ -281,7 +288,13 @@ impl Agent {
 
     /// Waits until a watch fires, the service's health flips, the re-evaluation
     /// timer runs out, or shutdown; keeps the registration in step meanwhile.
-    async fn wait(&mut self, s: &Session, watches: Vec<OneshotWatcher>, sd: &mut watch::Receiver<bool>, timer: Duration) -> Result<(), ZkError> {
+    async fn wait(
+        &mut self,
+        s: &Session,
+        watches: Vec<OneshotWatcher>,
+        sd: &mut watch::Receiver<bool>,
+        timer: Duration,
+    ) -> Result<(), ZkError> {
         self.reconcile(s).await?;
         let mut status = self.supervisor.status();
         status.borrow_and_update();
@@ -320,17 +333,23 @@ impl Agent {
 
     async fn boot(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
         let (staged, staging_watch) = self.staging(s).await?;
-        let mut facts = boot::Facts { last_active: self.running.clone(), staged: staged.as_ref().map(|st| st.version.clone()), ..Default::default() };
+        let mut facts = boot::Facts {
+            last_active: self.running.clone(),
+            staged: staged.as_ref().map(|st| st.version.clone()),
+            ..Default::default()
+        };
         boot::read_online(s, &self.cfg.name, &mut facts).await?;
         let mut started = None;
         if let Some(v) = self.running.clone().filter(|v| self.store.has(v)) {
             match self.supervisor.start(&self.store.release_dir(&v), &v).await {
-                Ok(crate::supervisor::Started::Adopted) => {
+                Ok(crate::supervisor::Started::Adopted { .. }) => {
                     facts.running = Some(v.clone());
                     started = Some(v);
                 }
                 Ok(_) => started = Some(v),
-                Err(err) => tracing::error!(service = %self.cfg.name, error = %err, "failed to start the last active release"),
+                Err(err) => {
+                    tracing::error!(service = %self.cfg.name, error = %err, "failed to start the last active release")
+                }
             }
         }
         self.booted = true;
@@ -433,7 +452,12 @@ impl Agent {
         Ok(Lifecycle::Idle)
     }
 
-    async fn download(&mut self, s: &Session, sd: &mut watch::Receiver<bool>, version: String) -> Result<Lifecycle, ZkError> {
+    async fn download(
+        &mut self,
+        s: &Session,
+        sd: &mut watch::Receiver<bool>,
+        version: String,
+    ) -> Result<Lifecycle, ZkError> {
         let (staged, w) = self.staging(s).await?;
         let Some(st) = staged.filter(|st| st.version == version && self.wants(st)) else {
             return Ok(Lifecycle::Idle);
@@ -465,7 +489,8 @@ impl Agent {
     }
 
     async fn report_download_failure(&self, s: &Session, version: &str, msg: &str) {
-        let ev = crate::history::event(&self.cfg.name, EventKind::DownloadFailed, Some(version), &s.host, Some(msg.into()));
+        let ev =
+            crate::history::event(&self.cfg.name, EventKind::DownloadFailed, Some(version), &s.host, Some(msg.into()));
         let (prefix, data) = crate::history::create_op(&s.layout, &ev);
         if let Err(err) = s.client.create(&prefix, &data, &zk::persistent_sequential()).await {
             tracing::warn!(error = %err, "failed to record the download failure in history");
@@ -479,13 +504,21 @@ impl Agent {
 
     fn prune_releases(&self) {
         match self.store.prune(self.keep_releases) {
-            Ok(gone) if !gone.is_empty() => tracing::info!(service = %self.cfg.name, removed = ?gone, "pruned old releases"),
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(service = %self.cfg.name, removed = ?gone, "pruned old releases")
+            }
             Ok(_) => {}
             Err(err) => tracing::warn!(service = %self.cfg.name, error = %err, "failed to prune old releases"),
         }
     }
 
-    async fn queued(&mut self, s: &Session, sd: &mut watch::Receiver<bool>, version: String, ticket: TicketName) -> Result<Lifecycle, ZkError> {
+    async fn queued(
+        &mut self,
+        s: &Session,
+        sd: &mut watch::Receiver<bool>,
+        version: String,
+        ticket: TicketName,
+    ) -> Result<Lifecycle, ZkError> {
         let (staged, staging_watch) = self.staging(s).await?;
         let Some(st) = staged.filter(|st| st.version == version && self.wants(st)) else {
             queue::delete(s, &self.cfg.name, &ticket).await?;
@@ -497,7 +530,8 @@ impl Agent {
             Verdict::NoTicket => return Ok(Lifecycle::Downloading { version }),
             Verdict::Behind { predecessor } => {
                 let path = s.layout.ticket(&self.cfg.name, &predecessor);
-                let (stat, w) = s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))?;
+                let (stat, w) =
+                    s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))?;
                 if stat.is_none() {
                     return Ok(Lifecycle::Queued { version, ticket });
                 }
@@ -509,7 +543,17 @@ impl Agent {
                 if verdict == Verdict::Go {
                     let head = front.head.expect("Go implies a head");
                     let from = self.running.clone();
-                    return match fence::commit(s, &self.cfg.name, &head, &ticket, front.self_online, from.as_deref(), &version).await? {
+                    return match fence::commit(
+                        s,
+                        &self.cfg.name,
+                        &head,
+                        &ticket,
+                        front.self_online,
+                        from.as_deref(),
+                        &version,
+                    )
+                    .await?
+                    {
                         Fenced::Won => {
                             tracing::info!(service = %self.cfg.name, entry = %head.name, from = ?from, to = %version, "fenced: starting the step");
                             self.reg.assume(None);
@@ -526,10 +570,16 @@ impl Agent {
         Ok(Lifecycle::Queued { version, ticket })
     }
 
-    async fn recover(&mut self, s: &Session, entry: znode_schema::DeployName, marker: znode_schema::Upgrading) -> Result<Lifecycle, ZkError> {
+    async fn recover(
+        &mut self,
+        s: &Session,
+        entry: znode_schema::DeployName,
+        marker: znode_schema::Upgrading,
+    ) -> Result<Lifecycle, ZkError> {
         let (staged, _) = self.staging(s).await?;
         let active = self.store.state().ok().and_then(|st| st.active);
-        let healthy = self.reg_online() || (active.is_some() && self.supervisor.wait_healthy(Duration::from_secs(5)).await.is_ok());
+        let healthy = self.reg_online()
+            || (active.is_some() && self.supervisor.wait_healthy(Duration::from_secs(5)).await.is_ok());
         if !marker.to.is_empty() && active.as_deref() == Some(marker.to.as_str()) && healthy {
             tracing::info!(service = %self.cfg.name, version = %marker.to, "finishing the interrupted step: the new release runs healthy");
             self.running = Some(marker.to.clone());

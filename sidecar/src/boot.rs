@@ -47,7 +47,9 @@ pub fn choose(f: &Facts) -> Option<(String, Reason)> {
     let top = f.online.values().copied().max().unwrap_or(0);
     let popular: Vec<&String> = f.online.iter().filter(|(_, n)| **n == top && top > 0).map(|(v, _)| v).collect();
     if let Some(r) = &f.running {
-        if f.staged.as_ref() == Some(r) || popular.contains(&r) || (popular.is_empty() && f.last_active.as_ref() == Some(r))
+        if f.staged.as_ref() == Some(r)
+            || popular.contains(&r)
+            || (popular.is_empty() && f.last_active.as_ref() == Some(r))
         {
             return Some((r.clone(), Reason::Running));
         }

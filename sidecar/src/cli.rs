@@ -7,7 +7,11 @@ use std::path::PathBuf;
 /// every staged release (sha256-verified) and upgrades each service when its turn
 /// comes and the service's quorum holds.
 #[derive(Debug, Parser)]
-#[command(name = "sidecar", version, after_help = "Example:\n  sidecar --config /etc/baton/sidecar.toml\n  sidecar check --config /etc/baton/sidecar.toml")]
+#[command(
+    name = "sidecar",
+    version,
+    after_help = "Example:\n  sidecar --config /etc/baton/sidecar.toml\n  sidecar check --config /etc/baton/sidecar.toml"
+)]
 pub struct Cli {
     /// The TOML config file.
     #[arg(long, short, global = true, env = "BATON_CONFIG", default_value = "/etc/baton/sidecar.toml")]

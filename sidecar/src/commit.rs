@@ -8,10 +8,10 @@
 use crate::history;
 use crate::session::Session;
 use crate::zk::{self, ZkError};
-use zookeeper_client::{self as zkc, MultiWriteError};
 use znode_schema::{
     Current, DeployEntry, DeployName, DeployState, EventKind, Staging, TicketName, decode, encode, seq::SeqName,
 };
+use zookeeper_client::{self as zkc, MultiWriteError};
 
 /// Attempts before a transaction that keeps racing is reported as an error.
 const ATTEMPTS: usize = 8;

@@ -85,7 +85,8 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
             }
         };
         backoff = Duration::from_millis(200);
-        let s = Session { timeout: client.session_timeout(), client, layout: layout.clone(), host: cfg.host.id.clone() };
+        let s =
+            Session { timeout: client.session_timeout(), client, layout: layout.clone(), host: cfg.host.id.clone() };
         tracing::info!(session = %zk::session_hex(s.id()), host = %s.host, "zookeeper session established");
         register::record_session(&cfg.host.data_dir, s.id());
         if let Err(err) = s.ensure_tree(&names).await {

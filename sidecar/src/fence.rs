@@ -21,8 +21,8 @@
 use crate::session::Session;
 use crate::turn::{Front, Head};
 use crate::zk::{self, ZkError};
-use zookeeper_client::{self as zkc, MultiWriteError, OneshotWatcher};
 use znode_schema::{DeployEntry, DeployName, TicketName, Upgrading, decode, encode, seq::sorted_deploys, time};
+use zookeeper_client::{self as zkc, MultiWriteError, OneshotWatcher};
 
 /// The outcome of a fence attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub async fn front(s: &Session, service: &str) -> Result<(Front, Vec<OneshotWatc
     let cur = s.layout.current_service(service);
     let (online, w) = s.client.list_and_watch_children(&cur).await.map_err(|e| ZkError::call("list", &cur, e))?;
     watches.push(w);
-    let self_online = online.iter().any(|h| *h == s.host);
+    let self_online = online.contains(&s.host);
     let mut upgrading = 0;
     if let Some(h) = &head {
         let entry = s.layout.deploy_entry(&h.name);

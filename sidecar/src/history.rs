@@ -4,7 +4,13 @@
 use znode_schema::{EventKind, HistoryEvent, Layout, encode, time};
 
 /// A history event about `service` by this host's sidecar.
-pub fn event(service: &str, kind: EventKind, version: Option<&str>, host: &str, detail: Option<String>) -> HistoryEvent {
+pub fn event(
+    service: &str,
+    kind: EventKind,
+    version: Option<&str>,
+    host: &str,
+    detail: Option<String>,
+) -> HistoryEvent {
     HistoryEvent {
         at: time::now(),
         event: kind,

@@ -7,8 +7,8 @@
 
 use crate::session::Session;
 use crate::zk::{self, ZkError};
-use zookeeper_client as zkc;
 use znode_schema::{Ticket, TicketName, encode, seq::sorted_tickets, time};
+use zookeeper_client as zkc;
 
 /// The tickets of `service`, in queue order.
 pub async fn tickets(s: &Session, service: &str) -> Result<Vec<TicketName>, ZkError> {

@@ -10,8 +10,8 @@ use crate::session::Session;
 use crate::zk::{self, ZkError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use zookeeper_client as zkc;
 use znode_schema::{Current, encode};
+use zookeeper_client as zkc;
 
 /// Why registration failed.
 #[derive(Debug, thiserror::Error)]

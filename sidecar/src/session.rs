@@ -6,8 +6,8 @@
 
 use crate::zk::{self, ZkError};
 use std::time::Duration;
-use zookeeper_client as zkc;
 use znode_schema::Layout;
+use zookeeper_client as zkc;
 
 /// A live session and the names it acts under.
 #[derive(Debug, Clone)]

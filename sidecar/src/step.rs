@@ -50,18 +50,22 @@ pub struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    fn hook_dir(&self) -> PathBuf {
+    /// The active release and its directory: hooks run there, with its environment.
+    fn active(&self) -> (String, PathBuf) {
         match self.store.state().ok().and_then(|s| s.active) {
-            Some(v) => self.store.release_dir(&v),
-            None => self.store.release_dir(""),
+            Some(v) => {
+                let dir = self.store.release_dir(&v);
+                (v, dir)
+            }
+            None => (String::new(), self.store.root().to_path_buf()),
         }
     }
 
     async fn hook(&self, name: &str, cmd: &Option<Vec<String>>) -> Result<(), String> {
         let Some(cmd) = cmd else { return Ok(()) };
-        hooks::run_hook(name, cmd, &self.hook_dir(), &self.hook_env(), self.cfg.hooks.timeout)
-            .await
-            .map_err(|e| e.to_string())
+        let (version, dir) = self.active();
+        let env = self.cfg.command_env(&version, &dir);
+        hooks::run_hook(name, cmd, &dir, &env, self.cfg.hooks.timeout).await.map_err(|e| e.to_string())
     }
 
     /// Drains the host (the drain hook), if configured.

@@ -112,7 +112,12 @@ mod tests {
         Staging {
             service: "api".into(),
             version: "2".into(),
-            artifact: Artifact { url: "file:///x".into(), sha256: "0".repeat(64), size: 1, format: ArtifactFormat::File },
+            artifact: Artifact {
+                url: "file:///x".into(),
+                sha256: "0".repeat(64),
+                size: 1,
+                format: ArtifactFormat::File,
+            },
             policy: Policy { quorum, max_parallel, ..Policy::default() },
             staged_at: "t".into(),
             staged_by: "u".into(),

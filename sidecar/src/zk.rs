@@ -9,8 +9,8 @@
 //! prefix; fences leave a marker).
 
 use std::time::Duration;
-use zookeeper_client as zk;
 use znode_schema::{DecodeError, codec};
+use zookeeper_client as zk;
 
 /// Why a ZooKeeper operation of the sidecar failed.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use zookeeper_client as zk;
 use znode_schema::*;
+use zookeeper_client as zk;
 
 /// How a demo release behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,8 @@ impl Fleet {
     pub fn stop(&mut self, i: usize) -> Option<i32> {
         let mut c = self.hosts[i].child.take()?;
         let _ = signal_group(&c, Signal::SIGTERM);
-        let status = crate::eventually("sidecar to exit after SIGTERM", Duration::from_secs(30), || c.try_wait().ok().flatten());
+        let status =
+            crate::eventually("sidecar to exit after SIGTERM", Duration::from_secs(30), || c.try_wait().ok().flatten());
         status.code()
     }
 
@@ -240,7 +241,14 @@ fn persistent() -> zk::CreateOptions<'static> {
 
 /// Stages `version` of `service` as `deployctl stage` would (staging, catalog,
 /// deploy entry, history event; the `upgrading/` dir), in one transaction.
-pub async fn stage(client: &zk::Client, layout: &Layout, service: &str, version: &str, artifact: &Artifact, policy: Policy) -> DeployName {
+pub async fn stage(
+    client: &zk::Client,
+    layout: &Layout,
+    service: &str,
+    version: &str,
+    artifact: &Artifact,
+    policy: Policy,
+) -> DeployName {
     for d in layout.top_dirs() {
         let _ = client.mkdir(&d, &persistent()).await;
     }
@@ -256,7 +264,13 @@ pub async fn stage(client: &zk::Client, layout: &Layout, service: &str, version:
         staged_at: now.clone(),
         staged_by: "test@harness".into(),
     };
-    let release = Release { service: service.into(), version: version.into(), artifact: artifact.clone(), staged_at: now.clone(), staged_by: "test@harness".into() };
+    let release = Release {
+        service: service.into(),
+        version: version.into(),
+        artifact: artifact.clone(),
+        staged_at: now.clone(),
+        staged_by: "test@harness".into(),
+    };
     let entry = DeployEntry {
         service: service.into(),
         version: version.into(),
@@ -267,7 +281,15 @@ pub async fn stage(client: &zk::Client, layout: &Layout, service: &str, version:
         created_at: now.clone(),
         created_by: "test@harness".into(),
     };
-    let ev = HistoryEvent { at: now, event: EventKind::Staged, service: service.into(), version: Some(version.into()), host: None, detail: None, by: Some("test@harness".into()) };
+    let ev = HistoryEvent {
+        at: now,
+        event: EventKind::Staged,
+        service: service.into(),
+        version: Some(version.into()),
+        host: None,
+        detail: None,
+        by: Some("test@harness".into()),
+    };
     let staging_path = layout.staging(service);
     let exists = client.check_stat(&staging_path).await.unwrap();
     let release_exists = client.check_stat(&layout.release(service, version)).await.unwrap().is_some();
@@ -279,8 +301,18 @@ pub async fn stage(client: &zk::Client, layout: &Layout, service: &str, version:
     if !release_exists {
         txn.add_create(&layout.release(service, version), &encode(&release), &persistent()).unwrap();
     }
-    txn.add_create(&layout.deploy_prefix(), &encode(&entry), &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all())).unwrap();
-    txn.add_create(&layout.history_prefix(service), &encode(&ev), &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all())).unwrap();
+    txn.add_create(
+        &layout.deploy_prefix(),
+        &encode(&entry),
+        &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()),
+    )
+    .unwrap();
+    txn.add_create(
+        &layout.history_prefix(service),
+        &encode(&ev),
+        &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()),
+    )
+    .unwrap();
     let results = txn.commit().await.unwrap();
     let name = results
         .iter()

@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-use zookeeper_client as zk;
 use znode_schema::{Layout, seq::sorted_deploys};
+use zookeeper_client as zk;
 
 /// What the monitor saw.
 #[derive(Debug, Clone, Default)]

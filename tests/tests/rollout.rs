@@ -10,7 +10,12 @@ use znode_schema::{DeployState, HumanDuration, Policy, Quorum};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn policy(quorum: u32, max_parallel: u32) -> Policy {
-    Policy { quorum: Quorum::Count(quorum), max_parallel, health_deadline: HumanDuration::secs(10), ..Policy::default() }
+    Policy {
+        quorum: Quorum::Count(quorum),
+        max_parallel,
+        health_deadline: HumanDuration::secs(10),
+        ..Policy::default()
+    }
 }
 
 /// A fleet of `n` hosts all online at version 1.
@@ -42,7 +47,11 @@ async fn wait_versions(fleet: &Fleet, client: &zookeeper_client::Client, n: usiz
     })
     .await;
     if done.is_err() {
-        panic!("timed out waiting for {what}; online: {:?}\n{}", online(client, &layout, &fleet.service).await, fleet.logs());
+        panic!(
+            "timed out waiting for {what}; online: {:?}\n{}",
+            online(client, &layout, &fleet.service).await,
+            fleet.logs()
+        );
     }
 }
 
@@ -148,7 +157,10 @@ async fn two_services_roll_in_deploy_order() {
     b.start_all();
     wait_versions(&a, &client, 2, "1").await;
     wait_versions(&b, &client, 2, "1").await;
-    eventually_async("v1 entries done", PATIENCE, || async { deploys(&client, &layout).await.is_empty().then_some(()) }).await;
+    eventually_async("v1 entries done", PATIENCE, || async {
+        deploys(&client, &layout).await.is_empty().then_some(())
+    })
+    .await;
 
     let mon_b = Monitor::spawn(client.clone(), layout.clone(), "beta");
     let a2 = a.artifact("2", Behaviour::Good);

@@ -6,13 +6,18 @@ use baton_tests::fleet::{Behaviour, Fleet, deploys, online, stage};
 use baton_tests::{eventually_async, shared_server, unique_root};
 use nix::sys::signal::Signal;
 use std::time::Duration;
-use zookeeper_client as zk;
 use znode_schema::{Current, HumanDuration, Policy, Quorum, decode};
+use zookeeper_client as zk;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn policy(quorum: u32) -> Policy {
-    Policy { quorum: Quorum::Count(quorum), max_parallel: 1, health_deadline: HumanDuration::secs(10), ..Policy::default() }
+    Policy {
+        quorum: Quorum::Count(quorum),
+        max_parallel: 1,
+        health_deadline: HumanDuration::secs(10),
+        ..Policy::default()
+    }
 }
 
 async fn current(client: &zk::Client, fleet: &Fleet, host: &str) -> Option<Current> {
@@ -21,7 +26,13 @@ async fn current(client: &zk::Client, fleet: &Fleet, host: &str) -> Option<Curre
     decode(&path, &data).ok()
 }
 
-async fn wait_current(client: &zk::Client, fleet: &Fleet, host: &str, what: &str, f: impl Fn(&Option<Current>) -> bool) -> Option<Current> {
+async fn wait_current(
+    client: &zk::Client,
+    fleet: &Fleet,
+    host: &str,
+    what: &str,
+    f: impl Fn(&Option<Current>) -> bool,
+) -> Option<Current> {
     let r = tokio::time::timeout(PATIENCE, async {
         loop {
             let c = current(client, fleet, host).await;
@@ -42,12 +53,22 @@ async fn registration_follows_the_service_through_a_crash() {
     let v1 = fleet.artifact("1", Behaviour::Good);
     stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
     fleet.start(0);
-    let first = wait_current(&client, &fleet, "api-1", "registration at v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await.unwrap();
+    let first =
+        wait_current(&client, &fleet, "api-1", "registration at v1", |c| c.as_ref().is_some_and(|c| c.version == "1"))
+            .await
+            .unwrap();
     let pid = first.pid.expect("run mode reports the pid");
     // Crash the service: the registration goes, then comes back with a new process.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-    wait_current(&client, &fleet, "api-1", "registration to vanish after the crash", |c| c.as_ref().is_none_or(|c| c.pid != Some(pid))).await;
-    let back = wait_current(&client, &fleet, "api-1", "registration after the restart", |c| c.as_ref().is_some_and(|c| c.pid.is_some() && c.pid != Some(pid))).await.unwrap();
+    wait_current(&client, &fleet, "api-1", "registration to vanish after the crash", |c| {
+        c.as_ref().is_none_or(|c| c.pid != Some(pid))
+    })
+    .await;
+    let back = wait_current(&client, &fleet, "api-1", "registration after the restart", |c| {
+        c.as_ref().is_some_and(|c| c.pid.is_some() && c.pid != Some(pid))
+    })
+    .await
+    .unwrap();
     assert_eq!(back.version, "1");
     // A clean stop of the sidecar removes the registration at once (session closed).
     assert_eq!(fleet.stop(0), Some(0));
@@ -91,7 +112,11 @@ async fn a_corrupt_artifact_is_reported_and_never_installed() {
     let mut bad = fleet.artifact("2", Behaviour::Good);
     bad.sha256 = "0".repeat(64);
     stage(&client, &fleet.layout(), "api", "2", &bad, policy(1)).await;
-    let c = wait_current(&client, &fleet, "api-1", "last_error in the registration", |c| c.as_ref().is_some_and(|c| c.last_error.is_some())).await.unwrap();
+    let c = wait_current(&client, &fleet, "api-1", "last_error in the registration", |c| {
+        c.as_ref().is_some_and(|c| c.last_error.is_some())
+    })
+    .await
+    .unwrap();
     let err = c.last_error.unwrap();
     assert!(err.contains("sha256") || err.contains("checksum"), "{err}");
     assert_eq!(c.version, "1");
@@ -107,7 +132,10 @@ async fn a_corrupt_artifact_is_reported_and_never_installed() {
     let good = fleet.artifact("2", Behaviour::Good);
     stage(&client, &fleet.layout(), "api", "2", &good, policy(1)).await;
     for h in ["api-1", "api-2"] {
-        wait_current(&client, &fleet, h, "v2", |c| c.as_ref().is_some_and(|c| c.version == "2" && c.last_error.is_none())).await;
+        wait_current(&client, &fleet, h, "v2", |c| {
+            c.as_ref().is_some_and(|c| c.version == "2" && c.last_error.is_none())
+        })
+        .await;
     }
     fleet.stop(0);
 }
@@ -138,7 +166,10 @@ async fn boot_picks_the_most_popular_version() {
         (o.len() == 3 && o.iter().all(|(_, v)| v == "2")).then_some(())
     })
     .await;
-    eventually_async("the rollout to complete", PATIENCE, || async { deploys(&client, &layout).await.is_empty().then_some(()) }).await;
+    eventually_async("the rollout to complete", PATIENCE, || async {
+        deploys(&client, &layout).await.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,7 +180,8 @@ async fn boot_with_nobody_online_uses_the_last_active_release() {
     let v1 = fleet.artifact("1", Behaviour::Good);
     stage(&client, &layout, "api", "1", &v1, policy(0)).await;
     fleet.start(0);
-    let first = wait_current(&client, &fleet, "api-1", "v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await.unwrap();
+    let first =
+        wait_current(&client, &fleet, "api-1", "v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await.unwrap();
     // The machine goes down (sidecar and service), and v2 is staged meanwhile.
     fleet.kill(0);
     baton_tests::fleet::kill_services(&fleet.hosts[0].data_dir);
@@ -177,7 +209,8 @@ async fn a_duplicate_host_id_is_refused() {
     wait_current(&client, &fleet, "api-1", "registration", |c| c.is_some()).await;
     // A second machine configured with the same host id (its own data dir and port).
     let i = fleet.add_host("api-1-twin");
-    let twin_cfg = std::fs::read_to_string(&fleet.hosts[i].config).unwrap().replace("id = \"api-1-twin\"", "id = \"api-1\"");
+    let twin_cfg =
+        std::fs::read_to_string(&fleet.hosts[i].config).unwrap().replace("id = \"api-1-twin\"", "id = \"api-1\"");
     std::fs::write(&fleet.hosts[i].config, twin_cfg).unwrap();
     fleet.start(i);
     let code = eventually_async("the twin to give up", PATIENCE, || {
