@@ -249,14 +249,15 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
             let (staging, barrier) = (staging.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
+                // The session is handed back so its ephemeral nodes outlive the task.
                 loop {
                     let (front, _w) = fence::front(&s, "api").await.unwrap();
                     if turn::decide(&staging, &front) != turn::Verdict::Go {
-                        return false;
+                        return (false, s);
                     }
                     let head = front.head.unwrap();
                     match fence::commit(&s, "api", &head, &ticket, front.self_online, Some("1"), "2").await.unwrap() {
-                        fence::Fenced::Won => return true,
+                        fence::Fenced::Won => return (true, s),
                         fence::Fenced::Moved => continue,
                     }
                 }
@@ -264,8 +265,11 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
         })
         .collect();
     let mut won = 0;
+    let mut sessions = Vec::new();
     for h in handles {
-        won += h.await.unwrap() as usize;
+        let (w, s) = h.await.unwrap();
+        won += w as usize;
+        sessions.push(s);
     }
     let (entry, _) = deploys(&admin, &layout).await.into_iter().next().unwrap();
     let markers = admin.list_children(&layout.upgrading_dir(&entry)).await.unwrap();
