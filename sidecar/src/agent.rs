@@ -150,9 +150,9 @@ impl Agent {
             Some((entry, marker)) => self.state = Lifecycle::Recovering { entry, marker },
             None => {
                 self.state = match std::mem::replace(&mut self.state, Lifecycle::Idle) {
-                    Lifecycle::Booting => Lifecycle::Booting,
                     // The old session's ticket vanished with it; a step whose marker is
-                    // gone was unlocked or aborted: re-evaluate from Idle.
+                    // gone was unlocked or aborted: re-evaluate from Idle. A boot that
+                    // started the service already is not repeated.
                     _ if !self.booted => Lifecycle::Booting,
                     _ => Lifecycle::Idle,
                 }
@@ -340,7 +340,12 @@ impl Agent {
         };
         boot::read_online(s, &self.cfg.name, &mut facts).await?;
         let mut started = None;
-        if let Some(v) = self.running.clone().filter(|v| self.store.has(v)) {
+        let supervised = !matches!(*self.supervisor.status().borrow(), Status::Stopped);
+        if let Some(v) = self.running.clone().filter(|v| self.store.has(v) && supervised) {
+            // Already supervised by this process (an earlier boot): treat as adopted.
+            facts.running = Some(v.clone());
+            started = Some(v);
+        } else if let Some(v) = self.running.clone().filter(|v| self.store.has(v)) {
             match self.supervisor.start(&self.store.release_dir(&v), &v).await {
                 Ok(crate::supervisor::Started::Adopted { .. }) => {
                     facts.running = Some(v.clone());
@@ -352,8 +357,8 @@ impl Agent {
                 }
             }
         }
-        self.booted = true;
         let Some((version, reason)) = boot::choose(&facts) else {
+            self.booted = true;
             tracing::info!(service = %self.cfg.name, "nothing to run yet: no release staged, none local");
             return Ok(Lifecycle::Idle);
         };
@@ -376,6 +381,7 @@ impl Agent {
         if let Err(err) = result {
             tracing::error!(service = %self.cfg.name, version = %version, error = %err, "boot version is not healthy");
         }
+        self.booted = true;
         self.reconcile(s).await?;
         if let Some(st) = staged.filter(|st| st.version == version) {
             if let (Some(head), _) = fence::head(s, false).await? {

@@ -203,6 +203,9 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("sidecar logs of the failed test:\n{}", self.logs());
+        }
         for i in 0..self.hosts.len() {
             self.kill(i);
         }
