@@ -296,7 +296,25 @@ pub async fn stage(
     let staging_path = layout.staging(service);
     let exists = client.check_stat(&staging_path).await.unwrap();
     let release_exists = client.check_stat(&layout.release(service, version)).await.unwrap().is_some();
+    // Like `deployctl stage --replace`: an unfinished rollout of the service is superseded.
+    let mut superseded = Vec::new();
+    for (name, e) in deploys(client, layout).await {
+        if e.service == service {
+            let markers = client.list_children(&layout.upgrading_dir(&name)).await.unwrap_or_default();
+            let has_dir = client.check_stat(&layout.upgrading_dir(&name)).await.unwrap().is_some();
+            superseded.push((name, markers, has_dir));
+        }
+    }
     let mut txn = client.new_multi_writer();
+    for (name, markers, has_dir) in &superseded {
+        for m in markers {
+            txn.add_delete(&format!("{}/{m}", layout.upgrading_dir(name)), None).unwrap();
+        }
+        if *has_dir {
+            txn.add_delete(&layout.upgrading_dir(name), None).unwrap();
+        }
+        txn.add_delete(&layout.deploy_entry(name), None).unwrap();
+    }
     match exists {
         Some(_) => txn.add_set_data(&staging_path, &encode(&staging), None).unwrap(),
         None => txn.add_create(&staging_path, &encode(&staging), &persistent()).unwrap(),
@@ -360,13 +378,20 @@ pub async fn deploys(client: &zk::Client, layout: &Layout) -> Vec<(DeployName, D
 /// Rewrites the state of deploy entry `name` (pause, resume, halt by hand).
 pub async fn set_state(client: &zk::Client, layout: &Layout, name: &DeployName, state: DeployState) {
     let path = layout.deploy_entry(name);
-    let (data, stat) = client.get_data(&path).await.unwrap();
-    let mut e: DeployEntry = decode(&path, &data).unwrap();
-    e.state = state;
-    if state == DeployState::Active {
-        e.failures = 0;
-        e.failed_hosts.clear();
-        e.reason = None;
+    // Sidecars rewrite the entry when they fence: retry on a concurrent change.
+    loop {
+        let (data, stat) = client.get_data(&path).await.unwrap();
+        let mut e: DeployEntry = decode(&path, &data).unwrap();
+        e.state = state;
+        if state == DeployState::Active {
+            e.failures = 0;
+            e.failed_hosts.clear();
+            e.reason = None;
+        }
+        match client.set_data(&path, &encode(&e), Some(stat.version)).await {
+            Ok(_) => return,
+            Err(zk::Error::BadVersion) => continue,
+            Err(e) => panic!("set {path}: {e}"),
+        }
     }
-    client.set_data(&path, &encode(&e), Some(stat.version)).await.unwrap();
 }

@@ -185,6 +185,10 @@ async fn boot_with_nobody_online_uses_the_last_active_release() {
     fleet.start(0);
     let first =
         wait_current(&client, &fleet, "api-1", "v1", |c| c.as_ref().is_some_and(|c| c.version == "1")).await.unwrap();
+    eventually_async("the v1 rollout to complete", PATIENCE, || async {
+        deploys(&client, &layout).await.is_empty().then_some(())
+    })
+    .await;
     // The machine goes down (sidecar and service), and v2 is staged meanwhile.
     fleet.kill(0);
     baton_tests::fleet::kill_services(&fleet.hosts[0].data_dir);
