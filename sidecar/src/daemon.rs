@@ -75,6 +75,8 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
                     for a in agents.iter_mut() {
                         a.boot_offline().await;
                     }
+                    // Ready as far as systemd is concerned: the services run.
+                    notify(&[sd_notify::NotifyState::Ready]);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {},
@@ -93,6 +95,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
             tracing::warn!(error = %err, "failed to create the znode tree; retrying");
             continue;
         }
+        notify(&[sd_notify::NotifyState::Ready]);
         match run_session(&mut agents, &s, &shutdown).await {
             Ok(()) => break Ok(()),
             Err(AgentError::Register { service, source }) => {
@@ -101,6 +104,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
             Err(err) => tracing::warn!(error = %err, "zookeeper session lost; opening a new one"),
         }
     };
+    notify(&[sd_notify::NotifyState::Stopping]);
     for a in &agents {
         if let Err(err) = a.supervisor.shutdown().await {
             tracing::error!(service = %a.service(), error = %err, "failed to shut the service down");
@@ -118,6 +122,13 @@ async fn run_session(agents: &mut [Agent], s: &Session, shutdown: &watch::Receiv
         async move { a.run_session(s, &mut sd).await }
     });
     futures_util::future::try_join_all(futs).await.map(|_| ())
+}
+
+/// Tells systemd (`Type=notify`) about readiness and shutdown; a no-op elsewhere.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %err, "sd_notify failed");
+    }
 }
 
 /// A shutdown signal: turns true on SIGTERM or SIGINT.
