@@ -411,6 +411,31 @@ impl Agent {
         self.running.as_deref() != Some(st.version.as_str()) && !self.failed_here(st)
     }
 
+    /// Completes a rollout in which nobody needs to step (every host already runs
+    /// the staged version, e.g. a rollback to what the fleet runs). Only the online
+    /// host with the smallest id checks, so the fleet reads the hosts once, not N times.
+    async fn complete_no_op(&self, s: &Session, st: &Staging) -> Result<(), ZkError> {
+        let dir = s.layout.deploy_dir();
+        let mut entry = None;
+        for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
+            let path = s.layout.deploy_entry(&name);
+            match zk::get::<znode_schema::DeployEntry>(&s.client, &path).await {
+                Ok(Some((e, _, _))) if e.service == st.service => {
+                    entry = (e.version == st.version).then_some(name);
+                    break;
+                }
+                Ok(_) | Err(ZkError::Decode(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(name) = entry else { return Ok(()) };
+        let hosts = zk::children(&s.client, &s.layout.current_service(&st.service)).await?;
+        if hosts.iter().min() == Some(&s.host) {
+            commit::complete_if_done(s, st, &name).await?;
+        }
+        Ok(())
+    }
+
     /// Whether this host's step failed for this very staged release.
     fn failed_here(&self, st: &Staging) -> bool {
         self.failed.as_ref() == Some(&(st.version.clone(), st.staged_at.clone()))
@@ -442,6 +467,9 @@ impl Agent {
             if self.wants(st) {
                 return Ok(Lifecycle::Downloading { version: st.version.clone() });
             }
+        }
+        if let Some(st) = staged.as_ref().filter(|st| self.running.as_deref() == Some(st.version.as_str())) {
+            self.complete_no_op(s, st).await?;
         }
         let mut watches = vec![w];
         if let Some(st) = staged.as_ref().filter(|st| self.failed_here(st)) {
