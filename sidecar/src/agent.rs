@@ -11,25 +11,29 @@
 //! needs a live session. A terminal error (session expired) ends
 //! [`Agent::run_session`]; the daemon opens a new session and calls it again, which
 //! re-registers, re-creates the ticket and recovers an interrupted step.
+//!
+//! The transitions live in [`waiting`] (boot, idle, download, queue) and
+//! [`stepping`] (the fenced step, its commit, recovery).
 
-use crate::commit::{self, StepEnd};
+mod stepping;
+mod waiting;
+
 use crate::config::{HostConfig, ServiceConfig};
 use crate::download::Fetcher;
-use crate::fence::{self, Fenced};
+use crate::fence::{self};
 use crate::lifecycle::Lifecycle;
+use crate::queue;
 use crate::register::{self, RegisterError, Registration};
 use crate::releases::ReleaseStore;
 use crate::session::Session;
-use crate::step::{Parts, StepError};
+use crate::step::Parts;
 use crate::supervisor::{Status, Supervisor};
-use crate::turn::{self, Verdict};
-use crate::zk::{self, ZkError};
-use crate::{boot, queue};
+use crate::zk::ZkError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use znode_schema::{Current, EventKind, Release, Staging, TicketName, time};
+use znode_schema::{Current, Staging, time};
 use zookeeper_client::OneshotWatcher;
 
 /// How often a waiting agent re-reads even without a watch firing (lost watches
@@ -201,39 +205,14 @@ impl Agent {
             Lifecycle::Downloading { version } => self.download(s, sd, version).await,
             Lifecycle::Queued { version, ticket } => self.queued(s, sd, version, ticket).await,
             Lifecycle::Upgrading { entry, from, staging, ticket } => {
-                match self.parts().upgrade(&staging.version, &staging.policy).await {
-                    Ok(()) => {
-                        self.running = Some(staging.version.clone());
-                        let end =
-                            StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: None };
-                        let cur = self.registration(s, &staging.version);
-                        let end = StepEnd { register: cur.as_ref(), ..end };
-                        commit::success(s, &end, &staging.version).await?;
-                        self.reg.assume(cur);
-                        tracing::info!(service = %self.cfg.name, version = %staging.version, "host upgraded");
-                        self.prune_releases();
-                        commit::complete_if_done(s, &staging, &entry).await?;
-                        Ok(Lifecycle::Idle)
-                    }
-                    Err(err) => {
-                        tracing::error!(service = %self.cfg.name, error = %err, "upgrade step failed; rolling back");
-                        Ok(Lifecycle::RollingBack { entry, from, staging, ticket, cause: err.to_string() })
-                    }
-                }
+                Ok(self.upgrading(entry, from, staging, ticket).await)
             }
+            Lifecycle::Upgraded { entry, staging, ticket } => self.upgraded(s, entry, staging, ticket).await,
             Lifecycle::RollingBack { entry, from, staging, ticket, cause } => {
-                if let Err(err) = self.parts().revert(from.as_deref(), &staging.policy).await {
-                    tracing::error!(service = %self.cfg.name, error = %err, "rollback of the failed step failed too");
-                }
-                self.running = from.clone();
-                self.failed = Some((staging.version.clone(), staging.staged_at.clone()));
-                let cur = from.as_deref().and_then(|v| self.registration(s, v));
-                let end =
-                    StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: cur.as_ref() };
-                let state = commit::failure(s, &end, &staging, &cause).await?;
-                self.reg.assume(cur);
-                tracing::warn!(service = %self.cfg.name, ?state, "failure counted on the rollout");
-                Ok(Lifecycle::Idle)
+                Ok(self.rolling_back(entry, from, staging, ticket, cause).await)
+            }
+            Lifecycle::Reverted { entry, from, staging, ticket, cause } => {
+                self.reverted(s, entry, from, staging, ticket, cause).await
             }
             Lifecycle::Recovering { entry, marker } => self.recover(s, entry, marker).await,
         }
@@ -331,211 +310,6 @@ impl Agent {
         matches!(*self.supervisor.status().borrow(), Status::Healthy { .. })
     }
 
-    async fn boot(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
-        let (staged, staging_watch) = self.staging(s).await?;
-        let mut facts = boot::Facts {
-            last_active: self.running.clone(),
-            staged: staged.as_ref().map(|st| st.version.clone()),
-            ..Default::default()
-        };
-        boot::read_online(s, &self.cfg.name, &mut facts).await?;
-        let mut started = None;
-        let supervised = !matches!(*self.supervisor.status().borrow(), Status::Stopped);
-        if let Some(v) = self.running.clone().filter(|v| self.store.has(v) && supervised) {
-            // Already supervised by this process (an earlier boot): treat as adopted.
-            facts.running = Some(v.clone());
-            started = Some(v);
-        } else if let Some(v) = self.running.clone().filter(|v| self.store.has(v)) {
-            match self.supervisor.start(&self.store.release_dir(&v), &v).await {
-                Ok(crate::supervisor::Started::Adopted { .. }) => {
-                    facts.running = Some(v.clone());
-                    started = Some(v);
-                }
-                Ok(_) => started = Some(v),
-                Err(err) => {
-                    tracing::error!(service = %self.cfg.name, error = %err, "failed to start the last active release")
-                }
-            }
-        }
-        let Some((version, reason)) = boot::choose(&facts) else {
-            self.booted = true;
-            tracing::info!(service = %self.cfg.name, "nothing to run yet: no release staged, none local");
-            return Ok(Lifecycle::Idle);
-        };
-        tracing::info!(service = %self.cfg.name, version = %version, ?reason, "boot version chosen");
-        if let Err(err) = self.fetch_for_boot(s, &version, staged.as_ref()).await {
-            tracing::error!(service = %self.cfg.name, version = %version, error = %err, "cannot fetch the boot version");
-            self.last_error = Some(err);
-            self.download_failures += 1;
-            let pause = self.download_pause();
-            self.wait(s, vec![staging_watch], sd, pause).await?;
-            return Ok(Lifecycle::Booting);
-        }
-        let deadline = staged.as_ref().map(|st| st.policy.health_deadline.0).unwrap_or(Duration::from_secs(60));
-        let result = if started.as_deref() == Some(version.as_str()) {
-            self.supervisor.wait_healthy(deadline).await.map_err(|e| e.to_string())
-        } else {
-            self.parts().switch_to(&version, deadline).await.map_err(|e: StepError| e.to_string())
-        };
-        self.running = Some(version.clone());
-        if let Err(err) = result {
-            tracing::error!(service = %self.cfg.name, version = %version, error = %err, "boot version is not healthy");
-        }
-        self.booted = true;
-        self.reconcile(s).await?;
-        if let Some(st) = staged.filter(|st| st.version == version) {
-            if let (Some(head), _) = fence::head(s, false).await? {
-                commit::complete_if_done(s, &st, &head.name).await?;
-            }
-        }
-        Ok(Lifecycle::Idle)
-    }
-
-    /// Makes sure `version` is installed, from the staged release or the catalog.
-    async fn fetch_for_boot(&self, s: &Session, version: &str, staged: Option<&Staging>) -> Result<(), String> {
-        if self.store.has(version) {
-            return Ok(());
-        }
-        let artifact = match staged.filter(|st| st.version == version) {
-            Some(st) => st.artifact.clone(),
-            None => match zk::get::<Release>(&s.client, &s.layout.release(&self.cfg.name, version)).await {
-                Ok(Some((r, _, _))) => r.artifact,
-                Ok(None) => return Err(format!("version {version} is not in the releases catalog")),
-                Err(e) => return Err(e.to_string()),
-            },
-        };
-        self.store.install(&self.fetcher, version, &artifact).await.map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    fn wants(&self, st: &Staging) -> bool {
-        self.running.as_deref() != Some(st.version.as_str()) && !self.failed_here(st)
-    }
-
-    /// Completes a rollout in which nobody needs to step (every host already runs
-    /// the staged version, e.g. a rollback to what the fleet runs). Only the online
-    /// host with the smallest id checks, so the fleet reads the hosts once, not N times.
-    async fn complete_no_op(&self, s: &Session, st: &Staging) -> Result<(), ZkError> {
-        let dir = s.layout.deploy_dir();
-        let mut entry = None;
-        for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
-            let path = s.layout.deploy_entry(&name);
-            match zk::get::<znode_schema::DeployEntry>(&s.client, &path).await {
-                Ok(Some((e, _, _))) if e.service == st.service => {
-                    entry = (e.version == st.version).then_some(name);
-                    break;
-                }
-                Ok(_) | Err(ZkError::Decode(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(name) = entry else { return Ok(()) };
-        let hosts = zk::children(&s.client, &s.layout.current_service(&st.service)).await?;
-        if hosts.iter().min() == Some(&s.host) {
-            commit::complete_if_done(s, st, &name).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether this host's step failed for this very staged release.
-    fn failed_here(&self, st: &Staging) -> bool {
-        self.failed.as_ref() == Some(&(st.version.clone(), st.staged_at.clone()))
-    }
-
-    /// The deploy entry of `st` that still lists this host among its failed hosts,
-    /// watched; `None` once an operator resumed (which clears the list) or the
-    /// entry is gone.
-    async fn failed_entry(&self, s: &Session, st: &Staging) -> Result<Option<OneshotWatcher>, ZkError> {
-        let dir = s.layout.deploy_dir();
-        for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
-            let path = s.layout.deploy_entry(&name);
-            let Ok((data, _, w)) = s.client.get_and_watch_data(&path).await else { continue };
-            let Ok(e) = znode_schema::decode::<znode_schema::DeployEntry>(&path, &data) else { continue };
-            if e.service == st.service && e.version == st.version {
-                return Ok(e.failed_hosts.contains(&s.host).then_some(w));
-            }
-        }
-        Ok(None)
-    }
-
-    async fn idle(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
-        let (staged, w) = self.staging(s).await?;
-        if let Some(st) = &staged {
-            if self.running.is_none() && !self.reg_online() {
-                // Nothing runs here: installing the staged release takes nobody down.
-                return Ok(Lifecycle::Booting);
-            }
-            if self.wants(st) {
-                return Ok(Lifecycle::Downloading { version: st.version.clone() });
-            }
-        }
-        if let Some(st) = staged.as_ref().filter(|st| self.running.as_deref() == Some(st.version.as_str())) {
-            self.complete_no_op(s, st).await?;
-        }
-        let mut watches = vec![w];
-        if let Some(st) = staged.as_ref().filter(|st| self.failed_here(st)) {
-            match self.failed_entry(s, st).await? {
-                Some(entry_watch) => watches.push(entry_watch),
-                None => {
-                    tracing::info!(service = %self.cfg.name, version = %st.version, "rollout resumed; queueing again");
-                    self.failed = None;
-                    return Ok(Lifecycle::Downloading { version: st.version.clone() });
-                }
-            }
-        }
-        self.wait(s, watches, sd, REEVALUATE).await?;
-        Ok(Lifecycle::Idle)
-    }
-
-    async fn download(
-        &mut self,
-        s: &Session,
-        sd: &mut watch::Receiver<bool>,
-        version: String,
-    ) -> Result<Lifecycle, ZkError> {
-        let (staged, w) = self.staging(s).await?;
-        let Some(st) = staged.filter(|st| st.version == version && self.wants(st)) else {
-            return Ok(Lifecycle::Idle);
-        };
-        match self.store.install(&self.fetcher, &version, &st.artifact).await {
-            Ok(_) => {
-                self.download_failures = 0;
-                if self.last_error.take().is_some() {
-                    self.reconcile(s).await?;
-                }
-                self.prune_releases();
-                let ticket = queue::ensure(s, &self.cfg.name, &version).await?;
-                tracing::info!(service = %self.cfg.name, version = %version, ticket = %ticket, "release verified; queued");
-                Ok(Lifecycle::Queued { version, ticket })
-            }
-            Err(err) => {
-                let msg = format!("release {version}: {err}");
-                tracing::error!(service = %self.cfg.name, error = %msg, "download failed; will retry");
-                if self.last_error.as_deref() != Some(msg.as_str()) {
-                    self.report_download_failure(s, &version, &msg).await;
-                }
-                self.last_error = Some(msg);
-                self.download_failures += 1;
-                let pause = self.download_pause();
-                self.wait(s, vec![w], sd, pause).await?;
-                Ok(Lifecycle::Downloading { version })
-            }
-        }
-    }
-
-    async fn report_download_failure(&self, s: &Session, version: &str, msg: &str) {
-        let ev =
-            crate::history::event(&self.cfg.name, EventKind::DownloadFailed, Some(version), &s.host, Some(msg.into()));
-        let (prefix, data) = crate::history::create_op(&s.layout, &ev);
-        if let Err(err) = s.client.create(&prefix, &data, &zk::persistent_sequential()).await {
-            tracing::warn!(error = %err, "failed to record the download failure in history");
-        }
-    }
-
-    /// Exponential backoff between download attempts: 2 s, 4 s, … 64 s.
-    fn download_pause(&self) -> Duration {
-        Duration::from_secs(2u64.saturating_pow(self.download_failures.clamp(1, 6)))
-    }
-
     fn prune_releases(&self) {
         match self.store.prune(self.keep_releases) {
             Ok(gone) if !gone.is_empty() => {
@@ -544,102 +318,5 @@ impl Agent {
             Ok(_) => {}
             Err(err) => tracing::warn!(service = %self.cfg.name, error = %err, "failed to prune old releases"),
         }
-    }
-
-    async fn queued(
-        &mut self,
-        s: &Session,
-        sd: &mut watch::Receiver<bool>,
-        version: String,
-        ticket: TicketName,
-    ) -> Result<Lifecycle, ZkError> {
-        let (staged, staging_watch) = self.staging(s).await?;
-        let Some(st) = staged.filter(|st| st.version == version && self.wants(st)) else {
-            queue::delete(s, &self.cfg.name, &ticket).await?;
-            return Ok(Lifecycle::Idle);
-        };
-        let tickets = queue::tickets(s, &self.cfg.name).await?;
-        let mut watches = vec![staging_watch];
-        match turn::position(&tickets, &ticket, &st) {
-            Verdict::NoTicket => return Ok(Lifecycle::Downloading { version }),
-            Verdict::Behind { predecessor } => {
-                let path = s.layout.ticket(&self.cfg.name, &predecessor);
-                let (stat, w) =
-                    s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))?;
-                if stat.is_none() {
-                    return Ok(Lifecycle::Queued { version, ticket });
-                }
-                watches.push(w);
-            }
-            _ => {
-                let (front, front_watches) = fence::front(s, &self.cfg.name).await?;
-                let verdict = turn::decide(&st, &front);
-                if verdict == Verdict::Go {
-                    let head = front.head.expect("Go implies a head");
-                    let from = self.running.clone();
-                    return match fence::commit(
-                        s,
-                        &self.cfg.name,
-                        &head,
-                        &ticket,
-                        front.self_online,
-                        from.as_deref(),
-                        &version,
-                    )
-                    .await?
-                    {
-                        Fenced::Won => {
-                            tracing::info!(service = %self.cfg.name, entry = %head.name, from = ?from, to = %version, "fenced: starting the step");
-                            self.reg.assume(None);
-                            Ok(Lifecycle::Upgrading { entry: head.name, from, staging: Box::new(st), ticket })
-                        }
-                        Fenced::Moved => Ok(Lifecycle::Queued { version, ticket }),
-                    };
-                }
-                tracing::debug!(service = %self.cfg.name, ?verdict, "not yet");
-                watches.extend(front_watches);
-            }
-        }
-        self.wait(s, watches, sd, REEVALUATE).await?;
-        Ok(Lifecycle::Queued { version, ticket })
-    }
-
-    async fn recover(
-        &mut self,
-        s: &Session,
-        entry: znode_schema::DeployName,
-        marker: znode_schema::Upgrading,
-    ) -> Result<Lifecycle, ZkError> {
-        let (staged, _) = self.staging(s).await?;
-        let active = self.store.state().ok().and_then(|st| st.active);
-        let healthy = self.reg_online()
-            || (active.is_some() && self.supervisor.wait_healthy(Duration::from_secs(5)).await.is_ok());
-        if !marker.to.is_empty() && active.as_deref() == Some(marker.to.as_str()) && healthy {
-            tracing::info!(service = %self.cfg.name, version = %marker.to, "finishing the interrupted step: the new release runs healthy");
-            self.running = Some(marker.to.clone());
-            let cur = self.registration(s, &marker.to);
-            let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: None, register: cur.as_ref() };
-            commit::success(s, &end, &marker.to).await?;
-            self.reg.assume(cur);
-            if let Some(st) = staged.filter(|st| st.version == marker.to) {
-                commit::complete_if_done(s, &st, &entry).await?;
-            }
-            return Ok(Lifecycle::Idle);
-        }
-        tracing::warn!(service = %self.cfg.name, from = ?marker.from, "undoing the interrupted step");
-        let policy = staged.map(|st| st.policy).unwrap_or_default();
-        let back = marker.from.clone().filter(|v| self.store.has(v));
-        if active != back || !healthy {
-            if let Err(err) = self.parts().revert(back.as_deref(), &policy).await {
-                tracing::error!(service = %self.cfg.name, error = %err, "undoing the interrupted step failed");
-            }
-        }
-        self.running = back.clone();
-        let cur = back.as_deref().and_then(|v| self.registration(s, v));
-        let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: None, register: cur.as_ref() };
-        let detail = "step interrupted (sidecar restart or session loss); undone, will queue again".to_string();
-        commit::undo(s, &end, Some(&marker.to), detail).await?;
-        self.reg.assume(cur);
-        Ok(Lifecycle::Idle)
     }
 }

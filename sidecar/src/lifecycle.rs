@@ -3,9 +3,9 @@
 //! ```text
 //!            ┌──────────── staging moved / failed here ─────────────┐
 //!            v                                                      │
-//! Booting → Idle → Downloading → Queued ──fence──> Upgrading ──ok──> Idle
+//! Booting → Idle → Downloading → Queued ──fence──> Upgrading ──ok──> Upgraded → Idle
 //!            ^         │  (retry with                 │
-//!            │         │   backoff)                   └─fail─> RollingBack → Idle
+//!            │         │   backoff)                   └─fail─> RollingBack → Reverted → Idle
 //!            │         v
 //!            └─── (session lost: Recovering finishes or undoes a fenced step)
 //! ```
@@ -45,11 +45,34 @@ pub enum Lifecycle {
         /// The ticket to delete when the step ends.
         ticket: TicketName,
     },
+    /// The step succeeded locally; committing it (registration at the new version,
+    /// marker and ticket removed) and completing the rollout if it is done.
+    Upgraded {
+        /// The deploy entry.
+        entry: DeployName,
+        /// The release now running.
+        staging: Box<Staging>,
+        /// The ticket to delete.
+        ticket: TicketName,
+    },
     /// The step failed with `cause`: going back to `from`, then counting the failure.
     RollingBack {
         /// The deploy entry.
         entry: DeployName,
         /// The version to go back to.
+        from: Option<String>,
+        /// The release that failed.
+        staging: Box<Staging>,
+        /// The ticket to delete.
+        ticket: TicketName,
+        /// Why the step failed.
+        cause: String,
+    },
+    /// Back on `from` locally after a failed step; committing the failure.
+    Reverted {
+        /// The deploy entry.
+        entry: DeployName,
+        /// The version running again.
         from: Option<String>,
         /// The release that failed.
         staging: Box<Staging>,
@@ -78,13 +101,22 @@ impl Lifecycle {
             Lifecycle::Downloading { .. } => "downloading",
             Lifecycle::Queued { .. } => "queued",
             Lifecycle::Upgrading { .. } => "upgrading",
+            Lifecycle::Upgraded { .. } => "upgraded",
             Lifecycle::RollingBack { .. } => "rolling_back",
+            Lifecycle::Reverted { .. } => "reverted",
             Lifecycle::Recovering { .. } => "recovering",
         }
     }
 
     /// Whether the host is inside a fenced step (its registration is owned by the step).
     pub fn in_step(&self) -> bool {
-        matches!(self, Lifecycle::Upgrading { .. } | Lifecycle::RollingBack { .. } | Lifecycle::Recovering { .. })
+        matches!(
+            self,
+            Lifecycle::Upgrading { .. }
+                | Lifecycle::Upgraded { .. }
+                | Lifecycle::RollingBack { .. }
+                | Lifecycle::Reverted { .. }
+                | Lifecycle::Recovering { .. }
+        )
     }
 }
