@@ -230,3 +230,38 @@ async fn a_duplicate_host_id_is_refused() {
     assert!(log.contains("already registered"), "{log}");
     assert!(current(&client, &fleet, "api-1").await.is_some(), "the original keeps its registration");
 }
+
+#[test]
+fn sidecar_check_lists_every_problem_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[zookeeper]\nconnect = \"127.0.0.1:2181\"\nsession_timeout = \"soon\"\n\n[host]\nid = \"web/01\"\ndata_dir = \"/tmp/x\"\ncolour = \"blue\"\n\n\
+         [[service]]\nname = \"api\"\nrun = [\"bin/api\"]\nhealth = { tcp = \"127.0.0.1:1\", http = \"http://x/\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(baton_tests::bin::path("sidecar"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    for key in ["zookeeper.session_timeout", "host.id", "colour", "service[0].health"] {
+        assert!(err.contains(key), "problem with {key} not listed:\n{err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[zookeeper]\nconnect = \"127.0.0.1:2181\"\n\n[host]\nid = \"web-01\"\ndata_dir = \"/tmp/x\"\n\n\
+         [[service]]\nname = \"api\"\nrun = [\"bin/api\"]\nhealth = { tcp = \"127.0.0.1:1\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(baton_tests::bin::path("sidecar"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 /// `[zookeeper]`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawZk {
     pub connect: Option<String>,
     pub root: Option<String>,
@@ -17,7 +16,6 @@ pub(super) struct RawZk {
 
 /// `[host]`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawHost {
     pub id: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -26,7 +24,6 @@ pub(super) struct RawHost {
 
 /// One `[[service]]`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawService {
     pub name: Option<String>,
     pub run: Option<Vec<String>>,
@@ -42,7 +39,6 @@ pub(super) struct RawService {
 
 /// `health = { ... }`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {
     pub http: Option<String>,
     pub tcp: Option<String>,
@@ -53,7 +49,6 @@ pub(super) struct RawHealth {
 
 /// `hooks = { ... }`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawHooks {
     pub drain: Option<Vec<String>>,
     pub undrain: Option<Vec<String>>,
@@ -63,11 +58,22 @@ pub(super) struct RawHooks {
 /// The top-level keys, in the order they are documented.
 pub(super) const TOP_KEYS: [&str; 3] = ["zookeeper", "host", "service"];
 
-/// Deserializes one table, or returns the problem with the key path where it failed.
-pub(super) fn section<T: for<'de> Deserialize<'de>>(prefix: &str, value: toml::Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let key = if path == "." || path.is_empty() { prefix.to_string() } else { format!("{prefix}.{path}") };
-        (key, err.into_inner().to_string().trim().to_string())
-    })
+/// Deserializes one table. Unknown keys do not stop it: they are returned as
+/// problems (`key`, message) beside the value, so every other problem of the same
+/// table is still found. A value that cannot be read at all is one problem.
+pub(super) fn section<T: for<'de> Deserialize<'de>>(
+    prefix: &str,
+    value: toml::Value,
+) -> Result<(T, Vec<(String, String)>), (String, String)> {
+    let join =
+        |path: String| if path == "." || path.is_empty() { prefix.to_string() } else { format!("{prefix}.{path}") };
+    let mut unknown = Vec::new();
+    let value = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path| {
+        // serde_ignored writes `?` for an Option's Some: not a key of the file.
+        let path = path.to_string().split('.').filter(|seg| *seg != "?").collect::<Vec<_>>().join(".");
+        let name = path.rsplit('.').next().unwrap_or(&path).to_string();
+        unknown.push((join(path), format!("unknown field `{name}`")));
+    }))
+    .map_err(|err| (join(err.path().to_string()), err.into_inner().to_string().trim().to_string()))?;
+    Ok((value, unknown))
 }

@@ -40,10 +40,22 @@ impl Problems {
         self.0.push(Problem { key: key.into(), message: message.to_string() });
     }
 
-    /// A table deserialized with unknown keys refused; `None` (and a problem) when it is not.
+    /// A table deserialized; each unknown key is a problem (the rest is still read and
+    /// checked); `None` (and a problem) when the table cannot be read.
     fn section<T: for<'de> Deserialize<'de> + Default>(&mut self, key: &str, value: Option<toml::Value>) -> Option<T> {
         let Some(value) = value else { return Some(T::default()) };
-        raw::section(key, value).map_err(|(key, message)| self.push(key, message)).ok()
+        match raw::section(key, value) {
+            Ok((v, unknown)) => {
+                for (key, message) in unknown {
+                    self.push(key, message);
+                }
+                Some(v)
+            }
+            Err((key, message)) => {
+                self.push(key, message);
+                None
+            }
+        }
     }
 
     /// A positive duration, `default` when absent.
