@@ -58,13 +58,16 @@ pub(super) struct RawHooks {
 /// The top-level keys, in the order they are documented.
 pub(super) const TOP_KEYS: [&str; 3] = ["zookeeper", "host", "service"];
 
+/// A problem found while reading: the key path and the message.
+pub(super) type KeyProblem = (String, String);
+
 /// Deserializes one table. Unknown keys do not stop it: they are returned as
 /// problems (`key`, message) beside the value, so every other problem of the same
 /// table is still found. A value that cannot be read at all is one problem.
 pub(super) fn section<T: for<'de> Deserialize<'de>>(
     prefix: &str,
     value: toml::Value,
-) -> Result<(T, Vec<(String, String)>), (String, String)> {
+) -> Result<(T, Vec<KeyProblem>), KeyProblem> {
     let join =
         |path: String| if path == "." || path.is_empty() { prefix.to_string() } else { format!("{prefix}.{path}") };
     let mut unknown = Vec::new();
