@@ -7,8 +7,8 @@
 //! TCP health check against a listener of the bench that accepts and closes. A step
 //! is then two `true` processes and one loopback connect.
 
+use crate::zkserver::ZkServer;
 use anyhow::Context;
-use baton_tests::ZkCluster;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct Bed {
     /// The ZooKeeper server.
-    pub zk: ZkCluster,
+    pub zk: ZkServer,
     /// Its client port.
     pub port: u16,
     /// The bench's own client.
@@ -40,8 +40,8 @@ pub struct Bed {
 impl Bed {
     /// Starts ZooKeeper and the health endpoint (blocking: call outside async code
     /// or in `spawn_blocking`).
-    pub fn start() -> anyhow::Result<(ZkCluster, SocketAddr)> {
-        let zk = ZkCluster::standalone();
+    pub fn start() -> anyhow::Result<(ZkServer, SocketAddr)> {
+        let zk = ZkServer::start()?;
         let listener = TcpListener::bind("127.0.0.1:0").context("bind the health endpoint")?;
         let health = listener.local_addr()?;
         std::thread::Builder::new().name("health".into()).spawn(move || {
@@ -53,8 +53,8 @@ impl Bed {
     }
 
     /// Connects the bench's client to a started bed.
-    pub async fn connect(zk: ZkCluster, health: SocketAddr) -> anyhow::Result<Bed> {
-        let port = zk.members()[0].client_port;
+    pub async fn connect(zk: ZkServer, health: SocketAddr) -> anyhow::Result<Bed> {
+        let port = zk.port;
         let client = zk::Client::connector()
             .with_session_timeout(Duration::from_secs(20))
             .connect(&zk.connect_string())

@@ -19,6 +19,7 @@ pub mod rollout;
 pub mod scale;
 pub mod stats;
 pub mod timeline;
+pub mod zkserver;
 pub mod zkstat;
 
 use bed::Bed;
