@@ -45,6 +45,7 @@ pub async fn run(opts: &Options, report: &mut Report) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("baton-bench-download-").tempdir()?;
     let fetcher = Fetcher::new(RetryPolicy::default());
     let (mut fetch, mut install, mut curl) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut openssl, mut raw) = (Vec::new(), Vec::new());
     for run in 0..opts.runs {
         let dest = dir.path().join(format!("fetch-{run}"));
         let t = Instant::now();
@@ -64,11 +65,22 @@ pub async fn run(opts: &Options, report: &mut Report) -> anyhow::Result<()> {
         curl.push(t.elapsed().as_secs_f64());
         let got = String::from_utf8_lossy(&out.stdout);
         anyhow::ensure!(got.starts_with(&sha256), "curl | sha256sum printed {got:?}, expected {sha256}");
+        // References: the same transfer hashed by OpenSSL (SHA-NI), and not hashed at all.
+        openssl.push(shell(&format!("curl -s {url} | openssl dgst -sha256 -r")).await?);
+        raw.push(shell(&format!("curl -s -o /dev/null {url}")).await?);
     }
     let mb = size as f64 / 1e6;
     let rate = |secs: &[f64]| Summary::of(&secs.iter().map(|s| mb / s).collect::<Vec<_>>());
     let (f, i, c) = (rate(&fetch).unwrap(), rate(&install).unwrap(), rate(&curl).unwrap());
-    for (name, s) in [("fetch+verify", f), ("install (fetch+verify+unpack)", i), ("curl -s | sha256sum", c)] {
+    let (o, r) = (rate(&openssl).unwrap(), rate(&raw).unwrap());
+    let contenders = [
+        ("fetch+verify", f),
+        ("install (fetch+verify+unpack)", i),
+        ("curl -s | sha256sum", c),
+        ("curl -s | openssl dgst -sha256", o),
+        ("curl -s -o /dev/null", r),
+    ];
+    for (name, s) in contenders {
         report.line(format!(
             "{name:<30} best {:>6.0} MB/s  median {:>6.0} MB/s  ({} for {mb:.0} MB at best)",
             s.max,
@@ -78,10 +90,11 @@ pub async fn run(opts: &Options, report: &mut Report) -> anyhow::Result<()> {
     }
     let (rf, ri) = (f.max / c.max, i.max / c.max);
     report.line(format!(
-        "ratio to curl | sha256sum (best runs): fetch+verify {:.0}% (target >= 90%: {}), install {:.0}%",
+        "ratio to curl | sha256sum (best runs): fetch+verify {:.0}% (target >= 90%: {}), install {:.0}%; fetch+verify to curl | openssl {:.0}%",
         rf * 100.0,
         if rf >= 0.9 { "met" } else { "MISSED" },
-        ri * 100.0
+        ri * 100.0,
+        f.max / o.max * 100.0
     ));
     report.set(
         "download",
@@ -90,10 +103,21 @@ pub async fn run(opts: &Options, report: &mut Report) -> anyhow::Result<()> {
             "fetch_verify_mb_s": {"best": round3(f.max), "median": round3(f.p50)},
             "install_mb_s": {"best": round3(i.max), "median": round3(i.p50)},
             "curl_sha256sum_mb_s": {"best": round3(c.max), "median": round3(c.p50)},
+            "curl_openssl_mb_s": {"best": round3(o.max), "median": round3(o.p50)},
+            "curl_devnull_mb_s": {"best": round3(r.max), "median": round3(r.p50)},
             "fetch_verify_ratio": round3(rf), "install_ratio": round3(ri),
+            "fetch_verify_ratio_to_openssl": round3(f.max / o.max),
         }),
     );
     Ok(())
+}
+
+/// Runs `script` with `sh -c` and returns its wall time in seconds.
+async fn shell(script: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let status = tokio::process::Command::new("sh").arg("-c").arg(script).status().await?;
+    anyhow::ensure!(status.success(), "`{script}` failed: {status}");
+    Ok(t.elapsed().as_secs_f64())
 }
 
 fn random_bytes(len: usize) -> Vec<u8> {
