@@ -91,6 +91,10 @@ pub async fn front(s: &Session, service: &str) -> Result<(Front, Vec<OneshotWatc
 }
 
 /// Commits the fence for `ticket`, moving from `from` to `to`.
+///
+/// The `upgrading/` directory of the entry is created only when the transaction
+/// says it is missing (the first fence of a rollout): creating it every time would
+/// cost every handoff a failed write, which ZooKeeper logs and fsyncs like any other.
 pub async fn commit(
     s: &Session,
     service: &str,
@@ -100,17 +104,35 @@ pub async fn commit(
     from: Option<&str>,
     to: &str,
 ) -> Result<Fenced, ZkError> {
-    let entry = s.layout.deploy_entry(&head.name);
-    zk::mkdir_p(&s.client, &s.layout.upgrading_dir(&head.name)).await?;
-    let marker_path = s.layout.upgrading(&head.name, &s.host);
     let marker = Upgrading { host: s.host.clone(), from: from.map(str::to_string), to: to.into(), since: time::now() };
+    let attempt = || try_commit(s, service, head, ticket, self_online, &marker);
+    match attempt().await? {
+        Some(fenced) => Ok(fenced),
+        None => {
+            zk::mkdir_p(&s.client, &s.layout.upgrading_dir(&head.name)).await?;
+            Ok(attempt().await?.unwrap_or(Fenced::Moved))
+        }
+    }
+}
+
+/// One fence transaction; `None` when the entry's `upgrading/` directory is missing.
+async fn try_commit(
+    s: &Session,
+    service: &str,
+    head: &Head,
+    ticket: &TicketName,
+    self_online: bool,
+    marker: &Upgrading,
+) -> Result<Option<Fenced>, ZkError> {
+    let entry = s.layout.deploy_entry(&head.name);
+    let marker_path = s.layout.upgrading(&head.name, &s.host);
     let ticket_path = s.layout.ticket(service, ticket);
     let current = s.layout.current_host(service, &s.host);
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
         txn.add_set_data(&entry, &head.raw, Some(head.version))?;
         txn.add_check_version(&ticket_path, 0)?;
-        txn.add_create(&marker_path, &encode(&marker), &zk::persistent())?;
+        txn.add_create(&marker_path, &encode(marker), &zk::persistent())?;
         if self_online {
             txn.add_delete(&current, None)?;
         }
@@ -118,16 +140,18 @@ pub async fn commit(
     })();
     built.map_err(|e| ZkError::call("multi", &entry, e))?;
     match txn.commit().await {
-        Ok(_) => Ok(Fenced::Won),
+        Ok(_) => Ok(Some(Fenced::Won)),
+        // Index 2 is the marker's create: NoNode there means its parent is missing.
+        Err(MultiWriteError::OperationFailed { index: 2, source: zkc::Error::NoNode }) => Ok(None),
         Err(MultiWriteError::OperationFailed { index, source }) => {
             tracing::debug!(index, error = %source, "fence lost; re-reading");
-            Ok(Fenced::Moved)
+            Ok(Some(Fenced::Moved))
         }
         Err(MultiWriteError::RequestFailed { source: zkc::Error::ConnectionLoss }) => {
             // Landed or not: the marker tells.
             match s.client.check_stat(&marker_path).await {
-                Ok(Some(_)) => Ok(Fenced::Won),
-                Ok(None) => Ok(Fenced::Moved),
+                Ok(Some(_)) => Ok(Some(Fenced::Won)),
+                Ok(None) => Ok(Some(Fenced::Moved)),
                 Err(e) => Err(ZkError::call("exists", marker_path, e)),
             }
         }

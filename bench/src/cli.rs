@@ -1,0 +1,65 @@
+//! The `baton-bench` command line.
+
+use clap::{Parser, Subcommand};
+
+/// baton's benchmarks: handoff latency, rollout overhead and its growth with fleet
+/// size, ZooKeeper load, sidecar footprint, download throughput. Each prints
+/// readable figures and, last, one JSON line with all of them. Build with
+/// `--release`; see docs/benchmarks.md for the method behind every figure.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton-bench",
+    after_help = "Examples:\n  cargo run --release -p baton-bench -- rollout --hosts 50\n  \
+                  cargo run --release -p baton-bench -- scale --hosts 50,100,200,500\n  \
+                  cargo run --release -p baton-bench -- download --size-mb 200"
+)]
+pub struct Cli {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N real sidecar processes on one ZooKeeper: rollout time, handoff latency,
+    /// ZooKeeper requests and notifications per host, one sidecar's RSS and CPU.
+    Rollout {
+        /// Hosts: one sidecar process each (2 to 100).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(2..=100))]
+        hosts: u16,
+        /// Rollouts to run one after the other (more handoff samples).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+        rounds: u16,
+        /// Seconds of the idle window (background traffic: pings every 3 s of
+        /// silence, and idle footprint).
+        #[arg(long, default_value_t = 9)]
+        idle_secs: u64,
+    },
+    /// Many sidecar cores in this process, each with its own ZooKeeper session, for
+    /// several fleet sizes: how rollout time and ZooKeeper traffic grow with N.
+    Scale {
+        /// Fleet sizes, comma-separated (up to 1000 each).
+        #[arg(long, value_delimiter = ',', default_values_t = [25, 50, 100, 200])]
+        hosts: Vec<u16>,
+        /// Seconds of the idle window per fleet size (background traffic).
+        #[arg(long, default_value_t = 9)]
+        idle_secs: u64,
+    },
+    /// Fetch, verify and unpack a random artifact over loopback HTTP, against
+    /// `curl -s URL | sha256sum` on the same file.
+    Download {
+        /// Size of the artifact in MB (10^6 bytes).
+        #[arg(long, default_value_t = 200)]
+        size_mb: u64,
+        /// Runs of each contender (the best run counts; the median is shown too).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
+    /// All three with their default sizes (`--hosts` for rollout), one JSON line.
+    All {
+        /// Hosts of the rollout benchmark.
+        #[arg(long, default_value_t = 50)]
+        hosts: u16,
+    },
+}

@@ -1,0 +1,81 @@
+//! baton's benchmark program. Every figure is measured against real processes: a
+//! real ZooKeeper (started by the test harness's launcher), real sidecars (as
+//! processes, or as sidecar cores in this process each with its own session), a
+//! real HTTP transfer. Nothing here runs as part of the test suite.
+//!
+//! - [`rollout`]: N sidecar processes, handoff latency, traffic, footprint.
+//! - [`scale`]: in-process sidecar cores for several N, growth of time and traffic.
+//! - [`download`]: fetch, verify and unpack throughput against `curl | sha256sum`.
+
+pub mod bed;
+pub mod cli;
+pub mod download;
+pub mod load;
+pub mod procfleet;
+pub mod procfs;
+pub mod recorder;
+pub mod report;
+pub mod rollout;
+pub mod scale;
+pub mod stats;
+pub mod timeline;
+pub mod zkserver;
+pub mod zkstat;
+
+use bed::Bed;
+use cli::{Cli, Command};
+use report::Report;
+use std::time::Duration;
+
+/// Runs the benchmark `cli` asks for.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cli.command {
+        Command::Rollout { hosts, rounds, idle_secs } => {
+            let opts =
+                rollout::Options { hosts: hosts.into(), rounds: rounds.into(), idle: Duration::from_secs(idle_secs) };
+            with_bed(&rt, |bed| Box::pin(async move { rollout::run(&opts, bed, &mut report).await.map(|()| report) }))?
+                .finish()
+        }
+        Command::Scale { hosts, idle_secs } => {
+            let opts = scale::Options {
+                sizes: hosts.into_iter().map(usize::from).collect(),
+                idle: Duration::from_secs(idle_secs),
+            };
+            with_bed(&rt, |bed| Box::pin(async move { scale::run(&opts, bed, &mut report).await.map(|()| report) }))?
+                .finish()
+        }
+        Command::Download { size_mb, runs } => {
+            rt.block_on(download::run(&download::Options { size_mb, runs }, &mut report))?;
+            report.finish()
+        }
+        Command::All { hosts } => {
+            let opts = rollout::Options { hosts: hosts.into(), rounds: 1, idle: Duration::from_secs(9) };
+            let sizes = scale::Options { sizes: vec![25, 50, 100, 200], idle: Duration::from_secs(9) };
+            let mut report = with_bed(&rt, |bed| {
+                Box::pin(async move {
+                    rollout::run(&opts, bed, &mut report).await?;
+                    Ok(report)
+                })
+            })?;
+            report = with_bed(&rt, |bed| {
+                Box::pin(async move { scale::run(&sizes, bed, &mut report).await.map(|()| report) })
+            })?;
+            rt.block_on(download::run(&download::Options { size_mb: 200, runs: 3 }, &mut report))?;
+            report.finish()
+        }
+    }
+    Ok(())
+}
+
+type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + 'a>>;
+
+/// Starts a test bed, runs `f` on it, and tears it down.
+fn with_bed<T>(rt: &tokio::runtime::Runtime, f: impl for<'a> FnOnce(&'a Bed) -> BoxFut<'a, T>) -> anyhow::Result<T> {
+    let (zk, health) = Bed::start()?;
+    rt.block_on(async move {
+        let bed = Bed::connect(zk, health).await?;
+        f(&bed).await
+    })
+}

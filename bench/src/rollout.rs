@@ -1,0 +1,199 @@
+//! `rollout --hosts N`: N real sidecar processes on one ZooKeeper roll a service
+//! whose start, stop and health check take almost no time.
+//!
+//! # Method
+//! 1. Stage release 1 and start the sidecars: each boots it and registers.
+//! 2. Idle window: the per-connection counters show the pings' rate, and the
+//!    footprint of the sidecars is read (RSS, CPU).
+//! 3. Stage release 2 (quorum N-1, max_parallel 1: one host down at a time), wait
+//!    for the rollout to complete (the bench watches `deploy/` only), read counters.
+//! 4. Handoffs come from the sidecars' JSON logs: "host upgraded" (the success
+//!    transaction's reply) of host i and "fenced" (the fence's reply) of host i+1,
+//!    microsecond wall-clock timestamps of one machine.
+
+use crate::bed::{Bed, SERVICE};
+use crate::load::{self, Traffic};
+use crate::procfleet::{self, ProcHost};
+use crate::procfs::{self, Footprint};
+use crate::report::{Report, mib, ms};
+use crate::stats::{Summary, round3};
+use crate::timeline::{Event, Timeline};
+use crate::zkstat;
+use serde_json::json;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Options of the `rollout` benchmark.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Hosts (sidecar processes).
+    pub hosts: usize,
+    /// Rollouts to run one after the other (more handoff samples).
+    pub rounds: usize,
+    /// The idle window.
+    pub idle: Duration,
+}
+
+const ROOT: &str = "/bench";
+
+/// Runs the benchmark and adds its figures to `report`.
+pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.hosts >= 2, "a rollout needs at least 2 hosts");
+    let bin = procfleet::sidecar_binary()?;
+    let n = opts.hosts;
+    report.line(format!("== rollout: {n} sidecar processes, {} rollout(s), sidecar {}", opts.rounds, bin.display()));
+    bed.stage(ROOT, "1", n).await?;
+    let booting = Instant::now();
+    let hosts: Vec<ProcHost> =
+        (1..=n).map(|i| procfleet::spawn(bed, &bin, ROOT, &format!("h{i:04}"))).collect::<anyhow::Result<_>>()?;
+    bed.wait_online(ROOT, "1", n, Duration::from_secs(60 + n as u64)).await?;
+    bed.wait_completed(ROOT, Duration::from_secs(30)).await?;
+    report.line(format!("fleet booted at release 1 in {}", ms(booting.elapsed().as_secs_f64() * 1000.0)));
+
+    let me = [bed.own_sid()];
+    let (idle_rate, _) = load::idle_rate(bed.port, &me, opts.idle).await?;
+    let sample = &hosts[n / 2];
+    let sample_id = sample.id.clone();
+    let idle = procfs::footprint(sample.pid()).unwrap_or_default();
+    let idle_all: Vec<Footprint> = hosts.iter().filter_map(|h| procfs::footprint(h.pid())).collect();
+    let watches_idle = load::watch_count(bed.port);
+
+    let mut events: Vec<Event> = Vec::new();
+    let mut totals = Vec::new();
+    let mut rollout_ms = Vec::new();
+    let mut server = Vec::new();
+    for round in 0..opts.rounds {
+        let version = (round + 2).to_string();
+        let s0 = load::Server::now(bed.port)?;
+        zkstat::crst(bed.port)?;
+        let started = Instant::now();
+        let wall = SystemTime::now();
+        bed.stage(ROOT, &version, n).await?;
+        bed.wait_completed(ROOT, Duration::from_secs(120 + 2 * n as u64)).await?;
+        let secs = started.elapsed().as_secs_f64();
+        totals.push(Traffic::new(zkstat::totals(&zkstat::cons(bed.port)?, &me), secs, idle_rate));
+        server.push(load::Server::now(bed.port)?.per_host_since(&s0, n));
+        let online = bed.online(ROOT).await?;
+        let at = online.iter().filter(|(_, v)| *v == version).count();
+        anyhow::ensure!(at == n, "only {at} of {n} hosts run release {version} after the rollout");
+        let mut marks = Vec::new();
+        for h in &hosts {
+            marks.extend(procfleet::marks(&h.id, &h.log, &version)?);
+        }
+        let t0 = wall.duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() * 1000.0;
+        let tl = Timeline::build(&marks);
+        let done = tl.completed_ms.map(|c| c - t0).unwrap_or(secs * 1000.0);
+        rollout_ms.push(done);
+        report.line(format!(
+            "rollout {}: release {version} on {n} hosts in {} ({} per host); {} handoffs, p50 {}",
+            round + 1,
+            ms(done),
+            ms(done / n as f64),
+            tl.handoffs.len(),
+            tl.handoff().map(|s| ms(s.p50)).unwrap_or_default(),
+        ));
+        events.extend(marks.into_iter().map(|mut e| {
+            e.host = format!("{}#{round}", e.host);
+            e
+        }));
+    }
+    let peak = procfs::footprint(sample.pid()).unwrap_or_default();
+    let after_all: Vec<Footprint> = hosts.iter().filter_map(|h| procfs::footprint(h.pid())).collect();
+    let cpu_rollouts: f64 =
+        after_all.iter().map(|f| f.cpu_ms).sum::<f64>() - idle_all.iter().map(|f| f.cpu_ms).sum::<f64>();
+
+    // Handoffs of every round (hosts renamed per round, so rounds do not mix).
+    let mut handoffs = Vec::new();
+    let mut steps = Vec::new();
+    let mut overlaps = 0;
+    for round in 0..opts.rounds {
+        let suffix = format!("#{round}");
+        let evs: Vec<Event> = events.iter().filter(|e| e.host.ends_with(&suffix)).cloned().collect();
+        let tl = Timeline::build(&evs);
+        handoffs.extend(tl.handoffs);
+        steps.extend(tl.step_ms);
+        overlaps += tl.overlaps;
+    }
+    let handoff = Summary::of(&handoffs);
+    let step = Summary::of(&steps);
+    let traffic = average(&totals);
+    let rollout = Summary::of(&rollout_ms);
+    let server = load::Server::mean(&server);
+    drop(hosts);
+
+    if let Some(h) = handoff {
+        report.line(format!(
+            "handoff latency (host i registered at the new version -> host i+1 fenced), {} samples: p50 {}  p90 {}  p99 {}  max {}  (target p50 <= 10 ms: {})",
+            h.count,
+            ms(h.p50),
+            ms(h.p90),
+            ms(h.p99),
+            ms(h.max),
+            if h.p50 <= 10.0 { "met" } else { "MISSED" }
+        ));
+    }
+    if let Some(s) = step {
+        report.line(format!(
+            "own step (fenced -> registered at the new version): p50 {}  p99 {}",
+            ms(s.p50),
+            ms(s.p99)
+        ));
+    }
+    if overlaps > 0 {
+        report.line(format!("WARNING: {overlaps} fences came before the previous host registered"));
+    }
+    report.line(format!(
+        "zookeeper per host per rollout: {:.1} requests (+{:.1} pings), {:.2} watch notifications; server watches idle: {watches_idle}",
+        traffic.requests_per_host(),
+        traffic.pings_per_host,
+        traffic.notifications_per_host
+    ));
+    report.line(format!(
+        "zookeeper server per host per rollout: {:.1} writes, {:.1} fsyncs, {:.1} reads (pings included), {:.2} watchers triggered",
+        server.writes, server.fsyncs, server.reads, server.triggered
+    ));
+    report.line(format!(
+        "sidecar {} footprint: idle RSS {} (target <= 10 MiB: {}), peak RSS {}, threads {}; CPU {:.0} ms idle-to-boot, {:.1} ms per host per rollout (all sidecars)",
+        sample_id,
+        mib(idle.rss_kib),
+        if idle.rss_kib <= 10 * 1024 { "met" } else { "MISSED" },
+        mib(peak.hwm_kib),
+        idle.threads,
+        idle.cpu_ms,
+        cpu_rollouts / (n * opts.rounds) as f64,
+    ));
+    let max_idle = idle_all.iter().map(|f| f.rss_kib).max().unwrap_or(0);
+    let mean_idle = idle_all.iter().map(|f| f.rss_kib).sum::<u64>() as f64 / idle_all.len().max(1) as f64;
+    report.line(format!("idle RSS over all sidecars: mean {:.1} MiB, max {}", mean_idle / 1024.0, mib(max_idle)));
+    report.set(
+        "rollout",
+        json!({
+            "hosts": n, "rounds": opts.rounds, "service": SERVICE,
+            "rollout_ms": rollout.map(|s| s.json()),
+            "rollout_ms_per_host": rollout.map(|s| round3(s.mean / n as f64)),
+            "handoff_ms": handoff.map(|s| s.json()),
+            "step_ms": step.map(|s| s.json()),
+            "overlaps": overlaps,
+            "zk": traffic.json(),
+            "zk_server_per_host": server.json(),
+            "zk_watches_idle": watches_idle,
+            "sidecar": {
+                "idle_rss_kib": idle.rss_kib, "peak_rss_kib": peak.hwm_kib, "threads": idle.threads,
+                "cpu_ms_at_idle": round3(idle.cpu_ms), "cpu_ms_total": round3(peak.cpu_ms),
+                "cpu_ms_per_host_per_rollout": round3(cpu_rollouts / (n * opts.rounds) as f64),
+                "idle_rss_kib_mean_all": round3(mean_idle), "idle_rss_kib_max_all": max_idle,
+            },
+        }),
+    );
+    Ok(())
+}
+
+/// The mean of several rounds' traffic.
+pub fn average(ts: &[Traffic]) -> Traffic {
+    let k = ts.len().max(1) as f64;
+    Traffic {
+        hosts: ts.first().map(|t| t.hosts).unwrap_or(0),
+        packets_per_host: ts.iter().map(|t| t.packets_per_host).sum::<f64>() / k,
+        pings_per_host: ts.iter().map(|t| t.pings_per_host).sum::<f64>() / k,
+        notifications_per_host: ts.iter().map(|t| t.notifications_per_host).sum::<f64>() / k,
+    }
+}
