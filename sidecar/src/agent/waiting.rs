@@ -13,7 +13,7 @@ use crate::turn::{self, Verdict};
 use crate::zk::{self, ZkError};
 use std::time::Duration;
 use tokio::sync::watch;
-use znode_schema::{EventKind, Release, Staging, TicketName};
+use znode_schema::{DeployName, EventKind, Release, Staging, TicketName};
 use zookeeper_client::OneshotWatcher;
 
 impl Agent {
@@ -70,8 +70,10 @@ impl Agent {
         self.booted = true;
         self.reconcile(s).await?;
         if let Some(st) = staged.filter(|st| st.version == version) {
-            if let (Some(head), _) = fence::head(s, false).await? {
-                commit::complete_if_done(s, &st, &head.name).await?;
+            // SPEC step 9: a boot that makes the rollout complete completes it, wherever
+            // its entry stands in the queue.
+            if let Some(name) = self.entry_of(s, &st).await? {
+                commit::complete_if_done(s, &st, &name).await?;
             }
         }
         Ok(Lifecycle::Idle)
@@ -102,24 +104,26 @@ impl Agent {
         self.running.as_deref() != Some(st.version.as_str()) && !self.failed_here(st)
     }
 
-    /// Completes a rollout in which nobody needs to step (every host already runs
-    /// the staged version, e.g. a rollback to what the fleet runs). Only the online
-    /// host with the smallest id checks, so the fleet reads the hosts once, not N times.
-    pub(super) async fn complete_no_op(&self, s: &Session, st: &Staging) -> Result<(), ZkError> {
+    /// The deploy entry of this service, if it rolls out `st` (the first entry of the
+    /// service in queue order decides: an older version ahead means not yet).
+    pub(super) async fn entry_of(&self, s: &Session, st: &Staging) -> Result<Option<DeployName>, ZkError> {
         let dir = s.layout.deploy_dir();
-        let mut entry = None;
         for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
             let path = s.layout.deploy_entry(&name);
             match zk::get::<znode_schema::DeployEntry>(&s.client, &path).await {
-                Ok(Some((e, _, _))) if e.service == st.service => {
-                    entry = (e.version == st.version).then_some(name);
-                    break;
-                }
+                Ok(Some((e, _, _))) if e.service == st.service => return Ok((e.version == st.version).then_some(name)),
                 Ok(_) | Err(ZkError::Decode(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        let Some(name) = entry else { return Ok(()) };
+        Ok(None)
+    }
+
+    /// Completes a rollout in which nobody needs to step (every host already runs
+    /// the staged version, e.g. a rollback to what the fleet runs). Only the online
+    /// host with the smallest id checks, so the fleet reads the hosts once, not N times.
+    pub(super) async fn complete_no_op(&self, s: &Session, st: &Staging) -> Result<(), ZkError> {
+        let Some(name) = self.entry_of(s, st).await? else { return Ok(()) };
         let hosts = zk::children(&s.client, &s.layout.current_service(&st.service)).await?;
         if hosts.iter().min() == Some(&s.host) {
             commit::complete_if_done(s, st, &name).await?;
