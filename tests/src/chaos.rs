@@ -138,3 +138,49 @@ pub async fn verify(
     );
     report
 }
+
+/// A one-file release for `version` running the shell `body`, where `{demo}` stands
+/// for the demo service binary (which reads its port from `PORT`).
+pub fn script_artifact(fleet: &Fleet, version: &str, body: &str) -> znode_schema::Artifact {
+    let dir = fleet.dir().join("scripts").join(version);
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = crate::bin::path("baton-demo-service");
+    let path = dir.join("demo");
+    let body = body.replace("{demo}", &demo.display().to_string()).replace("{version}", version);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    crate::fleet::file_artifact(&path)
+}
+
+/// What the service on `port` answers at `/version` (`None`: nothing answers).
+pub fn served_version(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.trim().to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.trim().to_string()))
+}
+
+/// Host `i`'s sidecar log without terminal colour codes.
+pub fn plain_log(fleet: &Fleet, i: usize) -> String {
+    let raw = fleet.log(i);
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
