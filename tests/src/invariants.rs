@@ -1,8 +1,8 @@
 //! The invariant checker: replays a test root's exact history (from
 //! [`crate::txnlog`]) and checks baton's guarantees after every transaction.
 //!
-//! A *step* is a fence: a transaction that creates `upgrading/<host>` under a deploy
-//! entry. At every fence:
+//! A *step* is a fence: a multi transaction that creates `upgrading/<host>` under a
+//! deploy entry. At every fence:
 //! - the entry is the head of `deploy/` (services roll in deploy order);
 //! - the entry is `active` (a paused or halted rollout moves no host);
 //! - the entry's markers are at most `max_parallel` of the staged policy;
@@ -142,10 +142,11 @@ pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
     for t in history {
         report.txns += 1;
         let before = state.clone();
+        // A fence is a multi; a marker created alone is some other client's write.
         let fences: Vec<(DeployName, String)> = t
             .ops
             .iter()
-            .filter(|op| matches!(op, Op::Create { .. }))
+            .filter(|op| t.multi && matches!(op, Op::Create { .. }))
             .filter_map(|op| marker_of(layout, op.path()))
             .collect();
         for op in &t.ops {
