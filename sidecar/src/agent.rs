@@ -29,7 +29,6 @@ use crate::session::Session;
 use crate::step::Parts;
 use crate::supervisor::{Status, Supervisor};
 use crate::zk::ZkError;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -85,7 +84,10 @@ pub struct Agent {
     download_failures: u32,
     reg: Registration,
     booted: bool,
-    data_dir: PathBuf,
+    /// The session this host used last (its previous run's, recorded in the data dir
+    /// and read before this run records its own; then this run's latest): its
+    /// ephemeral nodes are this host's own and are taken over at once.
+    previous_session: Option<i64>,
 }
 
 impl Agent {
@@ -111,7 +113,7 @@ impl Agent {
             download_failures: 0,
             reg: Registration::default(),
             booted: false,
-            data_dir: host.data_dir.clone(),
+            previous_session: register::previous_session(&host.data_dir),
         }
     }
 
@@ -150,6 +152,7 @@ impl Agent {
     pub async fn run_session(&mut self, s: &Session, shutdown: &mut watch::Receiver<bool>) -> Result<(), AgentError> {
         self.reg = Registration::default();
         self.claim(s).await?;
+        self.previous_session = Some(s.id());
         match fence::find_marker(s).await.map_err(|e| self.zk_err(e))? {
             Some((entry, marker)) => self.state = Lifecycle::Recovering { entry, marker },
             None => {
@@ -186,7 +189,7 @@ impl Agent {
     /// Makes sure no other session holds this host's registration or tickets.
     async fn claim(&self, s: &Session) -> Result<(), AgentError> {
         let wrap = |source| AgentError::Register { service: self.cfg.name.clone(), source };
-        let previous = register::previous_session(&self.data_dir);
+        let previous = self.previous_session;
         let patience = s.timeout + s.timeout / 2;
         let cur = s.layout.current_host(&self.cfg.name, &s.host);
         register::claim(s, &cur, previous, patience).await.map_err(wrap)?;

@@ -85,8 +85,14 @@ pub async fn read_online(s: &Session, service: &str, facts: &mut Facts) -> Resul
     }
     let versions: Vec<String> = facts.online.keys().cloned().collect();
     for v in versions {
-        if let Ok(Some((r, _, _))) = zk::get::<Release>(&s.client, &s.layout.release(service, &v)).await {
-            facts.staged_at.insert(v, r.staged_at);
+        match zk::get::<Release>(&s.client, &s.layout.release(service, &v)).await {
+            Ok(Some((r, _, _))) => {
+                facts.staged_at.insert(v, r.staged_at);
+            }
+            Ok(None) => {}
+            // A version without a readable catalog entry loses ties; say why.
+            Err(ZkError::Decode(err)) => tracing::warn!(error = %err, "skipping an unreadable catalog entry"),
+            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -62,6 +62,16 @@ pub async fn claim(s: &Session, path: &str, previous: Option<i64>, patience: Dur
         if owner == s.id() {
             return Ok(());
         }
+        if owner == 0 {
+            // Not a session's node at all: another client wrote a persistent node where
+            // only this host's ephemeral nodes belong. No live host holds it.
+            tracing::error!(path, "a persistent node stands where this host's ephemeral node belongs; deleting it");
+            match s.client.delete(path, Some(stat.version)).await {
+                Ok(()) | Err(zkc::Error::NoNode) => return Ok(()),
+                Err(zkc::Error::BadVersion) => continue,
+                Err(e) => return Err(ZkError::call("delete", path, e).into()),
+            }
+        }
         if Some(owner) == previous {
             tracing::info!(path, owner = %zk::session_hex(owner), "taking over this host's node from its previous session");
             match s.client.delete(path, Some(stat.version)).await {

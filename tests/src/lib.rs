@@ -4,18 +4,24 @@
 //!
 //! - [`zk`]: start, stop, kill and restart ZooKeeper servers; find the leader.
 //! - [`bin`]: paths of the workspace binaries.
+//! - [`chaos`]: shared steps of the chaos suite.
 //! - [`ctl`]: runs deployctl, snapshots subtrees, writes znodes as a sidecar would.
 //! - [`monitor`]: records the fewest online hosts and the most markers seen.
 //! - [`fleet`]: real sidecar processes, demo releases, staging by hand.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
+//! - [`txnlog`]: ZooKeeper's transaction logs read back: the exact history of a test.
+//! - [`invariants`]: replays that history and checks baton's guarantees.
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
 
 pub mod artifact_server;
 pub mod bin;
+pub mod chaos;
 pub mod ctl;
 pub mod fleet;
+pub mod invariants;
 pub mod monitor;
 pub mod process;
+pub mod txnlog;
 pub mod wait;
 pub mod zk;
 

@@ -217,6 +217,12 @@ impl ZkCluster {
         crate::eventually(&what, START_PATIENCE, || self.mode(i).filter(|m| m != "none"));
     }
 
+    /// Starts member `i` again without waiting for it to serve: a member of a stopped
+    /// ensemble serves only once a quorum is back (then [`wait_serving`](Self::wait_serving)).
+    pub fn start_member(&self, i: usize) {
+        self.spawn(i);
+    }
+
     /// The `Mode:` line of `srvr` for member `i`: `standalone`, `leader`, `follower`;
     /// `None` when it does not answer or does not serve.
     pub fn mode(&self, i: usize) -> Option<String> {
@@ -246,6 +252,16 @@ impl ZkCluster {
             }
             (self.members.len() == 1 || self.leader().is_some()).then_some(())
         });
+    }
+
+    /// The data directory of member `i` (its transaction logs are under `version-2/`).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.members[i].dir.join("data")
+    }
+
+    /// The data directories of every member.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        (0..self.members.len()).map(|i| self.data_dir(i)).collect()
     }
 
     /// Sends a four-letter command to member `i` and returns the reply.

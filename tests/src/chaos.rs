@@ -1,0 +1,186 @@
+//! Shared steps of the chaos suite (`tests/tests/chaos*.rs`): a fleet at version 1,
+//! waiting for versions, completion or a halt, and the final check of a test's whole
+//! history with [`crate::invariants`].
+
+use crate::fleet::{Behaviour, Fleet, deploys, online, stage};
+use crate::invariants::{self, Report};
+use crate::{ZkCluster, eventually_async};
+use std::time::Duration;
+use znode_schema::{DeployEntry, DeployName, DeployState, HumanDuration, Policy, Quorum};
+use zookeeper_client as zk;
+
+/// How long a chaos test waits for any one fact (ensembles on a loaded 2-core machine
+/// elect slowly, and sessions take their timeout to expire).
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A policy with `quorum`, `max_parallel`, `bake` and a 10 s health deadline.
+pub fn policy(quorum: u32, max_parallel: u32, bake: Duration) -> Policy {
+    Policy {
+        quorum: Quorum::Count(quorum),
+        max_parallel,
+        bake: HumanDuration(bake),
+        health_deadline: HumanDuration::secs(10),
+        ..Policy::default()
+    }
+}
+
+/// A client of `connect` whose session survives a failover (10 s timeout).
+pub async fn client(connect: &str) -> zk::Client {
+    zk::Client::connector().with_session_timeout(Duration::from_secs(10)).connect(connect).await.unwrap()
+}
+
+/// Starts `fleet` (configs already written) at version 1 and waits for the v1 rollout
+/// to complete.
+pub async fn start_at_v1(fleet: &mut Fleet, client: &zk::Client) {
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    let n = fleet.hosts.len();
+    stage(client, &fleet.layout(), &fleet.service, "1", &v1, policy(0, n as u32, Duration::ZERO)).await;
+    fleet.start_all();
+    wait_versions(fleet, client, n, "1").await;
+    wait_done(fleet, client).await;
+}
+
+/// Waits until exactly `n` hosts are online, all at `version`.
+pub async fn wait_versions(fleet: &Fleet, client: &zk::Client, n: usize, version: &str) {
+    let layout = fleet.layout();
+    let done = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let o = online(client, &layout, &fleet.service).await;
+            if o.len() == n && o.iter().all(|(_, v)| v == version) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if done.is_err() {
+        let now = online(client, &layout, &fleet.service).await;
+        let d = deploys(client, &layout).await;
+        panic!("timed out waiting for {n} hosts at {version}; online {now:?}; deploys {d:?}\n{}", fleet.logs());
+    }
+}
+
+/// Waits until no deploy entry of the fleet's service is left (its rollout completed).
+pub async fn wait_done(fleet: &Fleet, client: &zk::Client) {
+    let layout = fleet.layout();
+    let svc = fleet.service.clone();
+    let done = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if !deploys(client, &layout).await.iter().any(|(_, e)| e.service == svc) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if done.is_err() {
+        let d = deploys(client, &layout).await;
+        panic!("timed out waiting for the rollout of {svc} to complete; deploys {d:?}\n{}", fleet.logs());
+    }
+}
+
+/// Waits until deploy entry `name` is halted and returns it.
+pub async fn wait_halted(fleet: &Fleet, client: &zk::Client, name: &DeployName) -> DeployEntry {
+    let layout = fleet.layout();
+    eventually_async("the rollout to halt", PATIENCE, || async {
+        deploys(client, &layout).await.into_iter().find(|(n, e)| n == name && e.state == DeployState::Halted)
+    })
+    .await
+    .1
+}
+
+/// Waits until some host holds a marker under `entry` and returns its index.
+pub async fn wait_marker(fleet: &Fleet, client: &zk::Client, entry: &DeployName) -> usize {
+    let layout = fleet.layout();
+    let host = eventually_async("a host to take the slot", PATIENCE, || async {
+        client.list_children(&layout.upgrading_dir(entry)).await.ok().and_then(|m| m.into_iter().next())
+    })
+    .await;
+    fleet.hosts.iter().position(|h| h.id == host).expect("a host of the fleet")
+}
+
+/// Reads the whole history of the fleet's root from `cluster`'s transaction logs,
+/// checks every transaction and the end state of `services`, and checks that the
+/// replayed end state is the live tree (the log reader missed nothing). Panics on
+/// any violation; returns the report.
+pub async fn verify(
+    cluster: &ZkCluster,
+    client: &zk::Client,
+    root: &str,
+    services: &[&str],
+    paused_ok: bool,
+) -> Report {
+    let layout = znode_schema::Layout::new(root).unwrap();
+    // The sidecars may still write (a health flap): compare until the replay of the
+    // logs read after a live snapshot matches it.
+    let mut attempt = 0;
+    let (mut report, state) = loop {
+        attempt += 1;
+        let live = crate::ctl::snapshot(client, root).await;
+        let (report, state) = invariants::check_cluster(cluster, root);
+        let differs: Vec<String> = live
+            .iter()
+            .filter(|(p, d)| p.as_str() != root && state.nodes.get(*p) != Some(*d))
+            .map(|(p, _)| format!("live only or different: {p}"))
+            .chain(state.nodes.keys().filter(|p| !live.contains_key(*p)).map(|p| format!("replayed only: {p}")))
+            .collect();
+        if differs.is_empty() {
+            break (report, state);
+        }
+        assert!(attempt < 10, "the transaction log replay disagrees with the live tree:\n{}", differs.join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    report.violations.extend(invariants::end(&state, &layout, services, paused_ok));
+    report.assert_ok(root);
+    eprintln!(
+        "invariants hold over {} transactions, {} fences (max markers {}, fewest online at a fence {:?}); notes: {:?}",
+        report.txns, report.fences, report.max_markers, report.min_online_at_fence, report.notes
+    );
+    report
+}
+
+/// A one-file release for `version` running the shell `body`, where `{demo}` stands
+/// for the demo service binary (which reads its port from `PORT`).
+pub fn script_artifact(fleet: &Fleet, version: &str, body: &str) -> znode_schema::Artifact {
+    let dir = fleet.dir().join("scripts").join(version);
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = crate::bin::path("baton-demo-service");
+    let path = dir.join("demo");
+    let body = body.replace("{demo}", &demo.display().to_string()).replace("{version}", version);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    crate::fleet::file_artifact(&path)
+}
+
+/// What the service on `port` answers at `/version` (`None`: nothing answers).
+pub fn served_version(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.trim().to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.trim().to_string()))
+}
+
+/// Host `i`'s sidecar log without terminal colour codes.
+pub fn plain_log(fleet: &Fleet, i: usize) -> String {
+    let raw = fleet.log(i);
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

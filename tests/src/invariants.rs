@@ -1,0 +1,290 @@
+//! The invariant checker: replays a test root's exact history (from
+//! [`crate::txnlog`]) and checks baton's guarantees after every transaction.
+//!
+//! A *step* is a fence: a multi transaction that creates `upgrading/<host>` under a
+//! deploy entry. At every fence:
+//! - the entry is the head of `deploy/` (services roll in deploy order);
+//! - the entry is `active` (a paused or halted rollout moves no host);
+//! - the entry's markers are at most `max_parallel` of the staged policy;
+//! - the service's online hosts are at least the quorum, counted as the sidecar
+//!   counts it (of online plus upgrading hosts), when the fenced host was online.
+//!   An online host that vanished on its own (session closed or expired, health
+//!   lost) shortly before the fence may have raced its read: that is reported as a
+//!   note, not a violation (the guarantee is "counted at the fence's read").
+//!
+//! And at every transaction: an online host's registration never changes version
+//! in place (a host switches only while it is out of `current/`).
+//!
+//! [`end`] checks the final state: every online host runs the staged version, or the
+//! service's rollout is halted with a reason (or paused, when the test paused it).
+
+use crate::txnlog::{Op, Txn};
+use std::collections::{BTreeMap, BTreeSet};
+use znode_schema::{Current, DeployEntry, DeployName, DeployState, Layout, Staging, decode};
+
+/// How long before a fence a host's own disappearance counts as a race with its read.
+const RACE_WINDOW_MS: i64 = 3_000;
+
+/// What the replay found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Broken guarantees, each with its zxid and the facts.
+    pub violations: Vec<String>,
+    /// Things worth knowing that break no guarantee.
+    pub notes: Vec<String>,
+    /// Transactions replayed.
+    pub txns: usize,
+    /// Fences seen.
+    pub fences: usize,
+    /// The most markers seen at once under one entry.
+    pub max_markers: usize,
+    /// The fewest online hosts right after a fence, per service.
+    pub min_online_at_fence: BTreeMap<String, usize>,
+}
+
+impl Report {
+    /// Panics with every violation (and the notes) if there is any.
+    pub fn assert_ok(&self, context: &str) {
+        assert!(
+            self.violations.is_empty(),
+            "{context}: {} invariant violation(s):\n  {}\nnotes:\n  {}",
+            self.violations.len(),
+            self.violations.join("\n  "),
+            self.notes.join("\n  ")
+        );
+    }
+}
+
+/// The nodes under the root after some prefix of the history.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    /// Every node's data, by path.
+    pub nodes: BTreeMap<String, Vec<u8>>,
+}
+
+impl State {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Create { path, data, .. } | Op::SetData { path, data } => {
+                self.nodes.insert(path.clone(), data.clone());
+            }
+            Op::Delete { path, .. } => {
+                self.nodes.remove(path);
+            }
+        }
+    }
+
+    /// The names of the children of `dir`.
+    pub fn children(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter_map(|(p, _)| p[prefix.len()..].split('/').next().filter(|c| !c.contains('/')))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
+        decode(path, self.nodes.get(path)?).ok()
+    }
+
+    /// Deploy entries, head first, with their payloads (`None`: unreadable).
+    pub fn deploys(&self, l: &Layout) -> Vec<(DeployName, Option<DeployEntry>)> {
+        let names = znode_schema::seq::sorted_deploys(&self.children(&l.deploy_dir()));
+        names.into_iter().map(|n| (n, self.get(&l.deploy_entry(&n)))).collect()
+    }
+
+    /// The staged release of `service`.
+    pub fn staging(&self, l: &Layout, service: &str) -> Option<Staging> {
+        self.get(&l.staging(service))
+    }
+
+    /// Online hosts of `service` with their versions (unreadable: `None`).
+    pub fn online(&self, l: &Layout, service: &str) -> BTreeMap<String, Option<String>> {
+        let dir = l.current_service(service);
+        self.children(&dir)
+            .into_iter()
+            .map(|h| {
+                let v = self.get::<Current>(&l.current_host(service, &h)).map(|c| c.version);
+                (h, v)
+            })
+            .collect()
+    }
+}
+
+/// A marker creation `…/deploy/<entry>/upgrading/<host>` → (entry, host).
+fn marker_of(l: &Layout, path: &str) -> Option<(DeployName, String)> {
+    let rest = path.strip_prefix(&format!("{}/", l.deploy_dir()))?;
+    let mut parts = rest.split('/');
+    let entry = DeployName::parse(parts.next()?)?;
+    (parts.next()? == znode_schema::layout::UPGRADING).then_some(())?;
+    let host = parts.next()?.to_string();
+    parts.next().is_none().then_some((entry, host))
+}
+
+/// A registration path `…/current/<svc>/<host>` → (service, host).
+fn current_of(l: &Layout, path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix(&format!("{}/", l.current_dir()))?;
+    let (svc, host) = rest.split_once('/')?;
+    (!host.contains('/')).then(|| (svc.to_string(), host.to_string()))
+}
+
+/// Replays `history` (already restricted to the root of `layout`) and checks every
+/// transaction. Returns the report and the final state.
+pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
+    let mut state = State::default();
+    let mut report = Report::default();
+    // Last time (ms) an online host of a service vanished other than by a fence.
+    let mut last_drop: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for t in history {
+        report.txns += 1;
+        let before = state.clone();
+        // A fence is a multi; a marker created alone is some other client's write.
+        let fences: Vec<(DeployName, String)> = t
+            .ops
+            .iter()
+            .filter(|op| t.multi && matches!(op, Op::Create { .. }))
+            .filter_map(|op| marker_of(layout, op.path()))
+            .collect();
+        for op in &t.ops {
+            if let (Op::SetData { path, data }, Some((svc, host))) = (op, current_of(layout, op.path())) {
+                let old = before.get::<Current>(path).map(|c| c.version);
+                let new = decode::<Current>(path, data).ok().map(|c| c.version);
+                if let (Some(o), Some(n)) = (&old, &new) {
+                    if o != n {
+                        report.violations.push(format!(
+                            "zxid {:#x}: {host} of {svc} switched from {o} to {n} while registered online",
+                            t.zxid
+                        ));
+                    }
+                }
+            }
+            state.apply(op);
+        }
+        // Registrations that vanished without a fence in the same transaction.
+        if fences.is_empty() {
+            for op in &t.ops {
+                if let (Op::Delete { .. }, Some((svc, host))) = (op, current_of(layout, op.path())) {
+                    last_drop.insert(svc, (t.time_ms, host));
+                }
+            }
+        }
+        for (entry, host) in fences {
+            report.fences += 1;
+            check_fence(t, layout, &before, &state, &entry, &host, &last_drop, &mut report);
+        }
+    }
+    (report, state)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_fence(
+    t: &Txn,
+    l: &Layout,
+    before: &State,
+    after: &State,
+    entry: &DeployName,
+    host: &str,
+    last_drop: &BTreeMap<String, (i64, String)>,
+    report: &mut Report,
+) {
+    let z = format!("zxid {:#x}: fence of {host} on {entry}", t.zxid);
+    let deploys = before.deploys(l);
+    let Some((_, e)) = deploys.iter().find(|(n, _)| n == entry) else {
+        report.violations.push(format!("{z}: the entry did not exist"));
+        return;
+    };
+    if deploys.first().map(|(n, _)| n) != Some(entry) {
+        let head = deploys.first().map(|(n, e)| format!("{n} ({:?})", e.as_ref().map(|e| &e.service)));
+        report.violations.push(format!("{z}: out of deploy order, the head was {head:?}"));
+    }
+    let Some(e) = e else {
+        report.violations.push(format!("{z}: the entry was unreadable"));
+        return;
+    };
+    if e.state != DeployState::Active {
+        report.violations.push(format!("{z}: the rollout was {} ({:?})", e.state, e.reason));
+    }
+    let Some(st) = before.staging(l, &e.service) else {
+        report.violations.push(format!("{z}: no readable staged release of {}", e.service));
+        return;
+    };
+    if st.version != e.version {
+        report.violations.push(format!("{z}: the entry is {} {} but {} is staged", e.service, e.version, st.version));
+    }
+    let markers = after.children(&l.upgrading_dir(entry)).len();
+    report.max_markers = report.max_markers.max(markers);
+    if markers > st.policy.max_parallel as usize {
+        report.violations.push(format!("{z}: {markers} markers, max_parallel {}", st.policy.max_parallel));
+    }
+    let was_online = before.online(l, &e.service).contains_key(host);
+    let online = after.online(l, &e.service).len();
+    let m = report.min_online_at_fence.entry(e.service.clone()).or_insert(online);
+    *m = (*m).min(online);
+    let required = st.policy.quorum.required((online + markers) as u32) as usize;
+    if was_online && online < required {
+        let msg = format!("{z}: {online} online after the fence, quorum {required}");
+        match last_drop.get(&e.service).filter(|(at, _)| t.time_ms - at <= RACE_WINDOW_MS) {
+            Some((at, who)) => report
+                .notes
+                .push(format!("{msg}; {who} went offline on its own {} ms before (raced the read)", t.time_ms - at)),
+            None => report.violations.push(msg),
+        }
+    }
+}
+
+/// The end state: for each of `services`, every online host runs the staged
+/// version with no marker left, or the rollout is halted with a reason (or
+/// paused, when `paused_ok`). Returns the violations.
+pub fn end(state: &State, l: &Layout, services: &[&str], paused_ok: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let deploys = state.deploys(l);
+    for svc in services {
+        let Some(st) = state.staging(l, svc) else { continue };
+        let entry = deploys.iter().find(|(_, e)| e.as_ref().is_some_and(|e| e.service == *svc));
+        if let Some((name, Some(e))) = entry {
+            let stopped = match e.state {
+                DeployState::Halted => e.reason.as_deref().is_some_and(|r| !r.is_empty()),
+                DeployState::Paused => paused_ok,
+                DeployState::Active => false,
+            };
+            if stopped {
+                continue;
+            }
+            out.push(format!("{svc}: rollout {name} of {} still {} at the end", e.version, e.state));
+        }
+        for (h, v) in state.online(l, svc) {
+            if v.as_deref() != Some(st.version.as_str()) {
+                out.push(format!("{svc}: {h} runs {v:?}, staged {}, and no halt says why", st.version));
+            }
+        }
+    }
+    out
+}
+
+/// Reads the committed history of `root` from `cluster`'s transaction logs and
+/// checks it: the report and the final state.
+pub fn check_cluster(cluster: &crate::ZkCluster, root: &str) -> (Report, State) {
+    let history = crate::txnlog::under(crate::txnlog::read_cluster(&cluster.data_dirs()), root);
+    check(&history, &Layout::new(root).expect("a valid root"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_recognised() {
+        let l = Layout::new("/t").unwrap();
+        assert_eq!(
+            marker_of(&l, "/t/deploy/deploy-0000000003/upgrading/h1"),
+            Some((DeployName { seq: 3 }, "h1".into()))
+        );
+        assert_eq!(marker_of(&l, "/t/deploy/deploy-0000000003/upgrading"), None);
+        assert_eq!(current_of(&l, "/t/current/api/h1"), Some(("api".into(), "h1".into())));
+        assert_eq!(current_of(&l, "/t/current/api"), None);
+    }
+}
