@@ -115,6 +115,10 @@ impl Agent {
             if let Err(err) = self.parts().revert(back.as_deref(), &policy).await {
                 tracing::error!(service = %self.cfg.name, error = %err, "undoing the interrupted step failed");
             }
+        } else if let Err(err) = self.parts().undrain().await {
+            // The old release still runs, but the step may have drained the host
+            // before it was interrupted: undrain (hooks must be idempotent).
+            tracing::error!(service = %self.cfg.name, error = %err, "undrain after the interrupted step failed");
         }
         self.running = back.clone();
         let cur = back.as_deref().and_then(|v| self.registration(s, v));
