@@ -42,8 +42,13 @@ pub async fn start_at_v1(fleet: &mut Fleet, client: &zk::Client) {
 
 /// Waits until exactly `n` hosts are online, all at `version`.
 pub async fn wait_versions(fleet: &Fleet, client: &zk::Client, n: usize, version: &str) {
+    wait_versions_within(fleet, client, n, version, PATIENCE).await
+}
+
+/// [`wait_versions`] with its own patience.
+pub async fn wait_versions_within(fleet: &Fleet, client: &zk::Client, n: usize, version: &str, patience: Duration) {
     let layout = fleet.layout();
-    let done = tokio::time::timeout(PATIENCE, async {
+    let done = tokio::time::timeout(patience, async {
         loop {
             let o = online(client, &layout, &fleet.service).await;
             if o.len() == n && o.iter().all(|(_, v)| v == version) {

@@ -34,25 +34,7 @@ async fn fleet_at_v1(name: &str, n: usize) -> (Fleet, zookeeper_client::Client) 
 }
 
 async fn wait_versions(fleet: &Fleet, client: &zookeeper_client::Client, n: usize, version: &str) {
-    let what = format!("{n} hosts online at version {version}");
-    let layout = fleet.layout();
-    let done = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let o = online(client, &layout, &fleet.service).await;
-            if o.len() == n && o.iter().all(|(_, v)| v == version) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    if done.is_err() {
-        panic!(
-            "timed out waiting for {what}; online: {:?}\n{}",
-            online(client, &layout, &fleet.service).await,
-            fleet.logs()
-        );
-    }
+    baton_tests::chaos::wait_versions_within(fleet, client, n, version, PATIENCE).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
