@@ -14,8 +14,8 @@
 use crate::report::{Report, ms};
 use crate::stats::{Summary, round3};
 use anyhow::Context;
-use baton_sidecar::download::{Fetcher, RetryPolicy};
-use baton_sidecar::releases::ReleaseStore;
+use baton_sidecar::host::download::{Fetcher, RetryPolicy};
+use baton_sidecar::host::releases::ReleaseStore;
 use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -1,34 +1,44 @@
-//! One service of this host: the state machine of [`crate::lifecycle`] driven
-//! against one ZooKeeper session at a time.
+//! One service of this host: the state machine of [`lifecycle`] driven in a task of
+//! its own, across a succession of ZooKeeper sessions.
 //!
 //! # Expected flow
 //! Boot on the right version, register while healthy, download every staged
-//! release, queue with a ticket, fence, step, commit; see `docs/protocol.md`.
+//! release, queue with a ticket, fence, step, commit, decide completion; see
+//! `docs/protocol.md`.
+//!
+//! # Guarantees
+//! - Each service's agent is its own task: another service's error, step or
+//!   recovery never touches it; a session loss never cuts a step short (the local
+//!   states run without ZooKeeper and commit on the next session).
+//! - On a new session an agent that knows of no step in flight looks for a marker
+//!   of its own service only ([`crate::coord::fence::find_marker`]).
 //!
 //! # Errors
-//! Transient ZooKeeper errors (ConnectionLoss) are retried in place after a short
-//! backoff; the service keeps running meanwhile and no step starts, because a fence
-//! needs a live session. A terminal error (session expired) ends
-//! [`Agent::run_session`]; the daemon opens a new session and calls it again, which
-//! re-registers, re-creates the ticket and recovers an interrupted step.
+//! Transient ZooKeeper errors (ConnectionLoss) retry the same transition after a
+//! short backoff; no step starts meanwhile, because a fence needs the server. A
+//! terminal error (session expired) makes the agent wait for the daemon's next
+//! session. An unreadable payload is logged and re-evaluated later, never a reason
+//! to drop a session. Only [`ZkError::Duplicate`] (this host id belongs to another
+//! live sidecar) ends the agent with an error.
 //!
-//! The transitions live in [`waiting`] (boot, idle, download, queue) and
-//! [`stepping`] (the fenced step, its commit, recovery).
+//! The transitions live in [`waiting`] (boot, idle, download, queue, completion)
+//! and [`stepping`] (the step, its commit, recovery).
 
+mod boot;
+pub mod lifecycle;
 mod stepping;
 mod waiting;
 
 use crate::config::{HostConfig, ServiceConfig};
-use crate::download::Fetcher;
-use crate::fence::{self};
-use crate::lifecycle::Lifecycle;
-use crate::queue;
-use crate::register::{self, RegisterError, Registration};
-use crate::releases::ReleaseStore;
-use crate::session::Session;
-use crate::step::Parts;
-use crate::supervisor::{Status, Supervisor};
-use crate::zk::ZkError;
+use crate::coord::queue;
+use crate::coord::register::{self, Registration};
+use crate::coord::session::Session;
+use crate::coord::zk::ZkError;
+use crate::host::download::Fetcher;
+use crate::host::releases::ReleaseStore;
+use crate::host::step::Parts;
+use crate::host::supervisor::{Status, Supervisor};
+use lifecycle::Lifecycle;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,27 +49,22 @@ use zookeeper_client::OneshotWatcher;
 /// around reconnects cannot strand it).
 const REEVALUATE: Duration = Duration::from_secs(30);
 
-/// Why an agent stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// ZooKeeper failed in a way that needs a new session.
-    #[error("service {service}: {source}")]
-    Zk {
-        /// The service.
-        service: String,
-        /// The error.
-        #[source]
-        source: ZkError,
-    },
-    /// This host id is taken by another live session: fatal.
-    #[error("service {service}: {source}")]
-    Register {
-        /// The service.
-        service: String,
-        /// The error.
-        #[source]
-        source: RegisterError,
-    },
+/// The daemon's ZooKeeper link, as the agents see it.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// Connecting (at start-up, or after a session ended).
+    Connecting,
+    /// ZooKeeper could not be reached at start-up: start what ran before.
+    Offline,
+    /// A live session.
+    Up(Session),
+}
+
+/// One session as an agent uses it: the session and what the agent wrote in it.
+#[derive(Debug)]
+struct Ctx {
+    s: Session,
+    reg: Registration,
 }
 
 /// One managed service and everything of it that outlives a ZooKeeper session.
@@ -73,25 +78,10 @@ pub struct Agent {
     pub store: ReleaseStore,
     fetcher: Arc<Fetcher>,
     keep_releases: usize,
-    state: Lifecycle,
-    /// The version the service runs (or last ran), per the release store.
-    running: Option<String>,
-    /// A staged release whose step failed here (`version`, `staged_at`): not queued again.
-    failed: Option<(String, String)>,
-    /// The last download problem, shown in the registration.
-    last_error: Option<String>,
-    /// Consecutive download failures, for the backoff.
-    download_failures: u32,
-    reg: Registration,
-    booted: bool,
-    /// The session this host used last (its previous run's, recorded in the data dir
-    /// and read before this run records its own; then this run's latest): its
-    /// ephemeral nodes are this host's own and are taken over at once.
-    previous_session: Option<i64>,
 }
 
 impl Agent {
-    /// A new agent; nothing runs until [`Agent::run_session`].
+    /// A new agent; nothing runs until [`Agent::run`].
     pub fn new(
         cfg: Arc<ServiceConfig>,
         host: &HostConfig,
@@ -99,22 +89,7 @@ impl Agent {
         store: ReleaseStore,
         fetcher: Arc<Fetcher>,
     ) -> Self {
-        let running = store.state().ok().and_then(|s| s.active);
-        Agent {
-            cfg,
-            supervisor,
-            store,
-            fetcher,
-            keep_releases: host.keep_releases,
-            state: Lifecycle::Booting,
-            running,
-            failed: None,
-            last_error: None,
-            download_failures: 0,
-            reg: Registration::default(),
-            booted: false,
-            previous_session: register::previous_session(&host.data_dir),
-        }
+        Agent { cfg, supervisor, store, fetcher, keep_releases: host.keep_releases }
     }
 
     /// The service name.
@@ -122,107 +97,167 @@ impl Agent {
         &self.cfg.name
     }
 
-    /// The current lifecycle state.
-    pub fn state(&self) -> &Lifecycle {
-        &self.state
+    /// The release the store says is active (what runs, or last ran).
+    fn active(&self) -> Option<String> {
+        self.store.state().ok().and_then(|s| s.active)
     }
 
     fn parts(&self) -> Parts<'_> {
         Parts { cfg: &self.cfg, supervisor: &self.supervisor, store: &self.store }
     }
 
-    fn zk_err(&self, source: ZkError) -> AgentError {
-        AgentError::Zk { service: self.cfg.name.clone(), source }
-    }
-
-    /// Starts the last active release without ZooKeeper (it is unreachable at start-up),
-    /// so a rebooted machine serves while it waits; boot proper runs once a session exists.
-    pub async fn boot_offline(&mut self) {
-        let Some(v) = self.running.clone() else { return };
-        if !self.store.has(&v) {
-            return;
-        }
-        tracing::warn!(service = %self.cfg.name, version = %v, "zookeeper unreachable; starting the last active release");
-        if let Err(err) = self.supervisor.start(&self.store.release_dir(&v), &v).await {
-            tracing::error!(service = %self.cfg.name, error = %err, "failed to start the last active release");
-        }
-    }
-
-    /// Drives the lifecycle on session `s` until the session ends (`Err`), or shutdown.
-    pub async fn run_session(&mut self, s: &Session, shutdown: &mut watch::Receiver<bool>) -> Result<(), AgentError> {
-        self.reg = Registration::default();
-        self.claim(s).await?;
-        self.previous_session = Some(s.id());
-        match fence::find_marker(s).await.map_err(|e| self.zk_err(e))? {
-            Some((entry, marker)) => self.state = Lifecycle::Recovering { entry, marker },
-            None => {
-                self.state = match std::mem::replace(&mut self.state, Lifecycle::Idle) {
-                    // The old session's ticket vanished with it; a step whose marker is
-                    // gone was unlocked or aborted: re-evaluate from Idle. A boot that
-                    // started the service already is not repeated.
-                    _ if !self.booted => Lifecycle::Booting,
-                    _ => Lifecycle::Idle,
-                }
-            }
-        }
+    /// Drives the lifecycle until shutdown (at a safe point: a step in flight
+    /// finishes first, and commits if a session is live) or a fatal error.
+    pub async fn run(&self, mut link: watch::Receiver<Link>, mut sd: watch::Receiver<bool>) -> Result<(), ZkError> {
+        let mut state = Lifecycle::Booting;
+        let mut ctx: Option<Ctx> = None;
+        let mut offline_booted = false;
         let mut backoff = Duration::from_millis(100);
-        while !*shutdown.borrow() {
-            match self.transition(s, shutdown).await {
-                Ok(next) => {
-                    if next.name() != self.state.name() {
-                        tracing::info!(service = %self.cfg.name, from = self.state.name(), to = next.name(), "transition");
+        loop {
+            let live = ctx.as_ref().is_some_and(|c| !c.s.is_terminated());
+            if *sd.borrow() && !state.is_local() && !(state.in_step() && live) {
+                return Ok(());
+            }
+            if state.is_local() {
+                state = self.logged(&state, self.local(state.clone()).await);
+                continue;
+            }
+            let mut c = match ctx.take().filter(|c| !c.s.is_terminated()) {
+                Some(c) => c,
+                None => {
+                    let Some(s) = self.next_session(&mut link, &mut sd, &mut offline_booted).await else { continue };
+                    match self.begin(&s, state.clone()).await {
+                        Ok(next) => {
+                            state = self.logged(&state, next);
+                            Ctx { s, reg: Registration::default() }
+                        }
+                        Err(err) if err.is_fatal() => return Err(err),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "failed to take up the new session; retrying");
+                            self.pause(&mut sd, &mut backoff).await;
+                            continue;
+                        }
                     }
-                    self.state = next;
+                }
+            };
+            match self.transition(&mut c, state.clone(), &mut sd).await {
+                Ok(next) => {
+                    state = self.logged(&state, next);
                     backoff = Duration::from_millis(100);
+                    ctx = Some(c);
                 }
-                Err(err) if err.is_transient() && !s.is_terminated() => {
-                    tracing::warn!(service = %self.cfg.name, error = %err, "zookeeper call failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                Err(err) if err.is_fatal() => return Err(err),
+                Err(err) if err.is_terminal() || c.s.is_terminated() => {
+                    tracing::warn!(error = %err, state = state.name(), "zookeeper session lost; waiting for the next one");
                 }
-                Err(err) => return Err(self.zk_err(err)),
+                Err(err) => {
+                    // ConnectionLoss, or an unreadable payload: the same transition again.
+                    tracing::warn!(error = %err, state = state.name(), "zookeeper call failed; retrying");
+                    self.pause(&mut sd, &mut backoff).await;
+                    ctx = Some(c);
+                }
             }
         }
-        Ok(())
     }
 
-    /// Makes sure no other session holds this host's registration or tickets.
-    async fn claim(&self, s: &Session) -> Result<(), AgentError> {
-        let wrap = |source| AgentError::Register { service: self.cfg.name.clone(), source };
-        let previous = self.previous_session;
+    fn logged(&self, from: &Lifecycle, to: Lifecycle) -> Lifecycle {
+        if from.name() != to.name() {
+            tracing::info!(from = from.name(), to = to.name(), "transition");
+        }
+        to
+    }
+
+    async fn pause(&self, sd: &mut watch::Receiver<bool>, backoff: &mut Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = sd.changed() => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    }
+
+    /// Waits for a live session from the daemon; starts the last active release once
+    /// if ZooKeeper is unreachable at start-up. `None` on shutdown.
+    async fn next_session(
+        &self,
+        link: &mut watch::Receiver<Link>,
+        sd: &mut watch::Receiver<bool>,
+        offline_booted: &mut bool,
+    ) -> Option<Session> {
+        loop {
+            let now = link.borrow_and_update().clone();
+            match now {
+                Link::Up(s) if !s.is_terminated() => return Some(s),
+                Link::Offline if !*offline_booted => {
+                    *offline_booted = true;
+                    self.boot_offline().await;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                r = link.changed() => if r.is_err() { return None },
+                _ = sd.changed() => return None,
+            }
+        }
+    }
+
+    /// Takes up session `s`: claims this host's registration and tickets from any
+    /// earlier session, then resumes `state`: a step this process knows of goes on;
+    /// otherwise a marker of this service means an interrupted step (recovery).
+    async fn begin(&self, s: &Session, state: Lifecycle) -> Result<Lifecycle, ZkError> {
+        tracing::info!(session = %crate::coord::zk::session_hex(s.id()), state = state.name(), "taking up the session");
         let patience = s.timeout + s.timeout / 2;
-        let cur = s.layout.current_host(&self.cfg.name, &s.host);
-        register::claim(s, &cur, previous, patience).await.map_err(wrap)?;
-        let tickets = queue::tickets(s, &self.cfg.name).await.map_err(|e| wrap(e.into()))?;
-        for t in tickets.into_iter().filter(|t| t.host == s.host) {
-            register::claim(s, &s.layout.ticket(&self.cfg.name, &t), previous, patience).await.map_err(wrap)?;
+        register::claim(s, &s.layout.current_host(&self.cfg.name, &s.host), patience).await?;
+        for t in queue::tickets(s, &self.cfg.name).await?.into_iter().filter(|t| t.host == s.host) {
+            register::claim(s, &s.layout.ticket(&self.cfg.name, &t), patience).await?;
         }
-        Ok(())
+        if state.in_step() {
+            return Ok(state.on_new_session());
+        }
+        let (q, _) = crate::coord::deploys::read(s, Default::default()).await?;
+        match crate::coord::fence::find_marker(s, &q, &self.cfg.name).await? {
+            Some((entry, marker)) => {
+                tracing::warn!(entry = %entry, from = ?marker.from, to = %marker.to, "found this service's marker: a step was interrupted");
+                Ok(Lifecycle::Recovering { entry, marker })
+            }
+            None => Ok(state.on_new_session()),
+        }
     }
 
-    /// Performs one transition from the current state.
-    pub async fn transition(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
-        match self.state.clone() {
-            Lifecycle::Booting => self.boot(s, sd).await,
-            Lifecycle::Idle => self.idle(s, sd).await,
-            Lifecycle::Downloading { version } => self.download(s, sd, version).await,
-            Lifecycle::Queued { version, ticket } => self.queued(s, sd, version, ticket).await,
-            Lifecycle::Upgrading { entry, from, staging, ticket } => {
-                Ok(self.upgrading(entry, from, staging, ticket).await)
+    /// Starts the last active release without ZooKeeper (it is unreachable at
+    /// start-up), so a rebooted machine serves while it waits.
+    async fn boot_offline(&self) {
+        let Some(v) = self.active().filter(|v| self.store.has(v)) else { return };
+        tracing::warn!(version = %v, "zookeeper unreachable; starting the last active release");
+        if let Err(err) = self.supervisor.start(&self.store.release_dir(&v), &v).await {
+            tracing::error!(error = %err, "failed to start the last active release");
+        }
+    }
+
+    /// Performs one transition that needs ZooKeeper.
+    async fn transition(
+        &self,
+        c: &mut Ctx,
+        state: Lifecycle,
+        sd: &mut watch::Receiver<bool>,
+    ) -> Result<Lifecycle, ZkError> {
+        match state {
+            Lifecycle::Booting => self.boot(c, sd).await,
+            Lifecycle::Idle => self.idle(c, sd).await,
+            Lifecycle::Downloading { version, attempts, error } => self.download(c, sd, version, attempts, error).await,
+            Lifecycle::Queued { version, ticket, waiting, vacuous_since } => {
+                self.queued(c, sd, version, ticket, waiting, vacuous_since).await
             }
-            Lifecycle::Upgraded { entry, staging, ticket } => self.upgraded(s, entry, staging, ticket).await,
-            Lifecycle::RollingBack { entry, from, staging, ticket, cause } => {
-                Ok(self.rolling_back(entry, from, staging, ticket, cause).await)
-            }
-            Lifecycle::Reverted { entry, from, staging, ticket, cause } => {
-                self.reverted(s, entry, from, staging, ticket, cause).await
-            }
-            Lifecycle::Recovering { entry, marker } => self.recover(s, entry, marker).await,
+            Lifecycle::Upgraded(step) => self.upgraded(c, step).await,
+            Lifecycle::Reverted { step, cause } => self.reverted(c, step, cause).await,
+            Lifecycle::Undone(step) => self.undone(c, step).await,
+            Lifecycle::Completing { entry, version } => self.completing(c, entry, version).await,
+            Lifecycle::Recovering { entry, marker } => self.recover(c, entry, marker).await,
+            local => Ok(self.local(local).await),
         }
     }
 
     /// The registration payload for `version` if the service is healthy now.
-    fn registration(&self, s: &Session, version: &str) -> Option<Current> {
+    fn registration(&self, s: &Session, version: &str, last_error: Option<&str>) -> Option<Current> {
         let status = self.supervisor.status().borrow().clone();
         let Status::Healthy { pid, since } = status else { return None };
         Some(Current {
@@ -233,17 +268,14 @@ impl Agent {
             pid,
             since: time::format(since),
             sidecar: crate::VERSION.into(),
-            last_error: self.last_error.clone(),
+            last_error: last_error.map(str::to_string),
         })
     }
 
-    async fn reconcile(&mut self, s: &Session) -> Result<(), ZkError> {
-        if self.state.in_step() {
-            return Ok(());
-        }
-        let want = self.running.as_deref().and_then(|v| self.registration(s, v));
-        let svc = self.cfg.name.clone();
-        self.reg.reconcile(s, &svc, want.as_ref()).await
+    /// Keeps `current/<service>/<host>` in step with the service's health (outside steps).
+    async fn reconcile(&self, c: &mut Ctx, last_error: Option<&str>) -> Result<(), ZkError> {
+        let want = self.active().and_then(|v| self.registration(&c.s, &v, last_error));
+        c.reg.reconcile(&c.s, &self.cfg.name, want.as_ref()).await
     }
 
     /// Reads `staging/<service>` with a watch (on its data, or on its creation).
@@ -268,16 +300,17 @@ impl Agent {
         }
     }
 
-    /// Waits until a watch fires, the service's health flips, the re-evaluation
-    /// timer runs out, or shutdown; keeps the registration in step meanwhile.
+    /// Waits until a watch fires, the service's health flips, `timer` runs out, or
+    /// shutdown; keeps the registration in step meanwhile.
     async fn wait(
-        &mut self,
-        s: &Session,
+        &self,
+        c: &mut Ctx,
         watches: Vec<OneshotWatcher>,
         sd: &mut watch::Receiver<bool>,
         timer: Duration,
+        last_error: Option<&str>,
     ) -> Result<(), ZkError> {
-        self.reconcile(s).await?;
+        self.reconcile(c, last_error).await?;
         let mut status = self.supervisor.status();
         status.borrow_and_update();
         let any = async move {
@@ -299,9 +332,9 @@ impl Agent {
                         return Ok(());
                     }
                     status.borrow_and_update();
-                    let before = self.reg_online();
-                    self.reconcile(s).await?;
-                    if before != self.reg_online() {
+                    let before = c.reg.is_online();
+                    self.reconcile(c, last_error).await?;
+                    if before != c.reg.is_online() {
                         return Ok(());
                     }
                 }
@@ -309,17 +342,11 @@ impl Agent {
         }
     }
 
-    fn reg_online(&self) -> bool {
-        matches!(*self.supervisor.status().borrow(), Status::Healthy { .. })
-    }
-
     fn prune_releases(&self) {
         match self.store.prune(self.keep_releases) {
-            Ok(gone) if !gone.is_empty() => {
-                tracing::info!(service = %self.cfg.name, removed = ?gone, "pruned old releases")
-            }
+            Ok(gone) if !gone.is_empty() => tracing::info!(removed = ?gone, "pruned old releases"),
             Ok(_) => {}
-            Err(err) => tracing::warn!(service = %self.cfg.name, error = %err, "failed to prune old releases"),
+            Err(err) => tracing::warn!(error = %err, "failed to prune old releases"),
         }
     }
 }

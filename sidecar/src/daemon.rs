@@ -2,25 +2,29 @@
 //! succession of ZooKeeper sessions until shutdown.
 //!
 //! # Expected flow
-//! Lock the data dir (one sidecar per data dir), connect, create the tree, run every
-//! agent on the session. When the session expires, connect again; the services keep
-//! running throughout. On shutdown (SIGTERM/SIGINT) agents stop at their next safe
-//! point (a step in flight finishes first), each service is kept running or stopped
-//! per its `on_shutdown`, and the session is closed so this host's ephemeral nodes
-//! vanish at once.
+//! Lock the data dir (one sidecar per data dir), start one task per service agent,
+//! and keep a live session published to them: connect, create the tree, publish;
+//! when the session expires, connect again. The agents are independent tasks: one
+//! service's error, step or recovery never cancels another's, and a step in flight
+//! goes on across a session loss (it commits on the next session). On shutdown
+//! (SIGTERM/SIGINT) agents stop at their next safe point (a step in flight finishes
+//! and commits first), each service is kept running or stopped per its
+//! `on_shutdown`, and the session is closed so this host's ephemeral nodes vanish
+//! at once. A host id held by another live sidecar stops the daemon with an error.
 
-use crate::agent::{Agent, AgentError};
+use crate::agent::{Agent, Link};
 use crate::config::Config;
-use crate::download::{Fetcher, RetryPolicy};
-use crate::releases::ReleaseStore;
-use crate::session::Session;
-use crate::supervisor::Supervisor;
-use crate::{register, zk};
+use crate::coord::session::Session;
+use crate::coord::{register, zk};
+use crate::host::download::{Fetcher, RetryPolicy};
+use crate::host::releases::ReleaseStore;
+use crate::host::supervisor::Supervisor;
 use anyhow::Context;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 use znode_schema::Layout;
 
 /// Takes the data dir's lock so two sidecars never manage the same services.
@@ -50,60 +54,45 @@ fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
 }
 
 /// Runs the daemon until `shutdown` turns true.
-pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&cfg)?;
     let layout = Layout::new(&cfg.zookeeper.root).context("invalid [zookeeper] root")?;
-    let mut agents = agents(&cfg)?;
+    let agents: Vec<Arc<Agent>> = agents(&cfg)?.into_iter().map(Arc::new).collect();
     let names: Vec<String> = agents.iter().map(|a| a.service().to_string()).collect();
-    let timeout = cfg.zookeeper.session_timeout.0;
-    let mut offline_booted = false;
-    let mut backoff = Duration::from_millis(200);
-    let result = loop {
-        if *shutdown.borrow() {
-            break Ok(());
-        }
-        let client = tokio::select! {
-            c = zk::connect(&cfg.zookeeper.connect, timeout) => c,
-            _ = shutdown.changed() => continue,
-        };
-        let client = match client {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::warn!(connect = %cfg.zookeeper.connect, error = %err, "cannot reach zookeeper; retrying");
-                if !offline_booted {
-                    offline_booted = true;
-                    for a in agents.iter_mut() {
-                        a.boot_offline().await;
-                    }
-                    // Ready as far as systemd is concerned: the services run.
-                    notify(&[sd_notify::NotifyState::Ready]);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {},
-                    _ = shutdown.changed() => {},
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
+    let (link_tx, link_rx) = watch::channel(Link::Connecting);
+    // The agents stop on a signal, or when one of them hits a fatal error.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for a in &agents {
+        let (a, link, stop) = (a.clone(), link_rx.clone(), stop_rx.clone());
+        let span = tracing::info_span!("agent", service = %a.service());
+        tasks.spawn(async move { a.run(link, stop).await.map_err(|e| (a.service().to_string(), e)) }.instrument(span));
+    }
+    let sessions = sessions(&cfg, layout, names, link_tx, shutdown.clone(), stop_rx.clone());
+    tokio::pin!(sessions);
+    let mut signal = shutdown.clone();
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            _ = &mut sessions => {}
+            _ = signal.changed() => {
+                let _ = stop_tx.send(true);
             }
-        };
-        backoff = Duration::from_millis(200);
-        let s =
-            Session { timeout: client.session_timeout(), client, layout: layout.clone(), host: cfg.host.id.clone() };
-        tracing::info!(session = %zk::session_hex(s.id()), host = %s.host, "zookeeper session established");
-        register::record_session(&cfg.host.data_dir, s.id());
-        if let Err(err) = s.ensure_tree(&names).await {
-            tracing::warn!(error = %err, "failed to create the znode tree; retrying");
-            continue;
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err((service, err)))) => {
+                    tracing::error!(%service, error = %err, "fatal: stopping the sidecar");
+                    result = Err(anyhow::anyhow!("service {service}: {err}"));
+                    let _ = stop_tx.send(true);
+                }
+                Some(Err(join)) => {
+                    result = Err(anyhow::anyhow!("an agent task failed: {join}"));
+                    let _ = stop_tx.send(true);
+                }
+            },
         }
-        notify(&[sd_notify::NotifyState::Ready]);
-        match run_session(&mut agents, &s, &shutdown).await {
-            Ok(()) => break Ok(()),
-            Err(AgentError::Register { service, source }) => {
-                break Err(anyhow::anyhow!("service {service}: {source}"));
-            }
-            Err(err) => tracing::warn!(error = %err, "zookeeper session lost; opening a new one"),
-        }
-    };
+    }
     notify(&[sd_notify::NotifyState::Stopping]);
     for a in &agents {
         if let Err(err) = a.supervisor.shutdown().await {
@@ -113,15 +102,78 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
     result
 }
 
-/// Runs every agent on session `s` until shutdown (`Ok`) or the first error, which
-/// cancels the others (an agent cancelled mid-step recovers from its marker on the
-/// next session, exactly as after a crash).
-async fn run_session(agents: &mut [Agent], s: &Session, shutdown: &watch::Receiver<bool>) -> Result<(), AgentError> {
-    let futs = agents.iter_mut().map(|a| {
-        let mut sd = shutdown.clone();
-        async move { a.run_session(s, &mut sd).await }
-    });
-    futures_util::future::try_join_all(futs).await.map(|_| ())
+/// Keeps a live session published on `link` until `stop`: connects (the first
+/// failure at start-up publishes [`Link::Offline`] so the services start), creates
+/// the tree, publishes the session, and opens a new one when it ends. The session
+/// is dropped (closed) when this returns, so this host's ephemeral nodes vanish.
+async fn sessions(
+    cfg: &Config,
+    layout: Layout,
+    names: Vec<String>,
+    link: watch::Sender<Link>,
+    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let timeout = cfg.zookeeper.session_timeout.0;
+    let mut previous = register::previous_session(&cfg.host.data_dir);
+    let mut backoff = Duration::from_millis(200);
+    let mut ever_up = false;
+    loop {
+        if *stop.borrow() || *shutdown.borrow() {
+            // Keep the last session open until every agent stopped: a step in flight
+            // commits on it. The daemon drops this future then.
+            std::future::pending::<()>().await;
+        }
+        let client = tokio::select! {
+            c = zk::connect(&cfg.zookeeper.connect, timeout) => c,
+            _ = stop.changed() => continue,
+            _ = shutdown.changed() => continue,
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(connect = %cfg.zookeeper.connect, error = %err, "cannot reach zookeeper; retrying");
+                if !ever_up && !matches!(*link.borrow(), Link::Offline) {
+                    link.send_replace(Link::Offline);
+                    // Ready as far as systemd is concerned: the services run.
+                    notify(&[sd_notify::NotifyState::Ready]);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {},
+                    _ = stop.changed() => {},
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let s = Session {
+            timeout: client.session_timeout(),
+            client,
+            layout: layout.clone(),
+            host: cfg.host.id.clone(),
+            previous,
+        };
+        tracing::info!(session = %zk::session_hex(s.id()), host = %s.host, "zookeeper session established");
+        register::record_session(&cfg.host.data_dir, s.id());
+        previous = Some(s.id());
+        if let Err(err) = s.ensure_tree(&names).await {
+            tracing::warn!(error = %err, "failed to create the znode tree; retrying");
+            continue;
+        }
+        ever_up = true;
+        let mut state = s.client.state_watcher();
+        link.send_replace(Link::Up(s.clone()));
+        notify(&[sd_notify::NotifyState::Ready]);
+        loop {
+            let now = state.changed().await;
+            if now.is_terminated() {
+                tracing::warn!(session = %zk::session_hex(s.id()), state = ?now, "zookeeper session ended; opening a new one");
+                break;
+            }
+        }
+        link.send_replace(Link::Connecting);
+    }
 }
 
 /// Tells systemd (`Type=notify`) about readiness and shutdown; a no-op elsewhere.

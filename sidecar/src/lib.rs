@@ -3,31 +3,11 @@
 //! See ARCHITECTURE.md for the code map and `docs/protocol.md` for the protocol.
 
 pub mod agent;
-pub mod boot;
-pub mod child;
 pub mod cli;
-pub mod command;
-pub mod commit;
 pub mod config;
+pub mod coord;
 pub mod daemon;
-pub mod download;
-pub mod fence;
-pub mod health;
-pub mod history;
-pub mod hooks;
-pub mod lifecycle;
-pub mod logfile;
-pub mod pidfile;
-pub mod process;
-pub mod queue;
-pub mod register;
-pub mod releases;
-pub mod session;
-pub mod step;
-pub mod supervisor;
-pub mod turn;
-pub mod unpack;
-pub mod zk;
+pub mod host;
 
 /// The sidecar's version, written into registrations.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -153,7 +153,13 @@ pub async fn ticket(c: &zk::Client, l: &Layout, service: &str, host: &str, versi
 
 /// An upgrading marker of `host` under the deploy entry at `entry_path`.
 pub async fn marker(c: &zk::Client, entry_path: &str, host: &str, from: &str, to: &str) -> String {
-    let m = Upgrading { host: host.into(), from: Some(from.into()), to: to.into(), since: znode_schema::time::now() };
+    let m = Upgrading {
+        host: host.into(),
+        service: None,
+        from: Some(from.into()),
+        to: to.into(),
+        since: znode_schema::time::now(),
+    };
     let path = format!("{entry_path}/upgrading/{host}");
     put(c, &path, &encode(&m)).await;
     path

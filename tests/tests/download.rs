@@ -1,9 +1,9 @@
 //! Verified downloads and the local release store against a real HTTP server that
 //! misbehaves on purpose (`baton_tests::artifact_server`). No ZooKeeper needed.
 
-use baton_sidecar::download::{DownloadError, Fetcher, RetryPolicy, Timeouts};
-use baton_sidecar::releases::{InstallError, LocalState, ReleaseStore};
-use baton_sidecar::unpack::{Refusal, UnpackError};
+use baton_sidecar::host::download::{DownloadError, Fetcher, RetryPolicy, Timeouts};
+use baton_sidecar::host::releases::{InstallError, LocalState, ReleaseStore};
+use baton_sidecar::host::unpack::{Refusal, UnpackError};
 use baton_tests::artifact_server::{ArtifactServer, Fault};
 use flate2::Compression;
 use flate2::write::GzEncoder;

@@ -187,7 +187,7 @@ async fn a_killed_in_flight_host_keeps_its_slot_and_finishes_after_restart() {
 /// exactly as many as the quorum allows, never more.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fence_lets_exactly_the_allowed_number_through() {
-    use baton_sidecar::{fence, queue, session::Session, turn};
+    use baton_sidecar::coord::{fence, queue, session::Session, turn};
     use zookeeper_client as zk;
     let zk_addr = shared_server().connect_string();
     let layout = znode_schema::Layout::new(&unique_root("race")).unwrap();
@@ -204,7 +204,13 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let client = zk::Client::connect(&zk_addr).await.unwrap();
-        let s = Session { client, layout: layout.clone(), host: format!("h{i}"), timeout: Duration::from_secs(10) };
+        let s = Session {
+            client,
+            layout: layout.clone(),
+            host: format!("h{i}"),
+            timeout: Duration::from_secs(10),
+            previous: None,
+        };
         let cur = znode_schema::Current {
             host: s.host.clone(),
             service: "api".into(),
@@ -233,7 +239,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
                 barrier.wait().await;
                 // The session is handed back so its ephemeral nodes outlive the task.
                 loop {
-                    let (front, _w) = fence::front(&s, "api").await.unwrap();
+                    let (front, _q, _w) = fence::front(&s, "api", "2").await.unwrap();
                     if turn::decide(&staging, &front) != turn::Verdict::Go {
                         return (false, s);
                     }

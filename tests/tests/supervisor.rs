@@ -2,9 +2,9 @@
 //! from temporary release directories.
 
 use baton_sidecar::config::{Config, ServiceConfig};
-use baton_sidecar::pidfile;
-use baton_sidecar::process::alive;
-use baton_sidecar::supervisor::{Started, Status, Supervisor, SupervisorError};
+use baton_sidecar::host::pidfile;
+use baton_sidecar::host::process::alive;
+use baton_sidecar::host::supervisor::{Started, Status, Supervisor, SupervisorError};
 use baton_tests::eventually_async;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -57,7 +57,7 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         if let Ok(Some(record)) = pidfile::read(&self.data.path().join("api").join(pidfile::FILE_NAME)) {
-            let _ = baton_sidecar::process::signal_group(record.pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = baton_sidecar::host::process::signal_group(record.pgid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

@@ -157,6 +157,11 @@ pub struct DeployEntry {
 pub struct Upgrading {
     /// The host id.
     pub host: String,
+    /// The service whose step this is (a host runs several): recovery acts only on
+    /// markers of its own service. Markers written before this field existed lack it;
+    /// the entry they live under names the service then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// The version it ran before the step (none on a host that ran nothing).
     pub from: Option<String>,
     /// The version it moves to.

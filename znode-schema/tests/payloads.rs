@@ -69,8 +69,14 @@ fn every_payload_round_trips() {
             created_by: "u@h".into(),
         });
     }
-    round_trip(Upgrading { host: "web-01".into(), from: Some("1.3.0".into()), to: "1.4.0".into(), since: "t".into() });
-    round_trip(Upgrading { host: "web-01".into(), from: None, to: "1.4.0".into(), since: "t".into() });
+    round_trip(Upgrading {
+        host: "web-01".into(),
+        service: Some("api".into()),
+        from: Some("1.3.0".into()),
+        to: "1.4.0".into(),
+        since: "t".into(),
+    });
+    round_trip(Upgrading { host: "web-01".into(), service: None, from: None, to: "1.4.0".into(), since: "t".into() });
     round_trip(HistoryEvent {
         at: "t".into(),
         event: EventKind::HostFailed,

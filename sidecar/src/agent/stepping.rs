@@ -1,131 +1,160 @@
-//! Transitions of a fenced step: the local step, its commit, and recovery of a
+//! Transitions of a fenced step: the local halves, their commits, and recovery of a
 //! step interrupted by a crash or a session loss.
 //!
-//! The local half and the commit are separate states so that a ZooKeeper error
-//! while committing retries the commit only, never the step itself.
+//! The local halves never touch ZooKeeper and the commits are separate states, so a
+//! ZooKeeper error while committing retries the commit only, never the step, and a
+//! session loss lets the local half run to its end.
 
-use super::Agent;
-use crate::commit::{self, StepEnd};
-use crate::lifecycle::Lifecycle;
-use crate::session::Session;
-use crate::zk::ZkError;
-use std::time::Duration;
-use znode_schema::{DeployName, Staging, TicketName};
+use super::lifecycle::{Lifecycle, Step};
+use super::{Agent, Ctx};
+use crate::coord::commit::{self, StepEnd};
+use crate::coord::zk::ZkError;
+use crate::host::step::StepError;
+use crate::host::supervisor::Status;
+use znode_schema::{DeployName, Policy, Upgrading};
 
 impl Agent {
-    /// The local step; never touches ZooKeeper.
-    pub(super) async fn upgrading(
-        &mut self,
-        entry: DeployName,
-        from: Option<String>,
-        staging: Box<Staging>,
-        ticket: TicketName,
-    ) -> Lifecycle {
-        match self.parts().upgrade(&staging.version, &staging.policy).await {
-            Ok(()) => {
-                self.running = Some(staging.version.clone());
-                Lifecycle::Upgraded { entry, staging, ticket }
+    /// Runs a local state to its end (no ZooKeeper call).
+    pub(super) async fn local(&self, state: Lifecycle) -> Lifecycle {
+        match state {
+            Lifecycle::Upgrading(step) => match self.parts().upgrade(&step.to, &step.policy).await {
+                Ok(()) => Lifecycle::Upgraded(step),
+                Err(err) => self.failed(step, err),
+            },
+            Lifecycle::Verifying(step) => match self.verify(&step).await {
+                Ok(()) => Lifecycle::Upgraded(step),
+                Err(err) => self.failed(step, err),
+            },
+            Lifecycle::RollingBack { step, cause } => {
+                if let Err(err) = self.parts().revert(step.from.as_deref(), &step.policy).await {
+                    tracing::error!(error = %err, "rollback of the failed step failed too");
+                }
+                Lifecycle::Reverted { step, cause }
             }
-            Err(err) => {
-                tracing::error!(service = %self.cfg.name, error = %err, "upgrade step failed; rolling back");
-                Lifecycle::RollingBack { entry, from, staging, ticket, cause: err.to_string() }
+            Lifecycle::Undoing(step) => {
+                self.undo_locally(&step).await;
+                Lifecycle::Undone(step)
             }
+            other => other,
         }
     }
 
-    /// Commits a successful step, then completes the rollout if it is done.
-    pub(super) async fn upgraded(
-        &mut self,
-        s: &Session,
-        entry: DeployName,
-        staging: Box<Staging>,
-        ticket: TicketName,
-    ) -> Result<Lifecycle, ZkError> {
-        let cur = self.registration(s, &staging.version);
-        let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: cur.as_ref() };
-        commit::success(s, &end, &staging.version).await?;
-        self.reg.assume(cur);
-        tracing::info!(service = %self.cfg.name, version = %staging.version, "host upgraded");
+    fn failed(&self, step: Step, err: StepError) -> Lifecycle {
+        tracing::error!(error = %err, to = %step.to, "upgrade step failed; rolling back");
+        Lifecycle::RollingBack { step, cause: err.to_string() }
+    }
+
+    /// The rest of an interrupted step whose new release is active: adopt it (or
+    /// start it if it died with the sidecar), check its health within the deadline,
+    /// bake for the full bake time (how much of it passed before the interruption is
+    /// not known), undrain.
+    async fn verify(&self, step: &Step) -> Result<(), StepError> {
+        let dir = self.store.release_dir(&step.to);
+        if matches!(*self.supervisor.status().borrow(), Status::Stopped) {
+            let started = self.supervisor.start(&dir, &step.to).await;
+            let started = started.map_err(|e| StepError::Start { version: step.to.clone(), reason: e.to_string() })?;
+            tracing::info!(version = %step.to, ?started, "finishing the interrupted step with the new release");
+        }
+        self.supervisor
+            .wait_healthy(step.policy.health_deadline.0)
+            .await
+            .map_err(|e| StepError::Health { version: step.to.clone(), reason: e.to_string() })?;
+        self.parts().bake(&step.to, step.policy.bake.0).await?;
+        self.parts().undrain().await
+    }
+
+    /// Goes back to `from` after an interrupted step whose new release is not active.
+    /// When `from` still runs (the step was interrupted before it stopped the service)
+    /// the process is adopted, not restarted, and only undrained (hooks are idempotent).
+    async fn undo_locally(&self, step: &Step) {
+        let back = step.from.clone().filter(|v| self.store.has(v));
+        let runs = self.supervisor.running_release().await;
+        if back.is_some() && runs == back {
+            let v = back.clone().unwrap_or_default();
+            if matches!(*self.supervisor.status().borrow(), Status::Stopped) {
+                if let Err(err) = self.supervisor.start(&self.store.release_dir(&v), &v).await {
+                    tracing::error!(error = %err, "failed to adopt the old release");
+                }
+            }
+            if self.active() != back {
+                if let Err(err) = self.store.activate(&v) {
+                    tracing::error!(error = %err, "failed to record the old release as active");
+                }
+            }
+            if self.supervisor.wait_healthy(step.policy.health_deadline.0).await.is_ok() {
+                if let Err(err) = self.parts().undrain().await {
+                    tracing::error!(error = %err, "undrain after the interrupted step failed");
+                }
+                return;
+            }
+        }
+        if let Err(err) = self.parts().revert(back.as_deref(), &step.policy).await {
+            tracing::error!(error = %err, "undoing the interrupted step failed");
+        }
+    }
+
+    /// Commits a successful step.
+    pub(super) async fn upgraded(&self, c: &mut Ctx, step: Step) -> Result<Lifecycle, ZkError> {
+        let cur = self.registration(&c.s, &step.to, None);
+        let end = StepEnd {
+            service: &self.cfg.name,
+            entry: &step.entry,
+            ticket: step.ticket.as_ref(),
+            register: cur.as_ref(),
+        };
+        commit::success(&c.s, &end, &step.to).await?;
+        c.reg.assume(cur);
+        tracing::info!(version = %step.to, "host upgraded");
         self.prune_releases();
-        commit::complete_if_done(s, &staging, &entry).await?;
-        Ok(Lifecycle::Idle)
-    }
-
-    /// Goes back to the previous release locally; never touches ZooKeeper.
-    pub(super) async fn rolling_back(
-        &mut self,
-        entry: DeployName,
-        from: Option<String>,
-        staging: Box<Staging>,
-        ticket: TicketName,
-        cause: String,
-    ) -> Lifecycle {
-        if let Err(err) = self.parts().revert(from.as_deref(), &staging.policy).await {
-            tracing::error!(service = %self.cfg.name, error = %err, "rollback of the failed step failed too");
-        }
-        self.running = from.clone();
-        self.failed = Some((staging.version.clone(), staging.staged_at.clone()));
-        Lifecycle::Reverted { entry, from, staging, ticket, cause }
+        Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }
 
     /// Commits a failed step: counted on the deploy entry, maybe halting it.
-    pub(super) async fn reverted(
-        &mut self,
-        s: &Session,
-        entry: DeployName,
-        from: Option<String>,
-        staging: Box<Staging>,
-        ticket: TicketName,
-        cause: String,
-    ) -> Result<Lifecycle, ZkError> {
-        let cur = from.as_deref().and_then(|v| self.registration(s, v));
-        let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: Some(&ticket), register: cur.as_ref() };
-        let state = commit::failure(s, &end, &staging, &cause).await?;
-        self.reg.assume(cur);
-        tracing::warn!(service = %self.cfg.name, ?state, "failure counted on the rollout");
-        Ok(Lifecycle::Idle)
+    pub(super) async fn reverted(&self, c: &mut Ctx, step: Step, cause: String) -> Result<Lifecycle, ZkError> {
+        let cur = step.from.as_deref().and_then(|v| self.registration(&c.s, v, None));
+        let end = StepEnd {
+            service: &self.cfg.name,
+            entry: &step.entry,
+            ticket: step.ticket.as_ref(),
+            register: cur.as_ref(),
+        };
+        let state = commit::failure(&c.s, &end, &step.to, step.policy.max_failures, &cause).await?;
+        c.reg.assume(cur);
+        tracing::warn!(?state, "failure counted on the rollout");
+        Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }
 
-    pub(super) async fn recover(
-        &mut self,
-        s: &Session,
-        entry: znode_schema::DeployName,
-        marker: znode_schema::Upgrading,
-    ) -> Result<Lifecycle, ZkError> {
-        let (staged, _) = self.staging(s).await?;
-        let active = self.store.state().ok().and_then(|st| st.active);
-        let healthy = self.reg_online()
-            || (active.is_some() && self.supervisor.wait_healthy(Duration::from_secs(5)).await.is_ok());
-        if !marker.to.is_empty() && active.as_deref() == Some(marker.to.as_str()) && healthy {
-            tracing::info!(service = %self.cfg.name, version = %marker.to, "finishing the interrupted step: the new release runs healthy");
-            self.running = Some(marker.to.clone());
-            let cur = self.registration(s, &marker.to);
-            let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: None, register: cur.as_ref() };
-            commit::success(s, &end, &marker.to).await?;
-            self.reg.assume(cur);
-            if let Some(st) = staged.filter(|st| st.version == marker.to) {
-                commit::complete_if_done(s, &st, &entry).await?;
-            }
-            return Ok(Lifecycle::Idle);
-        }
-        tracing::warn!(service = %self.cfg.name, from = ?marker.from, "undoing the interrupted step");
-        let policy = staged.map(|st| st.policy).unwrap_or_default();
-        let back = marker.from.clone().filter(|v| self.store.has(v));
-        if active != back || !healthy {
-            if let Err(err) = self.parts().revert(back.as_deref(), &policy).await {
-                tracing::error!(service = %self.cfg.name, error = %err, "undoing the interrupted step failed");
-            }
-        } else if let Err(err) = self.parts().undrain().await {
-            // The old release still runs, but the step may have drained the host
-            // before it was interrupted: undrain (hooks must be idempotent).
-            tracing::error!(service = %self.cfg.name, error = %err, "undrain after the interrupted step failed");
-        }
-        self.running = back.clone();
-        let cur = back.as_deref().and_then(|v| self.registration(s, v));
-        let end = StepEnd { service: &self.cfg.name, entry: &entry, ticket: None, register: cur.as_ref() };
+    /// Commits an undone step: marker dropped, not counted; the host queues again.
+    pub(super) async fn undone(&self, c: &mut Ctx, step: Step) -> Result<Lifecycle, ZkError> {
+        let cur = self.active().and_then(|v| self.registration(&c.s, &v, None));
+        let end = StepEnd {
+            service: &self.cfg.name,
+            entry: &step.entry,
+            ticket: step.ticket.as_ref(),
+            register: cur.as_ref(),
+        };
         let detail = "step interrupted (sidecar restart or session loss); undone, will queue again".to_string();
-        commit::undo(s, &end, Some(&marker.to), detail).await?;
-        self.reg.assume(cur);
-        Ok(Lifecycle::Idle)
+        commit::undo(&c.s, &end, Some(&step.to), detail).await?;
+        c.reg.assume(cur);
+        Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
+    }
+
+    /// Decides what an interrupted step needs: finished (its new release is active
+    /// here: adopt it and verify) or undone (otherwise).
+    pub(super) async fn recover(
+        &self,
+        c: &mut Ctx,
+        entry: DeployName,
+        marker: Upgrading,
+    ) -> Result<Lifecycle, ZkError> {
+        let (staged, _) = self.staging(&c.s).await?;
+        let policy = staged.filter(|st| st.version == marker.to).map(|st| st.policy).unwrap_or_else(Policy::default);
+        let step = Step { entry, from: marker.from.clone(), to: marker.to.clone(), policy, ticket: None };
+        if !marker.to.is_empty() && self.store.has(&marker.to) && self.active().as_deref() == Some(marker.to.as_str()) {
+            tracing::info!(version = %marker.to, "the new release is active: finishing the interrupted step");
+            return Ok(Lifecycle::Verifying(step));
+        }
+        tracing::warn!(from = ?marker.from, to = %marker.to, "the new release is not active: undoing the interrupted step");
+        Ok(Lifecycle::Undoing(step))
     }
 }

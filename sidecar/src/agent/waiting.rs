@@ -1,291 +1,289 @@
-//! Transitions outside a step: boot, idle, download, queue (and the fence).
+//! Transitions outside a step: idle, download, queue (and the fence), completion.
 
-use super::{Agent, REEVALUATE};
-use crate::boot;
-use crate::commit;
-use crate::fence::{self, Fenced};
-use crate::lifecycle::Lifecycle;
-use crate::queue;
-use crate::session::Session;
-use crate::step::StepError;
-use crate::supervisor::Status;
-use crate::turn::{self, Verdict};
-use crate::zk::{self, ZkError};
+use super::lifecycle::{Lifecycle, Step};
+use super::{Agent, Ctx, REEVALUATE};
+use crate::coord::commit::{self, Completion};
+use crate::coord::deploys::{Queue, Slot};
+use crate::coord::fence::{self, Fenced};
+use crate::coord::turn::{self, Verdict};
+use crate::coord::zk::{self, ZkError};
+use crate::coord::{queue, session::Session};
 use std::time::Duration;
 use tokio::sync::watch;
-use znode_schema::{DeployName, EventKind, Release, Staging, TicketName};
+use znode_schema::{DeployName, DeployState, EventKind, Staging, TicketName};
 use zookeeper_client::OneshotWatcher;
 
 impl Agent {
-    pub(super) async fn boot(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
-        let (staged, staging_watch) = self.staging(s).await?;
-        let mut facts = boot::Facts {
-            last_active: self.running.clone(),
-            staged: staged.as_ref().map(|st| st.version.clone()),
-            ..Default::default()
-        };
-        boot::read_online(s, &self.cfg.name, &mut facts).await?;
-        let mut started = None;
-        let supervised = !matches!(*self.supervisor.status().borrow(), Status::Stopped);
-        if let Some(v) = self.running.clone().filter(|v| self.store.has(v) && supervised) {
-            // Already supervised by this process (an earlier boot): treat as adopted.
-            facts.running = Some(v.clone());
-            started = Some(v);
-        } else if let Some(v) = self.running.clone().filter(|v| self.store.has(v)) {
-            match self.supervisor.start(&self.store.release_dir(&v), &v).await {
-                Ok(crate::supervisor::Started::Adopted { .. }) => {
-                    facts.running = Some(v.clone());
-                    started = Some(v);
-                }
-                Ok(_) => started = Some(v),
-                Err(err) => {
-                    tracing::error!(service = %self.cfg.name, error = %err, "failed to start the last active release")
-                }
-            }
-        }
-        let Some((version, reason)) = boot::choose(&facts) else {
-            self.booted = true;
-            tracing::info!(service = %self.cfg.name, "nothing to run yet: no release staged, none local");
-            return Ok(Lifecycle::Idle);
-        };
-        tracing::info!(service = %self.cfg.name, version = %version, ?reason, "boot version chosen");
-        if let Err(err) = self.fetch_for_boot(s, &version, staged.as_ref()).await {
-            tracing::error!(service = %self.cfg.name, version = %version, error = %err, "cannot fetch the boot version");
-            self.last_error = Some(err);
-            self.download_failures += 1;
-            let pause = self.download_pause();
-            self.wait(s, vec![staging_watch], sd, pause).await?;
-            return Ok(Lifecycle::Booting);
-        }
-        let deadline = staged.as_ref().map(|st| st.policy.health_deadline.0).unwrap_or(Duration::from_secs(60));
-        let result = if started.as_deref() == Some(version.as_str()) {
-            self.supervisor.wait_healthy(deadline).await.map_err(|e| e.to_string())
-        } else {
-            self.parts().switch_to(&version, deadline).await.map_err(|e: StepError| e.to_string())
-        };
-        self.running = Some(version.clone());
-        if let Err(err) = result {
-            tracing::error!(service = %self.cfg.name, version = %version, error = %err, "boot version is not healthy");
-        }
-        self.booted = true;
-        self.reconcile(s).await?;
-        if let Some(st) = staged.filter(|st| st.version == version) {
-            // SPEC step 9: a boot that makes the rollout complete completes it, wherever
-            // its entry stands in the queue.
-            if let Some(name) = self.entry_of(s, &st).await? {
-                commit::complete_if_done(s, &st, &name).await?;
-            }
-        }
-        Ok(Lifecycle::Idle)
+    /// Whether this host takes part in the rollout of `st`: one is in progress (a
+    /// deploy entry of the service at that version is its first entry), the host does
+    /// not run it yet, and its step did not fail in this rollout (`failed_hosts`, in
+    /// ZooKeeper: the memory survives restarts; `deployctl resume` clears it).
+    fn wants<'q>(&self, s: &Session, st: &Staging, q: &'q Queue) -> Option<&'q Slot> {
+        let slot = q.rollout(&self.cfg.name, &st.version)?;
+        let failed = slot.entry.as_ref().is_some_and(|e| e.failed_hosts.contains(&s.host));
+        (!failed && self.active().as_deref() != Some(st.version.as_str())).then_some(slot)
     }
 
-    /// Makes sure `version` is installed, from the staged release or the catalog.
-    pub(super) async fn fetch_for_boot(
-        &self,
-        s: &Session,
-        version: &str,
-        staged: Option<&Staging>,
-    ) -> Result<(), String> {
-        if self.store.has(version) {
-            return Ok(());
-        }
-        let artifact = match staged.filter(|st| st.version == version) {
-            Some(st) => st.artifact.clone(),
-            None => match zk::get::<Release>(&s.client, &s.layout.release(&self.cfg.name, version)).await {
-                Ok(Some((r, _, _))) => r.artifact,
-                Ok(None) => return Err(format!("version {version} is not in the releases catalog")),
-                Err(e) => return Err(e.to_string()),
-            },
-        };
-        self.store.install(&self.fetcher, version, &artifact).await.map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    pub(super) fn wants(&self, st: &Staging) -> bool {
-        self.running.as_deref() != Some(st.version.as_str()) && !self.failed_here(st)
-    }
-
-    /// The deploy entry of this service, if it rolls out `st` (the first entry of the
-    /// service in queue order decides: an older version ahead means not yet).
-    pub(super) async fn entry_of(&self, s: &Session, st: &Staging) -> Result<Option<DeployName>, ZkError> {
-        let dir = s.layout.deploy_dir();
-        for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
-            let path = s.layout.deploy_entry(&name);
-            match zk::get::<znode_schema::DeployEntry>(&s.client, &path).await {
-                Ok(Some((e, _, _))) if e.service == st.service => return Ok((e.version == st.version).then_some(name)),
-                Ok(_) | Err(ZkError::Decode(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Completes a rollout in which nobody needs to step (every host already runs
-    /// the staged version, e.g. a rollback to what the fleet runs). Only the online
-    /// host with the smallest id checks, so the fleet reads the hosts once, not N times.
-    pub(super) async fn complete_no_op(&self, s: &Session, st: &Staging) -> Result<(), ZkError> {
-        let Some(name) = self.entry_of(s, st).await? else { return Ok(()) };
-        let hosts = zk::children(&s.client, &s.layout.current_service(&st.service)).await?;
-        if hosts.iter().min() == Some(&s.host) {
-            commit::complete_if_done(s, st, &name).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether this host's step failed for this very staged release.
-    pub(super) fn failed_here(&self, st: &Staging) -> bool {
-        self.failed.as_ref() == Some(&(st.version.clone(), st.staged_at.clone()))
-    }
-
-    /// The deploy entry of `st` that still lists this host among its failed hosts,
-    /// watched; `None` once an operator resumed (which clears the list) or the
-    /// entry is gone.
-    pub(super) async fn failed_entry(&self, s: &Session, st: &Staging) -> Result<Option<OneshotWatcher>, ZkError> {
-        let dir = s.layout.deploy_dir();
-        for name in znode_schema::seq::sorted_deploys(&zk::children(&s.client, &dir).await?) {
-            let path = s.layout.deploy_entry(&name);
-            let Ok((data, _, w)) = s.client.get_and_watch_data(&path).await else { continue };
-            let Ok(e) = znode_schema::decode::<znode_schema::DeployEntry>(&path, &data) else { continue };
-            if e.service == st.service && e.version == st.version {
-                return Ok(e.failed_hosts.contains(&s.host).then_some(w));
-            }
-        }
-        Ok(None)
-    }
-
-    pub(super) async fn idle(&mut self, s: &Session, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
-        let (staged, w) = self.staging(s).await?;
-        if let Some(st) = &staged {
-            if self.running.is_none() && !self.reg_online() {
-                // Nothing runs here: installing the staged release takes nobody down.
-                return Ok(Lifecycle::Booting);
-            }
-            if self.wants(st) {
-                return Ok(Lifecycle::Downloading { version: st.version.clone() });
-            }
-        }
-        if let Some(st) = staged.as_ref().filter(|st| self.running.as_deref() == Some(st.version.as_str())) {
-            self.complete_no_op(s, st).await?;
-        }
+    pub(super) async fn idle(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
+        let (staged, w) = self.staging(&c.s).await?;
         let mut watches = vec![w];
-        if let Some(st) = staged.as_ref().filter(|st| self.failed_here(st)) {
-            match self.failed_entry(s, st).await? {
-                Some(entry_watch) => watches.push(entry_watch),
-                None => {
-                    tracing::info!(service = %self.cfg.name, version = %st.version, "rollout resumed; queueing again");
-                    self.failed = None;
-                    return Ok(Lifecycle::Downloading { version: st.version.clone() });
+        if let Some(st) = &staged {
+            let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
+            if let Some(slot) = self.wants(&c.s, st, &q) {
+                if self.active().is_none() && self.supervisor.running_release().await.is_none() {
+                    // Nothing runs here: installing the staged release takes nobody down.
+                    return Ok(Lifecycle::Booting);
+                }
+                tracing::debug!(entry = %slot.name, version = %st.version, "taking part in the rollout");
+                return Ok(Lifecycle::Downloading { version: st.version.clone(), attempts: 0, error: None });
+            }
+            if let Some(slot) = q.rollout(&self.cfg.name, &st.version) {
+                let failed = slot.entry.as_ref().is_some_and(|e| e.failed_hosts.contains(&c.s.host));
+                if failed {
+                    tracing::info!(entry = %slot.name, version = %st.version, "waiting: this host's step failed in this rollout (until resume or a new stage)");
+                    watches.extend(self.watch_entry(&c.s, &slot.name).await?);
+                } else if let Some(w) = self.designated_completer(c, st, slot).await? {
+                    watches.push(w);
                 }
             }
         }
-        self.wait(s, watches, sd, REEVALUATE).await?;
+        self.wait(c, watches, sd, REEVALUATE, None).await?;
         Ok(Lifecycle::Idle)
+    }
+
+    async fn watch_entry(&self, s: &Session, name: &DeployName) -> Result<Option<OneshotWatcher>, ZkError> {
+        let path = s.layout.deploy_entry(name);
+        match s.client.get_and_watch_data(&path).await {
+            Ok((_, _, w)) => Ok(Some(w)),
+            Err(zookeeper_client::Error::NoNode) => Ok(None),
+            Err(e) => Err(ZkError::call("get", path, e)),
+        }
+    }
+
+    /// A rollout this host is already done with: the online host with the smallest id
+    /// decides completion (a rollout in which nobody needs to step, or one resumed
+    /// after every host finished) and watches the entry; the others only watch staging,
+    /// so the fleet reads the hosts once, not N times.
+    async fn designated_completer(
+        &self,
+        c: &mut Ctx,
+        st: &Staging,
+        slot: &Slot,
+    ) -> Result<Option<OneshotWatcher>, ZkError> {
+        self.reconcile(c, None).await?;
+        let hosts = zk::children(&c.s.client, &c.s.layout.current_service(&st.service)).await?;
+        if hosts.iter().min() != Some(&c.s.host) {
+            return Ok(None);
+        }
+        match commit::complete(&c.s, &st.service, &st.version, &slot.name).await? {
+            Completion::NotDone(why) => {
+                tracing::debug!(entry = %slot.name, %why, "rollout not complete");
+                self.watch_entry(&c.s, &slot.name).await
+            }
+            _ => Ok(None),
+        }
     }
 
     pub(super) async fn download(
-        &mut self,
-        s: &Session,
+        &self,
+        c: &mut Ctx,
         sd: &mut watch::Receiver<bool>,
         version: String,
+        attempts: u32,
+        error: Option<String>,
     ) -> Result<Lifecycle, ZkError> {
-        let (staged, w) = self.staging(s).await?;
-        let Some(st) = staged.filter(|st| st.version == version && self.wants(st)) else {
+        let (staged, w) = self.staging(&c.s).await?;
+        let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
+        let Some(st) = staged.filter(|st| st.version == version && self.wants(&c.s, st, &q).is_some()) else {
             return Ok(Lifecycle::Idle);
         };
-        match self.store.install(&self.fetcher, &version, &st.artifact).await {
+        let install = self.store.install(&self.fetcher, &version, &st.artifact);
+        let result = tokio::select! {
+            r = install => r,
+            _ = w.changed() => return Ok(Lifecycle::Idle),
+            _ = sd.changed() => return Ok(Lifecycle::Idle),
+        };
+        match result {
             Ok(_) => {
-                self.download_failures = 0;
-                if self.last_error.take().is_some() {
-                    self.reconcile(s).await?;
+                if error.is_some() {
+                    self.reconcile(c, None).await?;
                 }
                 self.prune_releases();
-                let ticket = queue::ensure(s, &self.cfg.name, &version).await?;
-                tracing::info!(service = %self.cfg.name, version = %version, ticket = %ticket, "release verified; queued");
-                Ok(Lifecycle::Queued { version, ticket })
+                let ticket = queue::ensure(&c.s, &self.cfg.name, &version).await?;
+                tracing::info!(version = %version, ticket = %ticket, "release verified; queued");
+                Ok(Lifecycle::Queued { version, ticket, waiting: None, vacuous_since: None })
             }
             Err(err) => {
                 let msg = format!("release {version}: {err}");
-                tracing::error!(service = %self.cfg.name, error = %msg, "download failed; will retry");
-                if self.last_error.as_deref() != Some(msg.as_str()) {
-                    self.report_download_failure(s, &version, &msg).await;
+                tracing::error!(error = %msg, "download failed; will retry");
+                if error.as_deref() != Some(msg.as_str()) {
+                    self.report_download_failure(&c.s, &version, &msg).await;
                 }
-                self.last_error = Some(msg);
-                self.download_failures += 1;
-                let pause = self.download_pause();
-                self.wait(s, vec![w], sd, pause).await?;
-                Ok(Lifecycle::Downloading { version })
+                let attempts = attempts + 1;
+                let (_, w) = self.staging(&c.s).await?;
+                let pause = Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 6)));
+                self.wait(c, vec![w], sd, pause, Some(&msg)).await?;
+                Ok(Lifecycle::Downloading { version, attempts, error: Some(msg) })
             }
         }
     }
 
-    pub(super) async fn report_download_failure(&self, s: &Session, version: &str, msg: &str) {
-        let ev =
-            crate::history::event(&self.cfg.name, EventKind::DownloadFailed, Some(version), &s.host, Some(msg.into()));
-        let (prefix, data) = crate::history::create_op(&s.layout, &ev);
+    async fn report_download_failure(&self, s: &Session, version: &str, msg: &str) {
+        let ev = crate::coord::history::event(
+            &self.cfg.name,
+            EventKind::DownloadFailed,
+            Some(version),
+            &s.host,
+            Some(msg.into()),
+        );
+        let (prefix, data) = crate::coord::history::create_op(&s.layout, &ev);
         if let Err(err) = s.client.create(&prefix, &data, &zk::persistent_sequential()).await {
             tracing::warn!(error = %err, "failed to record the download failure in history");
         }
     }
 
-    /// Exponential backoff between download attempts: 2 s, 4 s, … 64 s.
-    pub(super) fn download_pause(&self) -> Duration {
-        Duration::from_secs(2u64.saturating_pow(self.download_failures.clamp(1, 6)))
-    }
-
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn queued(
-        &mut self,
-        s: &Session,
+        &self,
+        c: &mut Ctx,
         sd: &mut watch::Receiver<bool>,
         version: String,
         ticket: TicketName,
+        waiting: Option<String>,
+        vacuous_since: Option<(DeployName, tokio::time::Instant)>,
     ) -> Result<Lifecycle, ZkError> {
-        let (staged, staging_watch) = self.staging(s).await?;
-        let Some(st) = staged.filter(|st| st.version == version && self.wants(st)) else {
-            queue::delete(s, &self.cfg.name, &ticket).await?;
+        let (staged, staging_watch) = self.staging(&c.s).await?;
+        let Some(st) = staged.filter(|st| st.version == version) else {
+            queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
         };
-        let tickets = queue::tickets(s, &self.cfg.name).await?;
+        let tickets = queue::tickets(&c.s, &self.cfg.name).await?;
         let mut watches = vec![staging_watch];
+        let again = |waiting, vacuous_since| Lifecycle::Queued {
+            version: version.clone(),
+            ticket: ticket.clone(),
+            waiting,
+            vacuous_since,
+        };
         match turn::position(&tickets, &ticket, &st) {
-            Verdict::NoTicket => return Ok(Lifecycle::Downloading { version }),
-            Verdict::Behind { predecessor } => {
-                let path = s.layout.ticket(&self.cfg.name, &predecessor);
-                let (stat, w) =
-                    s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))?;
-                if stat.is_none() {
-                    return Ok(Lifecycle::Queued { version, ticket });
+            Verdict::NoTicket => return Ok(Lifecycle::Downloading { version, attempts: 0, error: None }),
+            Verdict::Behind { ahead } => {
+                for t in &ahead {
+                    let path = c.s.layout.ticket(&self.cfg.name, t);
+                    let (stat, w) =
+                        c.s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))?;
+                    if stat.is_none() {
+                        return Ok(again(waiting, None));
+                    }
+                    watches.push(w);
                 }
-                watches.push(w);
+                let why = format!("{} ticket(s) ahead hold the {} slot(s)", ahead.len(), st.policy.max_parallel);
+                self.log_wait(&waiting, &why);
+                self.wait(c, watches, sd, REEVALUATE, None).await?;
+                return Ok(again(Some(why), None));
             }
-            _ => {
-                let (front, front_watches) = fence::front(s, &self.cfg.name).await?;
-                let verdict = turn::decide(&st, &front);
-                if verdict == Verdict::Go {
-                    let head = front.head.expect("Go implies a head");
-                    let from = self.running.clone();
-                    return match fence::commit(
-                        s,
-                        &self.cfg.name,
-                        &head,
-                        &ticket,
-                        front.self_online,
-                        from.as_deref(),
-                        &version,
-                    )
-                    .await?
-                    {
-                        Fenced::Won => {
-                            tracing::info!(service = %self.cfg.name, entry = %head.name, from = ?from, to = %version, "fenced: starting the step");
-                            self.reg.assume(None);
-                            Ok(Lifecycle::Upgrading { entry: head.name, from, staging: Box::new(st), ticket })
-                        }
-                        Fenced::Moved => Ok(Lifecycle::Queued { version, ticket }),
-                    };
-                }
-                tracing::debug!(service = %self.cfg.name, ?verdict, "not yet");
-                watches.extend(front_watches);
-            }
+            _ => {}
         }
-        self.wait(s, watches, sd, REEVALUATE).await?;
-        Ok(Lifecycle::Queued { version, ticket })
+        let (front, q, front_watches) = fence::front(&c.s, &self.cfg.name, &version).await?;
+        let Some(slot) = q.rollout(&self.cfg.name, &version) else {
+            // No rollout of this version (aborted, superseded, or completed meanwhile).
+            queue::delete(&c.s, &self.cfg.name, &ticket).await?;
+            return Ok(Lifecycle::Idle);
+        };
+        if slot.entry.as_ref().is_some_and(|e| e.failed_hosts.contains(&c.s.host)) {
+            queue::delete(&c.s, &self.cfg.name, &ticket).await?;
+            return Ok(Lifecycle::Idle);
+        }
+        let verdict = turn::decide(&st, &front);
+        if verdict == Verdict::Go {
+            let head = front.head.clone().expect("Go implies a head");
+            let from = self.active();
+            let won = front.own_marker
+                || fence::commit(&c.s, &self.cfg.name, &head, &ticket, front.self_online, from.as_deref(), &version)
+                    .await?
+                    == Fenced::Won;
+            if !won {
+                return Ok(again(waiting, None));
+            }
+            tracing::info!(entry = %head.name, from = ?from, to = %version, recovered = front.own_marker, "fenced: starting the step");
+            c.reg.assume(None);
+            let step = Step { entry: head.name, from, to: version, policy: st.policy, ticket: Some(ticket) };
+            return Ok(Lifecycle::Upgrading(step));
+        }
+        watches.extend(front_watches);
+        let (why, vacuous_since, timer) = match &verdict {
+            Verdict::NotHead => self.behind_head(c, &q, vacuous_since).await?,
+            Verdict::Inactive(state) => (format!("the rollout is {state}"), None, REEVALUATE),
+            Verdict::Quorum { online, required } => {
+                (format!("quorum: {online} online, {required} must stay online"), None, REEVALUATE)
+            }
+            Verdict::Slots { upgrading } => (format!("slots: {upgrading} host(s) stepping"), None, REEVALUATE),
+            other => (format!("{other:?}"), None, REEVALUATE),
+        };
+        self.log_wait(&waiting, &why);
+        self.wait(c, watches, sd, timer, None).await?;
+        Ok(again(Some(why), vacuous_since))
+    }
+
+    fn log_wait(&self, before: &Option<String>, why: &str) {
+        if before.as_deref() != Some(why) {
+            tracing::info!(reason = %why, "waiting");
+        }
+    }
+
+    /// Another rollout heads the queue. One whose service no host runs (no host
+    /// online, queued or stepping) would block every rollout behind it forever: once
+    /// it has looked vacuous for two session timeouts (a fleet whose sessions expired
+    /// has re-registered by then), a front host behind it completes it, through the
+    /// one decider of completion. Returns why it waits, the vacuous mark and a timer.
+    async fn behind_head(
+        &self,
+        c: &mut Ctx,
+        q: &Queue,
+        vacuous_since: Option<(DeployName, tokio::time::Instant)>,
+    ) -> Result<(String, Option<(DeployName, tokio::time::Instant)>, Duration), ZkError> {
+        let Some(head) = q.head() else {
+            return Ok(("no rollout of this version heads the queue".into(), None, REEVALUATE));
+        };
+        let Some(e) = head.entry.as_ref() else {
+            return Ok((format!("deploy entry {} heads the queue and is unreadable", head.name), None, REEVALUATE));
+        };
+        let why = format!("another rollout heads the queue: {} {} ({})", e.service, e.version, e.state);
+        if e.state != DeployState::Active || !self.vacuous(&c.s, head, &e.service).await? {
+            return Ok((why, None, REEVALUATE));
+        }
+        let grace = c.s.timeout * 2;
+        let now = tokio::time::Instant::now();
+        match vacuous_since.filter(|(n, _)| *n == head.name) {
+            Some((name, since)) if now.duration_since(since) >= grace => {
+                tracing::warn!(entry = %name, service = %e.service, "the head rollout's service has no host online, queued or stepping; completing it");
+                let done = commit::complete(&c.s, &e.service, &e.version, &name).await?;
+                tracing::info!(entry = %name, outcome = ?done, "vacuous head rollout");
+                Ok((why, None, Duration::ZERO))
+            }
+            Some((name, since)) => Ok((why, Some((name, since)), grace.saturating_sub(now.duration_since(since)))),
+            None => Ok((why, Some((head.name, now)), grace)),
+        }
+    }
+
+    /// Whether `service` has no host online, queued or stepping on `slot`.
+    async fn vacuous(&self, s: &Session, slot: &Slot, service: &str) -> Result<bool, ZkError> {
+        Ok(zk::children(&s.client, &s.layout.current_service(service)).await?.is_empty()
+            && zk::children(&s.client, &s.layout.staging(service)).await?.is_empty()
+            && zk::children(&s.client, &s.layout.upgrading_dir(&slot.name)).await?.is_empty())
+    }
+
+    /// Decides completion of the rollout a step (or boot) of this host took part in.
+    pub(super) async fn completing(
+        &self,
+        c: &mut Ctx,
+        entry: DeployName,
+        version: String,
+    ) -> Result<Lifecycle, ZkError> {
+        match commit::complete(&c.s, &self.cfg.name, &version, &entry).await? {
+            Completion::NotDone(why) => tracing::debug!(%entry, %why, "rollout not complete"),
+            done => tracing::debug!(%entry, ?done, "completion"),
+        }
+        Ok(Lifecycle::Idle)
     }
 }

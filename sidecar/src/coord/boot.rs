@@ -1,24 +1,25 @@
-//! Which version a starting sidecar runs (SPEC step 9).
+//! Which version a starting sidecar runs (SPEC step 9) when nothing of the service
+//! runs on this host. A service that runs (a restarted sidecar adopts it) is never
+//! switched at boot: it keeps its release and moves, if it must, by a fenced step
+//! like any other host.
 //!
-//! 1. A service that is already running and healthy (a sidecar restart adopted it)
-//!    keeps running when it runs the staged version or a most popular one: a
-//!    sidecar restart never bounces a service that is where the fleet is going.
-//! 2. Otherwise the most popular version among the online hosts of the service;
-//!    ties go to the most recently staged of them (catalog `staged_at`).
-//! 3. No host online: this host's own last active release.
-//! 4. Nothing local: the staged release.
-//! 5. Nothing staged either: nothing to run until something is staged.
+//! 1. The most popular version among the other online hosts of the service; ties go
+//!    to the most recently staged of them (catalog `staged_at`).
+//! 2. No host online: this host's own last active release.
+//! 3. Nothing local: the staged release.
+//! 4. Nothing staged either: nothing to run until something is staged.
+//!
+//! A version whose rollout lists this host in `failed_hosts` (read from ZooKeeper:
+//! the failure memory survives restarts) is never chosen by 1 or 3.
 
-use crate::session::Session;
-use crate::zk::{self, ZkError};
-use std::collections::BTreeMap;
+use crate::coord::session::Session;
+use crate::coord::zk::{self, ZkError};
+use std::collections::{BTreeMap, BTreeSet};
 use znode_schema::{Current, Release};
 
 /// Why a version was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Already running and healthy at a version worth keeping.
-    Running,
     /// The most popular version among online hosts.
     Popular,
     /// No host online: this host's last active release.
@@ -34,8 +35,8 @@ pub struct Facts {
     pub online: BTreeMap<String, u32>,
     /// `staged_at` of versions from the catalog, for ties.
     pub staged_at: BTreeMap<String, String>,
-    /// The version running healthy now, if any (adopted).
-    pub running: Option<String>,
+    /// Versions whose step failed on this host in a rollout still open.
+    pub failed: BTreeSet<String>,
     /// The local active release.
     pub last_active: Option<String>,
     /// The staged version.
@@ -44,16 +45,9 @@ pub struct Facts {
 
 /// Chooses the boot version.
 pub fn choose(f: &Facts) -> Option<(String, Reason)> {
-    let top = f.online.values().copied().max().unwrap_or(0);
-    let popular: Vec<&String> = f.online.iter().filter(|(_, n)| **n == top && top > 0).map(|(v, _)| v).collect();
-    if let Some(r) = &f.running {
-        if f.staged.as_ref() == Some(r)
-            || popular.contains(&r)
-            || (popular.is_empty() && f.last_active.as_ref() == Some(r))
-        {
-            return Some((r.clone(), Reason::Running));
-        }
-    }
+    let candidates = || f.online.iter().filter(|(v, _)| !f.failed.contains(*v));
+    let top = candidates().map(|(_, n)| *n).max().unwrap_or(0);
+    let popular: Vec<&String> = candidates().filter(|(_, n)| **n == top && top > 0).map(|(v, _)| v).collect();
     // Ties: the most recently staged; a version missing from the catalog loses.
     let newest = popular.into_iter().max_by(|a, b| {
         let ka = (f.staged_at.get(*a), *a);
@@ -66,7 +60,7 @@ pub fn choose(f: &Facts) -> Option<(String, Reason)> {
     if let Some(v) = &f.last_active {
         return Some((v.clone(), Reason::LastActive));
     }
-    f.staged.clone().map(|v| (v, Reason::Staged))
+    f.staged.clone().filter(|v| !f.failed.contains(v)).map(|v| (v, Reason::Staged))
 }
 
 /// Reads the online hosts' versions of `service` (this host excluded) and the
@@ -102,14 +96,14 @@ pub async fn read_online(s: &Session, service: &str, facts: &mut Facts) -> Resul
 mod tests {
     use super::*;
 
-    fn facts(online: &[(&str, u32)], running: Option<&str>, last: Option<&str>, staged: Option<&str>) -> Facts {
+    fn facts(online: &[(&str, u32)], failed: Option<&str>, last: Option<&str>, staged: Option<&str>) -> Facts {
         Facts {
             online: online.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
             staged_at: [("1", "2026-01-01T00:00:00Z"), ("2", "2026-02-01T00:00:00Z"), ("3", "2026-03-01T00:00:00Z")]
                 .iter()
                 .map(|(v, t)| (v.to_string(), t.to_string()))
                 .collect(),
-            running: running.map(str::to_string),
+            failed: failed.map(str::to_string).into_iter().collect(),
             last_active: last.map(str::to_string),
             staged: staged.map(str::to_string),
         }
@@ -139,10 +133,13 @@ mod tests {
     }
 
     #[test]
-    fn a_running_service_at_the_staged_or_popular_version_is_kept() {
-        assert_eq!(pick(&facts(&[("1", 3)], Some("2"), Some("2"), Some("2"))), Some(("2".into(), Reason::Running)));
-        assert_eq!(pick(&facts(&[("1", 3)], Some("1"), Some("1"), Some("2"))), Some(("1".into(), Reason::Running)));
-        // Running an old version nobody else runs: move to the popular one.
-        assert_eq!(pick(&facts(&[("2", 3)], Some("1"), Some("1"), Some("2"))), Some(("2".into(), Reason::Popular)));
+    fn a_release_that_failed_here_is_never_chosen() {
+        // v2 is where most of the fleet is, but it failed on this host: the next best.
+        assert_eq!(
+            pick(&facts(&[("2", 3), ("1", 1)], Some("2"), Some("1"), Some("2"))),
+            Some(("1".into(), Reason::Popular))
+        );
+        assert_eq!(pick(&facts(&[("2", 3)], Some("2"), Some("1"), Some("2"))), Some(("1".into(), Reason::LastActive)));
+        assert_eq!(pick(&facts(&[("2", 3)], Some("2"), None, Some("2"))), None);
     }
 }

@@ -3,12 +3,12 @@
 
 use super::backoff::Backoff;
 use super::{Intent, Shared, Status, SupervisorError, io_err};
-use crate::child::{ServiceProcess, stop_group};
-use crate::command::{CommandContext, ExitDescription};
 use crate::config::{Output, RunMode};
-use crate::health::{Checker, HealthError};
-use crate::pidfile;
-use crate::process::group_alive;
+use crate::host::child::{ServiceProcess, stop_group};
+use crate::host::command::{CommandContext, ExitDescription};
+use crate::host::health::{Checker, HealthError};
+use crate::host::pidfile;
+use crate::host::process::group_alive;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -33,18 +33,18 @@ pub struct PidRecord {
 impl PidRecord {
     /// A record for `pid`, just spawned as the leader of its own group.
     pub fn new(pid: u32, version: &str, release_dir: &Path) -> Self {
-        let start_time = crate::process::start_time(pid as i32);
+        let start_time = crate::host::process::start_time(pid as i32);
         PidRecord { pid, pgid: pid as i32, version: version.into(), release_dir: canonical(release_dir), start_time }
     }
 
     /// Whether the recorded process still runs (and is the same process).
     pub fn is_alive(&self) -> bool {
         let pid = self.pid as i32;
-        let same = match (self.start_time, crate::process::start_time(pid)) {
+        let same = match (self.start_time, crate::host::process::start_time(pid)) {
             (Some(recorded), Some(now)) => recorded == now,
             _ => true,
         };
-        same && crate::process::alive(pid)
+        same && crate::host::process::alive(pid)
     }
 
     /// Whether it runs `version` from `release_dir` (compared with symbolic links resolved,

@@ -2,9 +2,9 @@
 //! previous sidecar through its pid file. Either way it leads its own process group,
 //! and the group is the unit that is stopped.
 
-use crate::command::{self, CommandContext, CommandError, ExitDescription};
-use crate::pidfile::PidRecord;
-use crate::process::{alive, group_alive, signal_group, start_time};
+use crate::host::command::{self, CommandContext, CommandError, ExitDescription};
+use crate::host::pidfile::PidRecord;
+use crate::host::process::{alive, group_alive, signal_group, start_time};
 use nix::sys::signal::Signal;
 use std::process::Stdio;
 use std::time::Duration;

@@ -34,6 +34,7 @@ impl LogFile {
     }
 
     /// The same file with other limits.
+    #[cfg(test)]
     pub fn with_limits(self, max_bytes: u64, keep: usize) -> Self {
         LogFile { max_bytes, keep: keep.max(1), ..self }
     }
@@ -55,6 +56,7 @@ impl LogFile {
     }
 
     /// Whether the live file is empty or missing.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -4,28 +4,15 @@
 //! Also the duplicate host id guard (SPEC step 10): an ephemeral node of this host id
 //! owned by another session is either this host's own previous session (recorded in
 //! the data dir: taken over at once) or another machine with the same id (waited out
-//! for the old session's timeout, then refused).
+//! for the old session's timeout, then refused with [`ZkError::Duplicate`]). The guard
+//! runs at session start and again whenever a registration meets a foreign node.
 
-use crate::session::Session;
-use crate::zk::{self, ZkError};
+use crate::coord::session::Session;
+use crate::coord::zk::{self, ZkError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use znode_schema::{Current, encode};
 use zookeeper_client as zkc;
-
-/// Why registration failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    /// Another live session holds this host id.
-    #[error(
-        "host id {host:?} is already registered at {path} by another live session ({owner}); \
-         waited {waited:?} for it to expire. Is another sidecar running with the same [host] id?"
-    )]
-    Duplicate { host: String, path: String, owner: String, waited: Duration },
-    /// ZooKeeper failed.
-    #[error(transparent)]
-    Zk(#[from] ZkError),
-}
 
 /// Where the last session id of this host is kept, to recognise our own leftovers.
 pub fn session_file(data_dir: &Path) -> PathBuf {
@@ -50,12 +37,13 @@ pub fn previous_session(data_dir: &Path) -> Option<i64> {
 /// Makes sure no other session holds the ephemeral node at `path`: deletes it when
 /// it belongs to `previous` (this host's own earlier session), waits for it to vanish
 /// otherwise, and fails with [`RegisterError::Duplicate`] after `patience`.
-pub async fn claim(s: &Session, path: &str, previous: Option<i64>, patience: Duration) -> Result<(), RegisterError> {
+pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), ZkError> {
+    let previous = s.previous;
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let (stat, watcher) = match s.client.check_and_watch_stat(path).await {
             Ok(r) => r,
-            Err(e) => return Err(ZkError::call("exists", path, e).into()),
+            Err(e) => return Err(ZkError::call("exists", path, e)),
         };
         let Some(stat) = stat else { return Ok(()) };
         let owner = stat.ephemeral_owner;
@@ -69,7 +57,7 @@ pub async fn claim(s: &Session, path: &str, previous: Option<i64>, patience: Dur
             match s.client.delete(path, Some(stat.version)).await {
                 Ok(()) | Err(zkc::Error::NoNode) => return Ok(()),
                 Err(zkc::Error::BadVersion) => continue,
-                Err(e) => return Err(ZkError::call("delete", path, e).into()),
+                Err(e) => return Err(ZkError::call("delete", path, e)),
             }
         }
         if Some(owner) == previous {
@@ -77,12 +65,12 @@ pub async fn claim(s: &Session, path: &str, previous: Option<i64>, patience: Dur
             match s.client.delete(path, Some(stat.version)).await {
                 Ok(()) | Err(zkc::Error::NoNode) => return Ok(()),
                 Err(zkc::Error::BadVersion) => continue,
-                Err(e) => return Err(ZkError::call("delete", path, e).into()),
+                Err(e) => return Err(ZkError::call("delete", path, e)),
             }
         }
         tracing::warn!(path, owner = %zk::session_hex(owner), "host id held by another session; waiting for it to expire");
         if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
-            return Err(RegisterError::Duplicate {
+            return Err(ZkError::Duplicate {
                 host: s.host.clone(),
                 path: path.into(),
                 owner: zk::session_hex(owner),
@@ -101,30 +89,49 @@ pub struct Registration {
 
 impl Registration {
     /// Makes `current/<service>/<host>` hold `want`, or removes it when `want` is `None`.
+    /// A node of this host id held by another session is claimed first (the
+    /// duplicate-host guard holds for the whole session, not only at its start).
     pub async fn reconcile(&mut self, s: &Session, service: &str, want: Option<&Current>) -> Result<(), ZkError> {
         if self.written.as_ref() == want {
             return Ok(());
         }
         let path = s.layout.current_host(service, &s.host);
         match want {
-            None => match s.client.delete(&path, None).await {
-                Ok(()) | Err(zkc::Error::NoNode) => {}
-                Err(e) => return Err(ZkError::call("delete", path, e)),
+            // Only this session's node is removed: another one is never touched here.
+            None => match s.client.check_stat(&path).await {
+                Ok(Some(stat)) if stat.ephemeral_owner == s.id() => match s.client.delete(&path, None).await {
+                    Ok(()) | Err(zkc::Error::NoNode) => {}
+                    Err(e) => return Err(ZkError::call("delete", path, e)),
+                },
+                Ok(_) => {}
+                Err(e) => return Err(ZkError::call("exists", path, e)),
             },
             Some(cur) => {
                 let data = encode(cur);
-                match s.client.create(&path, &data, &zk::ephemeral()).await {
-                    Ok(_) => {}
-                    Err(zkc::Error::NodeExists) => {
-                        // Ours from earlier in this session (claim() removed any other).
-                        s.client.set_data(&path, &data, None).await.map_err(|e| ZkError::call("set", &path, e))?;
+                loop {
+                    match s.client.create(&path, &data, &zk::ephemeral()).await {
+                        Ok(_) => break,
+                        Err(zkc::Error::NodeExists) => match zk::owner(&s.client, &path).await? {
+                            Some(owner) if owner == s.id() => {
+                                let set = s.client.set_data(&path, &data, None).await;
+                                set.map_err(|e| ZkError::call("set", &path, e))?;
+                                break;
+                            }
+                            // Someone else's node (or it just vanished): claim it, create again.
+                            _ => claim(s, &path, s.timeout + s.timeout / 2).await?,
+                        },
+                        Err(e) => return Err(ZkError::call("create", path, e)),
                     }
-                    Err(e) => return Err(ZkError::call("create", path, e)),
                 }
             }
         }
         self.written = want.cloned();
         Ok(())
+    }
+
+    /// Whether this session holds the registration now, as far as it knows.
+    pub fn is_online(&self) -> bool {
+        self.written.is_some()
     }
 
     /// Forgets what was written: a step's transaction changed the node itself.

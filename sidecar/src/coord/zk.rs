@@ -29,6 +29,21 @@ pub enum ZkError {
     /// A payload could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// Another live session holds this host id (SPEC step 10): fatal for the sidecar.
+    #[error(
+        "host id {host:?} is already registered at {path} by another live session ({owner}); \
+         waited {waited:?} for it to expire. Is another sidecar running with the same [host] id?"
+    )]
+    Duplicate {
+        /// This host's id.
+        host: String,
+        /// The ephemeral node held by the other session.
+        path: String,
+        /// The other session's id.
+        owner: String,
+        /// How long the sidecar waited for it to vanish.
+        waited: Duration,
+    },
 }
 
 impl ZkError {
@@ -41,7 +56,7 @@ impl ZkError {
     pub fn zk(&self) -> Option<&zk::Error> {
         match self {
             ZkError::Call { source, .. } => Some(source),
-            ZkError::Decode(_) => None,
+            ZkError::Decode(_) | ZkError::Duplicate { .. } => None,
         }
     }
 
@@ -51,6 +66,11 @@ impl ZkError {
             self.zk(),
             Some(zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::AuthFailed | zk::Error::SessionMoved)
         )
+    }
+
+    /// This host id belongs to another live sidecar: the daemon must stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ZkError::Duplicate { .. })
     }
 
     /// A transient failure: the same call may succeed after a reconnect.
@@ -102,6 +122,15 @@ pub async fn get<T: serde::de::DeserializeOwned>(
         Ok((data, stat)) => Ok(Some((codec::decode(path, &data)?, stat, data))),
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(ZkError::call("get", path, e)),
+    }
+}
+
+/// The session owning the ephemeral node at `path` (0 for a persistent node), or
+/// `None` when there is no node.
+pub async fn owner(client: &zk::Client, path: &str) -> Result<Option<i64>, ZkError> {
+    match client.check_stat(path).await {
+        Ok(stat) => Ok(stat.map(|st| st.ephemeral_owner)),
+        Err(e) => Err(ZkError::call("exists", path, e)),
     }
 }
 

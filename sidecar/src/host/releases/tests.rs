@@ -2,7 +2,7 @@
 //! `file://` artifacts; the HTTP paths are covered by `tests/tests/download.rs`.
 
 use super::*;
-use crate::download::{DownloadError, RetryPolicy};
+use crate::host::download::{DownloadError, RetryPolicy};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tempfile::TempDir;

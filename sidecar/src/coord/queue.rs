@@ -5,8 +5,8 @@
 //! reply to `create` the host finds its ticket again by its prefix instead of
 //! creating a second one.
 
-use crate::session::Session;
-use crate::zk::{self, ZkError};
+use crate::coord::session::Session;
+use crate::coord::zk::{self, ZkError};
 use znode_schema::{Ticket, TicketName, encode, seq::sorted_tickets, time};
 use zookeeper_client as zkc;
 

@@ -4,7 +4,7 @@
 //! running across sessions; the daemon opens a new session and every agent
 //! re-registers, re-creates its ticket and re-evaluates (SPEC step 10).
 
-use crate::zk::{self, ZkError};
+use crate::coord::zk::{self, ZkError};
 use std::time::Duration;
 use znode_schema::Layout;
 use zookeeper_client as zkc;
@@ -20,6 +20,10 @@ pub struct Session {
     pub host: String,
     /// The negotiated session timeout.
     pub timeout: Duration,
+    /// The session this host used before this one (its previous run's, recorded in
+    /// the data dir, or this run's previous session): ephemeral nodes of this host id
+    /// owned by it are this host's own leftovers, taken over at once.
+    pub previous: Option<i64>,
 }
 
 impl Session {

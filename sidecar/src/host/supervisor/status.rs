@@ -1,7 +1,7 @@
 //! What a supervisor reports: the service's [`Status`], how it was [`Started`], and
 //! why an operation failed ([`SupervisorError`]).
 
-use crate::command::{CommandError, ExitDescription};
+use crate::host::command::{CommandError, ExitDescription};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 

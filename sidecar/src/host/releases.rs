@@ -28,8 +28,8 @@ mod error;
 
 pub use error::{InstallError, StoreError};
 
-use crate::download::Fetcher;
-use crate::unpack::unpack;
+use crate::host::download::Fetcher;
+use crate::host::unpack::unpack;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};

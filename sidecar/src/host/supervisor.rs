@@ -34,11 +34,11 @@ mod task;
 
 pub use status::{Started, Status, SupervisorError};
 
-use crate::child::ServiceProcess;
-use crate::command::{self, CommandContext, ExitDescription};
 use crate::config::{OnShutdown, Output, RunMode, ServiceConfig};
-use crate::logfile::LogFile;
-use crate::pidfile::{self, PidRecord};
+use crate::host::child::ServiceProcess;
+use crate::host::command::{self, CommandContext, ExitDescription};
+use crate::host::logfile::LogFile;
+use crate::host::pidfile::{self, PidRecord};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -126,6 +126,20 @@ impl Supervisor {
         self.shared.dir.join(pidfile::FILE_NAME)
     }
 
+    /// The release of this service that runs now, if any: the one this supervisor
+    /// keeps up, or (run mode) a live process an earlier sidecar recorded in the pid
+    /// file, which [`Supervisor::start`] of that release adopts. `None`: nothing of
+    /// this service is known to run (start/stop mode cannot tell without supervising).
+    pub async fn running_release(&self) -> Option<String> {
+        if let Some(r) = self.running.lock().await.as_ref().filter(|r| !r.task.is_finished()) {
+            return Some(r.version.clone());
+        }
+        match &self.shared.service.mode {
+            RunMode::Run(_) => self.shared.live_record().map(|r| r.version),
+            RunMode::StartStop { .. } => None,
+        }
+    }
+
     /// Starts `version` from `release_dir` and keeps it up (see the module docs); in run
     /// mode a live process of the same release recorded in the pid file is adopted.
     pub async fn start(&self, release_dir: &Path, version: &str) -> Result<Started, SupervisorError> {
@@ -174,7 +188,7 @@ impl Supervisor {
                 return Ok((Started::Adopted { pid: record.pid }, Some(ServiceProcess::adopt(&record))));
             }
             tracing::info!(service = %shared.service.name, pid = record.pid, old = %record.version, "stopping the other release");
-            crate::child::stop_group(record.pgid, shared.service.stop_timeout.0, None).await;
+            crate::host::child::stop_group(record.pgid, shared.service.stop_timeout.0, None).await;
         }
         pidfile::remove(&pid_path).map_err(io_err("remove", &pid_path))?;
         let process = shared.spawn(argv, ctx, version).await?;
@@ -293,7 +307,7 @@ impl Shared {
     async fn stop_recorded(&self) -> Result<(), SupervisorError> {
         if let Some(record) = self.live_record() {
             tracing::info!(service = %self.service.name, pid = record.pid, "stopping the recorded service process");
-            crate::child::stop_group(record.pgid, self.service.stop_timeout.0, None).await;
+            crate::host::child::stop_group(record.pgid, self.service.stop_timeout.0, None).await;
         }
         let path = self.dir.join(pidfile::FILE_NAME);
         pidfile::remove(&path).map_err(io_err("remove", &path))

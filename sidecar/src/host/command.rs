@@ -2,7 +2,7 @@
 //! where the program is found, in which directory and environment, and running one
 //! to completion within a timeout without leaving anything behind.
 
-use crate::process::{GroupGuard, signal_group};
+use crate::host::process::{GroupGuard, signal_group};
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -5,9 +5,9 @@
 //! Nothing here talks to ZooKeeper: the fence before and the commit after do.
 
 use crate::config::ServiceConfig;
-use crate::hooks;
-use crate::releases::ReleaseStore;
-use crate::supervisor::{Status, Supervisor};
+use crate::host::hooks;
+use crate::host::releases::ReleaseStore;
+use crate::host::supervisor::{Status, Supervisor};
 use std::path::PathBuf;
 use std::time::Duration;
 use znode_schema::Policy;

@@ -2,7 +2,7 @@
 //!
 //! # Expected flow
 //! A front host reads the head deploy entry (remembering its data version), counts
-//! online hosts and markers, decides with [`crate::turn::decide`], and commits:
+//! online hosts and markers, decides with [`crate::coord::turn::decide`], and commits:
 //! 1. `setData(deploy entry, same bytes, version read)`: fails with BadVersion when
 //!    anyone else fenced, paused or halted since the read, and bumps the version;
 //! 2. `check(ticket, version 0)`: the ticket (and so this session) still exists;
@@ -18,10 +18,11 @@
 //! A fence whose reply was lost may have landed. The caller re-reads: the marker
 //! exists if and only if the fence committed (only this host creates it).
 
-use crate::session::Session;
-use crate::turn::{Front, Head};
-use crate::zk::{self, ZkError};
-use znode_schema::{DeployEntry, DeployName, TicketName, Upgrading, decode, encode, seq::sorted_deploys, time};
+use super::deploys::{self, Queue, Slot, Watch};
+use super::session::Session;
+use super::turn::{Front, Head};
+use super::zk::{self, ZkError};
+use znode_schema::{DeployName, TicketName, Upgrading, encode, time};
 use zookeeper_client::{self as zkc, MultiWriteError, OneshotWatcher};
 
 /// The outcome of a fence attempt.
@@ -33,61 +34,30 @@ pub enum Fenced {
     Moved,
 }
 
-/// Reads the head of `deploy/`, with a watch on the directory (for front hosts).
-pub async fn head(s: &Session, watch: bool) -> Result<(Option<Head>, Option<OneshotWatcher>), ZkError> {
-    let dir = s.layout.deploy_dir();
-    let (children, watcher) = if watch {
-        let (c, w) = s.client.list_and_watch_children(&dir).await.map_err(|e| ZkError::call("list", &dir, e))?;
-        (c, Some(w))
-    } else {
-        (zk::children(&s.client, &dir).await?, None)
-    };
-    for name in sorted_deploys(&children) {
-        let path = s.layout.deploy_entry(&name);
-        match s.client.get_data(&path).await {
-            Ok((raw, stat)) => {
-                let entry = match decode::<DeployEntry>(&path, &raw) {
-                    Ok(e) => Some(e),
-                    Err(err) => {
-                        tracing::error!(error = %err, "unreadable deploy entry at the head of the queue");
-                        None
-                    }
-                };
-                return Ok((Some(Head { name, entry, version: stat.version, raw }), watcher));
-            }
-            Err(zkc::Error::NoNode) => continue,
-            Err(e) => return Err(ZkError::call("get", path, e)),
-        }
-    }
-    Ok((None, watcher))
-}
-
 /// What a front host reads before deciding, and the watches that wake it when any
-/// of it changes: `deploy/`, the head entry, `current/<service>`, `upgrading/`.
-pub async fn front(s: &Session, service: &str) -> Result<(Front, Vec<OneshotWatcher>), ZkError> {
-    let (head, dir_watch) = head(s, true).await?;
-    let mut watches: Vec<OneshotWatcher> = dir_watch.into_iter().collect();
+/// of it changes: `deploy/`, the head entry, `current/<service>`, and the head's
+/// `upgrading/` when the head is this rollout. Also returns the queue as read.
+pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, Queue, Vec<OneshotWatcher>), ZkError> {
+    let (queue, mut watches) = deploys::read(s, Watch { dir: true, head: true }).await?;
     let cur = s.layout.current_service(service);
     let (online, w) = s.client.list_and_watch_children(&cur).await.map_err(|e| ZkError::call("list", &cur, e))?;
     watches.push(w);
     let self_online = online.contains(&s.host);
-    let mut upgrading = 0;
-    if let Some(h) = &head {
-        let entry = s.layout.deploy_entry(&h.name);
-        if let Ok((_, _, w)) = s.client.get_and_watch_data(&entry).await {
-            watches.push(w);
-        }
+    let (mut upgrading, mut own_marker) = (0, false);
+    if let Some(h) = queue.head().filter(|h| h.is(service, version)) {
         let dir = s.layout.upgrading_dir(&h.name);
         match s.client.list_and_watch_children(&dir).await {
             Ok((markers, w)) => {
                 upgrading = markers.len() as u32;
+                own_marker = markers.contains(&s.host);
                 watches.push(w);
             }
             Err(zkc::Error::NoNode) => {}
             Err(e) => return Err(ZkError::call("list", dir, e)),
         }
     }
-    Ok((Front { head, online: online.len() as u32, upgrading, self_online }, watches))
+    let front = Front { head: queue.head().cloned(), online: online.len() as u32, upgrading, self_online, own_marker };
+    Ok((front, queue, watches))
 }
 
 /// Commits the fence for `ticket`, moving from `from` to `to`.
@@ -104,12 +74,25 @@ pub async fn commit(
     from: Option<&str>,
     to: &str,
 ) -> Result<Fenced, ZkError> {
-    let marker = Upgrading { host: s.host.clone(), from: from.map(str::to_string), to: to.into(), since: time::now() };
+    let marker = Upgrading {
+        host: s.host.clone(),
+        service: Some(service.into()),
+        from: from.map(str::to_string),
+        to: to.into(),
+        since: time::now(),
+    };
     let attempt = || try_commit(s, service, head, ticket, self_online, &marker);
     match attempt().await? {
         Some(fenced) => Ok(fenced),
         None => {
-            zk::mkdir_p(&s.client, &s.layout.upgrading_dir(&head.name)).await?;
+            // Not mkdir -p: that would re-create an entry an operator just deleted
+            // (abort), with empty data, at the head of the queue.
+            let dir = s.layout.upgrading_dir(&head.name);
+            match s.client.create(&dir, b"", &zk::persistent()).await {
+                Ok(_) | Err(zkc::Error::NodeExists) => {}
+                Err(zkc::Error::NoNode) => return Ok(Fenced::Moved),
+                Err(e) => return Err(ZkError::call("create", dir, e)),
+            }
             Ok(attempt().await?.unwrap_or(Fenced::Moved))
         }
     }
@@ -159,18 +142,42 @@ async fn try_commit(
     }
 }
 
-/// Finds this host's marker in any deploy entry (after a crash or a session loss).
-pub async fn find_marker(s: &Session) -> Result<Option<(DeployName, Upgrading)>, ZkError> {
-    for name in sorted_deploys(&zk::children(&s.client, &s.layout.deploy_dir()).await?) {
-        let path = s.layout.upgrading(&name, &s.host);
+/// Finds this host's marker of `service` (after a crash or a session loss): only
+/// under entries of `service` (a host runs several services, each recovers its own),
+/// and, where the marker names its service, only a marker naming `service`.
+pub fn find_marker_in<'q>(queue: &'q Queue, service: &str) -> impl Iterator<Item = &'q Slot> + 'q {
+    let svc = service.to_string();
+    queue.slots.iter().filter(move |slot| slot.of(&svc))
+}
+
+/// Reads this host's marker of `service`, if any, among the entries of `queue`.
+pub async fn find_marker(
+    s: &Session,
+    queue: &Queue,
+    service: &str,
+) -> Result<Option<(DeployName, Upgrading)>, ZkError> {
+    for slot in find_marker_in(queue, service) {
+        let path = s.layout.upgrading(&slot.name, &s.host);
         match zk::get::<Upgrading>(&s.client, &path).await {
-            Ok(Some((m, _, _))) => return Ok(Some((name, m))),
+            Ok(Some((m, _, _))) if m.service.as_deref().is_none_or(|svc| svc == service) => {
+                return Ok(Some((slot.name.clone(), m)));
+            }
+            Ok(Some((m, _, _))) => {
+                tracing::error!(path, marker_service = ?m.service, "a marker naming another service under this service's entry; leaving it alone");
+            }
             Ok(None) => {}
             Err(ZkError::Decode(err)) => {
-                // A marker we cannot read is still ours: treat it as a step from nowhere.
+                // A marker we cannot read under our own service's entry is still ours:
+                // treat it as a step from nowhere (undone).
                 tracing::error!(error = %err, "unreadable upgrading marker; undoing the step");
-                let m = Upgrading { host: s.host.clone(), from: None, to: String::new(), since: time::now() };
-                return Ok(Some((name, m)));
+                let m = Upgrading {
+                    host: s.host.clone(),
+                    service: Some(service.into()),
+                    from: None,
+                    to: String::new(),
+                    since: time::now(),
+                };
+                return Ok(Some((slot.name.clone(), m)));
             }
             Err(e) => return Err(e),
         }

@@ -1,7 +1,7 @@
 //! The errors of the release store.
 
-use crate::download::DownloadError;
-use crate::unpack::UnpackError;
+use crate::host::download::DownloadError;
+use crate::host::unpack::UnpackError;
 use std::io;
 use std::path::PathBuf;
 use znode_schema::NameError;

@@ -1,8 +1,8 @@
 //! Health checks: an HTTP GET answering 2xx, a TCP connect, or a command exiting 0,
 //! each within a timeout.
 
-use crate::command::{self, CommandContext, CommandError};
 use crate::config::HealthCheck;
+use crate::host::command::{self, CommandContext, CommandError};
 use std::time::Duration;
 
 /// Why a health check failed.
@@ -110,6 +110,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Runs `check` once within `timeout`; an exec check runs in `ctx`.
+#[cfg(test)]
 pub async fn check_once(check: &HealthCheck, timeout: Duration, ctx: &CommandContext) -> Result<(), HealthError> {
     Checker::new(check.clone(), timeout).check(ctx).await
 }

@@ -4,7 +4,7 @@
 //! process group. It must exit 0 within its timeout; on timeout its whole group is
 //! SIGKILLed. Anything it leaves running in its group is killed when it exits.
 
-use crate::command::{self, CommandContext, CommandError};
+use crate::host::command::{self, CommandContext, CommandError};
 use std::path::Path;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ mod tests {
         assert!(err.ends_with("timed out after 500ms and was killed; stderr: started"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(30), "the hook was not cut short");
         let child: i32 = std::fs::read_to_string(dir.path().join("child")).unwrap().trim().parse().unwrap();
-        crate::process::tests::wait_until(|| !crate::process::alive(child));
+        crate::host::process::tests::wait_until(|| !crate::host::process::alive(child));
     }
 
     #[tokio::test]

@@ -7,23 +7,23 @@
 //! 4. fewer than `max_parallel` upgrading markers exist under the head entry.
 //!
 //! The snapshot is taken in that order of cost: a host that is not at the front of
-//! the ticket queue reads nothing else and watches only its predecessor ticket, so
-//! ZooKeeper traffic per host does not grow with the number of hosts (no herd).
+//! the ticket queue reads nothing else and watches only the `max_parallel` tickets
+//! just ahead of it, so ZooKeeper traffic per host does not grow with the number of
+//! hosts (no herd).
+//!
+//! # Why the K tickets ahead
+//! A host is eligible by position when fewer than K = `max_parallel` tickets are
+//! ahead of it. While the K tickets just ahead of it all exist, at least K are ahead,
+//! so it cannot have become eligible: watching exactly those K wakes it as soon as it
+//! may be, whichever of the front tickets finishes first (a host watching only its
+//! predecessor misses a further ticket finishing first and leaves a slot free).
+//! Each ticket's deletion wakes at most the K hosts behind it: constant in N.
 
-use znode_schema::{DeployEntry, DeployName, DeployState, Staging, TicketName};
+use super::deploys::Slot;
+use znode_schema::{DeployState, Staging, TicketName};
 
-/// The head deploy entry as read, with what the fence needs to check it.
-#[derive(Debug, Clone)]
-pub struct Head {
-    /// Its name.
-    pub name: DeployName,
-    /// Its payload; `None` when it could not be decoded (nothing moves then).
-    pub entry: Option<DeployEntry>,
-    /// Its data version, checked and bumped by the fence.
-    pub version: i32,
-    /// Its raw bytes, written back unchanged by the fence (unknown fields survive).
-    pub raw: Vec<u8>,
-}
+/// The head deploy entry as read: a slot of the one queue reader.
+pub type Head = Slot;
 
 /// What a front host sees.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct Front {
     pub upgrading: u32,
     /// Whether this host is among the online ones.
     pub self_online: bool,
+    /// Whether this host's own marker is among the head's markers (a fence whose
+    /// reply was lost landed): it is this host's slot, not a taken one.
+    pub own_marker: bool,
 }
 
 /// The decision.
@@ -45,10 +48,11 @@ pub enum Verdict {
     Go,
     /// The host has no ticket in the queue (it must create one first).
     NoTicket,
-    /// Not among the first `max_parallel` tickets: watch `predecessor` only.
+    /// Not among the first `max_parallel` tickets: watch the `max_parallel` tickets
+    /// just ahead (see the module docs).
     Behind {
-        /// The ticket just ahead of ours.
-        predecessor: TicketName,
+        /// The tickets just ahead of ours, nearest last.
+        ahead: Vec<TicketName>,
     },
     /// The head of the deploy queue is another rollout (or none): wait for `deploy/`.
     NotHead,
@@ -73,8 +77,9 @@ pub fn position(tickets: &[TicketName], me: &TicketName, staging: &Staging) -> V
     let Some(pos) = tickets.iter().position(|t| t == me) else {
         return Verdict::NoTicket;
     };
-    if pos as u32 >= staging.policy.max_parallel {
-        return Verdict::Behind { predecessor: tickets[pos - 1].clone() };
+    let k = staging.policy.max_parallel.max(1) as usize;
+    if pos >= k {
+        return Verdict::Behind { ahead: tickets[pos - k..pos].to_vec() };
     }
     Verdict::Go
 }
@@ -87,6 +92,11 @@ pub fn decide(staging: &Staging, front: &Front) -> Verdict {
     };
     if entry.service != staging.service || entry.version != staging.version {
         return Verdict::NotHead;
+    }
+    if front.own_marker {
+        // A fence of this host for this rollout landed although its reply was lost
+        // (a pause after it does not undo it): the slot is ours.
+        return Verdict::Go;
     }
     if entry.state != DeployState::Active {
         return Verdict::Inactive(entry.state.to_string());
@@ -106,7 +116,7 @@ pub fn decide(staging: &Staging, front: &Front) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use znode_schema::{Artifact, ArtifactFormat, Policy, Quorum};
+    use znode_schema::{Artifact, ArtifactFormat, DeployEntry, DeployName, Policy, Quorum};
 
     fn staging(quorum: Quorum, max_parallel: u32) -> Staging {
         Staging {
@@ -139,7 +149,7 @@ mod tests {
 
     fn front(entry: Option<DeployEntry>, online: u32, upgrading: u32) -> Front {
         let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![] };
-        Front { head: Some(head), online, upgrading, self_online: true }
+        Front { head: Some(head), online, upgrading, self_online: true, own_marker: false }
     }
 
     fn t(host: &str, seq: u64) -> TicketName {
@@ -152,8 +162,23 @@ mod tests {
         let q = [t("a", 1), t("b", 2), t("c", 5)];
         assert_eq!(position(&q, &t("a", 1), &s), Verdict::Go);
         assert_eq!(position(&q, &t("b", 2), &s), Verdict::Go);
-        assert_eq!(position(&q, &t("c", 5), &s), Verdict::Behind { predecessor: t("b", 2) });
+        assert_eq!(position(&q, &t("c", 5), &s), Verdict::Behind { ahead: vec![t("a", 1), t("b", 2)] });
         assert_eq!(position(&q, &t("d", 9), &s), Verdict::NoTicket);
+        let q = [t("a", 1), t("b", 2), t("c", 5), t("d", 7), t("e", 8)];
+        assert_eq!(
+            position(&q, &t("e", 8), &staging(Quorum::Count(1), 3)),
+            Verdict::Behind { ahead: vec![t("b", 2), t("c", 5), t("d", 7)] }
+        );
+        assert_eq!(position(&q, &t("b", 2), &staging(Quorum::Count(1), 1)), Verdict::Behind { ahead: vec![t("a", 1)] });
+    }
+
+    #[test]
+    fn an_own_marker_is_this_hosts_slot() {
+        let a = Some(entry("api", "2", DeployState::Active));
+        let mut f = front(a, 5, 1);
+        assert_eq!(decide(&staging(Quorum::Count(0), 1), &f), Verdict::Slots { upgrading: 1 });
+        f.own_marker = true;
+        assert_eq!(decide(&staging(Quorum::Count(0), 1), &f), Verdict::Go);
     }
 
     #[test]
@@ -168,7 +193,7 @@ mod tests {
             Verdict::Inactive("paused".into())
         );
         assert!(matches!(decide(&s, &front(None, 3, 0)), Verdict::Inactive(_)));
-        let no_head = Front { head: None, online: 3, upgrading: 0, self_online: true };
+        let no_head = Front { head: None, online: 3, upgrading: 0, self_online: true, own_marker: false };
         assert_eq!(decide(&s, &no_head), Verdict::NotHead);
     }
 

@@ -5,11 +5,11 @@
 //! may have vanished meanwhile (an operator's `unlock` or `abort`, a session that
 //! expired): the transaction is built from what exists and rebuilt if that changed.
 
-use crate::history;
-use crate::session::Session;
-use crate::zk::{self, ZkError};
+use crate::coord::history;
+use crate::coord::session::Session;
+use crate::coord::zk::{self, ZkError};
 use znode_schema::{
-    Current, DeployEntry, DeployName, DeployState, EventKind, Staging, TicketName, decode, encode, seq::SeqName,
+    Current, DeployEntry, DeployName, DeployState, EventKind, TicketName, decode, encode, seq::SeqName,
 };
 use zookeeper_client::{self as zkc, MultiWriteError};
 
@@ -50,12 +50,13 @@ pub async fn undo(s: &Session, end: &StepEnd<'_>, version: Option<&str>, detail:
 pub async fn failure(
     s: &Session,
     end: &StepEnd<'_>,
-    staging: &Staging,
+    version: &str,
+    max_failures: u32,
     cause: &str,
 ) -> Result<Option<DeployState>, ZkError> {
-    let ev = history::event(end.service, EventKind::HostFailed, Some(&staging.version), &s.host, Some(cause.into()));
+    let ev = history::event(end.service, EventKind::HostFailed, Some(version), &s.host, Some(cause.into()));
     let mut last = None;
-    let policy_max = staging.policy.max_failures;
+    let policy_max = max_failures;
     let count = |entry: &mut DeployEntry| {
         entry.failures += 1;
         if !entry.failed_hosts.contains(&s.host) {
@@ -85,12 +86,23 @@ async fn finish(
     let current = s.layout.current_host(end.service, &s.host);
     let mut state = None;
     for _ in 0..ATTEMPTS {
+        let mut skip_register = false;
         let ticket = match end.ticket {
             Some(t) if exists(s, &s.layout.ticket(end.service, t)).await? => Some(s.layout.ticket(end.service, t)),
             _ => None,
         };
         let has_marker = exists(s, &marker).await?;
-        let registered = exists(s, &current).await?;
+        let registered = match zk::owner(&s.client, &current).await? {
+            Some(owner) if owner == s.id() => true,
+            None => false,
+            Some(owner) => {
+                // Another session holds this host id's node: never overwrite it here;
+                // the registration's own guard claims it (or stops the sidecar).
+                tracing::error!(path = %current, owner = %zk::session_hex(owner), "registration held by another session; committing without it");
+                skip_register = true;
+                true
+            }
+        };
         let entry = match count {
             Some(_) => zk::get::<DeployEntry>(&s.client, &entry_path).await.or_else(|e| match e {
                 ZkError::Decode(err) => {
@@ -119,7 +131,7 @@ async fn finish(
             if let Some(t) = &ticket {
                 txn.add_delete(t, None)?;
             }
-            if let Some(cur) = end.register {
+            if let Some(cur) = end.register.filter(|_| !skip_register) {
                 if registered {
                     txn.add_set_data(&current, &encode(cur), None)?;
                 } else {
@@ -159,21 +171,48 @@ async fn finish(
     Err(ZkError::call("multi", marker, zkc::Error::BadVersion))
 }
 
-/// Completes the rollout of `staging` on deploy entry `name` if it is done: every
-/// online host runs the staged version (or failed in this rollout), and no markers
-/// or tickets remain. Deletes the entry with a `completed` event. Returns whether
-/// it completed. Cheap when it is not done: it lists tickets first.
-pub async fn complete_if_done(s: &Session, staging: &Staging, name: &DeployName) -> Result<bool, ZkError> {
-    let svc = &staging.service;
-    if !zk::children(&s.client, &s.layout.staging(svc)).await?.is_empty() {
-        return Ok(false);
+/// Why a rollout is not complete (or that it is), as decided by [`complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// It was complete: the entry is deleted, with a `completed` event.
+    Completed,
+    /// The entry is gone already (completed or aborted by someone else).
+    Gone,
+    /// Not complete, and why (for logs).
+    NotDone(String),
+}
+
+/// The one decider of completion (SPEC step 6), called after every outcome: a
+/// success, a failure, an undone step, a rollout in which nobody needs to step, a
+/// boot, and by other services' hosts for a head no host of its service runs.
+///
+/// The rollout of `service` at `version` on entry `name` is complete when the entry
+/// is `active` (a paused or halted rollout is never closed: it waits for an
+/// operator), no ticket and no marker remain, and every online host of the service
+/// that is not in the entry's `failed_hosts` runs `version`. With no online host at
+/// all it is vacuous and completes too (it would block the queue forever). Then one
+/// multi deletes `upgrading/` and the entry, checking the entry's data version (a
+/// concurrent fence, pause or halt wins), and adds a `completed` event. Cheap when
+/// it is not done: tickets are listed first. Unreadable nodes make it "not done",
+/// never an error.
+pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployName) -> Result<Completion, ZkError> {
+    let not_done = |why: String| Ok(Completion::NotDone(why));
+    let tickets = zk::children(&s.client, &s.layout.staging(service)).await?;
+    if !tickets.is_empty() {
+        return not_done(format!("{} host(s) queued", tickets.len()));
     }
     let entry_path = s.layout.deploy_entry(name);
-    let Some((entry, stat, _)) = zk::get::<DeployEntry>(&s.client, &entry_path).await? else {
-        return Ok(false);
+    let (entry, stat) = match zk::get::<DeployEntry>(&s.client, &entry_path).await {
+        Ok(Some((e, stat, _))) => (e, stat),
+        Ok(None) => return Ok(Completion::Gone),
+        Err(ZkError::Decode(err)) => return not_done(format!("unreadable entry: {err}")),
+        Err(e) => return Err(e),
     };
-    if entry.service != *svc || entry.version != staging.version {
-        return Ok(false);
+    if entry.service != service || entry.version != version {
+        return not_done(format!("{name} is {} {}", entry.service, entry.version));
+    }
+    if entry.state != DeployState::Active {
+        return not_done(format!("the rollout is {}", entry.state));
     }
     let up_dir = s.layout.upgrading_dir(name);
     let (markers, up_stat) = match s.client.get_children(&up_dir).await {
@@ -182,44 +221,51 @@ pub async fn complete_if_done(s: &Session, staging: &Staging, name: &DeployName)
         Err(e) => return Err(ZkError::call("list", up_dir, e)),
     };
     if !markers.is_empty() {
-        return Ok(false);
+        return not_done(format!("{} host(s) stepping", markers.len()));
     }
-    let hosts = zk::children(&s.client, &s.layout.current_service(svc)).await?;
-    for h in &hosts {
-        if entry.failed_hosts.contains(h) {
-            continue;
-        }
-        let path = s.layout.current_host(svc, h);
+    let hosts = zk::children(&s.client, &s.layout.current_service(service)).await?;
+    for h in hosts.iter().filter(|h| !entry.failed_hosts.contains(h)) {
+        let path = s.layout.current_host(service, h);
         match zk::get::<Current>(&s.client, &path).await {
-            Ok(Some((c, _, _))) if c.version == staging.version => {}
+            Ok(Some((c, _, _))) if c.version == version => {}
             Ok(None) => {}
-            Ok(Some(_)) => return Ok(false),
-            Err(ZkError::Decode(err)) => {
-                tracing::warn!(error = %err, "unreadable registration; not completing the rollout");
-                return Ok(false);
-            }
+            Ok(Some(c)) => return not_done(format!("{h} runs {}", c.0.version)),
+            Err(ZkError::Decode(err)) => return not_done(format!("unreadable registration: {err}")),
             Err(e) => return Err(e),
         }
     }
-    let detail = (!entry.failed_hosts.is_empty()).then(|| format!("failed hosts: {}", entry.failed_hosts.join(", ")));
-    let ev = history::event(svc, EventKind::Completed, Some(&staging.version), &s.host, detail);
+    let mut details = Vec::new();
+    if hosts.is_empty() {
+        details.push(format!("no host of {service} is online"));
+    }
+    if !entry.failed_hosts.is_empty() {
+        details.push(format!("failed hosts: {}", entry.failed_hosts.join(", ")));
+    }
+    let detail = (!details.is_empty()).then(|| details.join("; "));
+    let ev = history::event(service, EventKind::Completed, Some(version), &s.host, detail);
     let (prefix, data) = history::create_op(&s.layout, &ev);
+    let has_history = exists(s, &s.layout.history(service)).await?;
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
         if let Some(st) = up_stat {
             txn.add_delete(&up_dir, Some(st.version))?;
         }
         txn.add_delete(&entry_path, Some(stat.version))?;
-        txn.add_create(&prefix, &data, &zk::persistent_sequential())
+        if has_history {
+            txn.add_create(&prefix, &data, &zk::persistent_sequential())?;
+        }
+        Ok::<_, zkc::Error>(())
     })();
     built.map_err(|e| ZkError::call("multi", &entry_path, e))?;
     match txn.commit().await {
         Ok(_) => {
-            tracing::info!(service = %svc, version = %staging.version, "rollout completed");
-            prune_history(s, svc).await;
-            Ok(true)
+            tracing::info!(%service, %version, entry = %name, "rollout completed");
+            prune_history(s, service).await;
+            Ok(Completion::Completed)
         }
-        Err(MultiWriteError::OperationFailed { .. }) => Ok(false),
+        Err(MultiWriteError::OperationFailed { index, source }) => {
+            not_done(format!("the completion raced another change (op {index}: {source})"))
+        }
         Err(MultiWriteError::RequestFailed { source }) => Err(ZkError::call("multi", entry_path, source)),
     }
 }

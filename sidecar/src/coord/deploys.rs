@@ -1,0 +1,121 @@
+//! The one reader of the deploy order queue (`deploy/`), with one policy for
+//! entries it cannot read.
+//!
+//! # Policy for unreadable entries
+//! An entry whose payload does not decode names no service, so nobody can tell whose
+//! rollout it is. It is kept in the queue as [`Slot::entry`] `None`: it is never
+//! matched to a service (no host fences on it, recovers from it or completes it), and
+//! as the head it blocks every rollout behind it until an operator deletes it
+//! (`deployctl abort`, or `zkCli.sh deleteall`). It is logged, never an error: one bad
+//! znode does not tear down a session, and so never another service's step.
+//!
+//! An entry deleted between the listing and the read (completed, aborted) is skipped.
+
+use super::session::Session;
+use super::zk::{self, ZkError};
+use znode_schema::{DeployEntry, DeployName, decode, seq::sorted_deploys};
+use zookeeper_client::{self as zkc, OneshotWatcher};
+
+/// One entry of the queue as read.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Its name (`deploy-<seq>`).
+    pub name: DeployName,
+    /// Its payload; `None` when it could not be decoded.
+    pub entry: Option<DeployEntry>,
+    /// Its data version, checked and bumped by the fence.
+    pub version: i32,
+    /// Its raw bytes, written back unchanged by the fence (unknown fields survive).
+    pub raw: Vec<u8>,
+}
+
+impl Slot {
+    /// Whether this is the rollout of `service` at `version`.
+    pub fn is(&self, service: &str, version: &str) -> bool {
+        self.entry.as_ref().is_some_and(|e| e.service == service && e.version == version)
+    }
+
+    /// Whether this entry is a rollout of `service` (any version).
+    pub fn of(&self, service: &str) -> bool {
+        self.entry.as_ref().is_some_and(|e| e.service == service)
+    }
+}
+
+/// The deploy queue, head first.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    /// The entries in sequence order.
+    pub slots: Vec<Slot>,
+}
+
+impl Queue {
+    /// The head entry (lowest sequence), if any.
+    pub fn head(&self) -> Option<&Slot> {
+        self.slots.first()
+    }
+
+    /// The first entry of `service` in queue order: its current rollout.
+    pub fn of(&self, service: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.of(service))
+    }
+
+    /// The rollout of `service` at `version`, when it is that service's first entry
+    /// (an older rollout of the service ahead of it goes first).
+    pub fn rollout(&self, service: &str, version: &str) -> Option<&Slot> {
+        self.of(service).filter(|s| s.is(service, version))
+    }
+
+    /// Every entry of `service`.
+    pub fn all_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Slot> + 'a {
+        self.slots.iter().filter(move |s| s.of(service))
+    }
+}
+
+/// What to watch while reading.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watch {
+    /// The children of `deploy/` (a new head, a completed entry).
+    pub dir: bool,
+    /// The head entry's data (a fence, pause or halt rewrites it).
+    pub head: bool,
+}
+
+/// Reads the whole queue (deploy entries are few: one per service rollout) with the
+/// watches asked for.
+pub async fn read(s: &Session, watch: Watch) -> Result<(Queue, Vec<OneshotWatcher>), ZkError> {
+    let dir = s.layout.deploy_dir();
+    let mut watches = Vec::new();
+    let children = if watch.dir {
+        let (c, w) = s.client.list_and_watch_children(&dir).await.map_err(|e| ZkError::call("list", &dir, e))?;
+        watches.push(w);
+        c
+    } else {
+        zk::children(&s.client, &dir).await?
+    };
+    let mut slots = Vec::new();
+    for name in sorted_deploys(&children) {
+        let path = s.layout.deploy_entry(&name);
+        let got = if watch.head && slots.is_empty() {
+            s.client.get_and_watch_data(&path).await.map(|(raw, stat, w)| {
+                watches.push(w);
+                (raw, stat)
+            })
+        } else {
+            s.client.get_data(&path).await
+        };
+        let (raw, stat) = match got {
+            Ok(r) => r,
+            Err(zkc::Error::NoNode) => continue,
+            Err(e) => return Err(ZkError::call("get", path, e)),
+        };
+        let entry = match decode::<DeployEntry>(&path, &raw) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable deploy entry: it blocks the queue while it is the head");
+                None
+            }
+        };
+        slots.push(Slot { name, entry, version: stat.version, raw });
+    }
+    Ok((Queue { slots }, watches))
+}
