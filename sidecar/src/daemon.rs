@@ -168,7 +168,7 @@ async fn sessions(
         loop {
             let now = state.changed().await;
             if now.is_terminated() {
-                tracing::warn!(session = %zk::session_hex(s.id()), state = ?now, "zookeeper session ended; opening a new one");
+                tracing::warn!(session = %zk::session_hex(s.id()), state = ?now, "zookeeper session lost; opening a new one");
                 break;
             }
         }

@@ -55,6 +55,14 @@ fn restart(fleet: &mut Fleet, i: usize) {
     fleet.start(i);
 }
 
+/// A reboot of host `i`: its sidecar and its service die, so boot chooses a version
+/// (a restarted sidecar whose service still runs keeps it and reads no popularity).
+fn reboot(fleet: &mut Fleet, i: usize) {
+    fleet.kill(i);
+    baton_tests::fleet::kill_services(&fleet.hosts[i].data_dir);
+    fleet.start(i);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_json_at_every_path_the_sidecar_reads() {
     let root = unique_root("garbage");
@@ -74,7 +82,7 @@ async fn malformed_json_at_every_path_the_sidecar_reads() {
     // current/<svc>/<other host>: read at boot (popularity) and at completion.
     let ghost = l.current_host("api", "ghost");
     put(&c, &ghost, GARBAGE).await;
-    restart(&mut fleet, 1);
+    reboot(&mut fleet, 1);
     still_up(&mut fleet, &c, &before, &ghost).await;
     c.delete(&ghost, None).await.unwrap();
 
@@ -82,7 +90,7 @@ async fn malformed_json_at_every_path_the_sidecar_reads() {
     let release = l.release("api", "1");
     let (good_release, _) = c.get_data(&release).await.unwrap();
     c.set_data(&release, GARBAGE, None).await.unwrap();
-    restart(&mut fleet, 0);
+    reboot(&mut fleet, 0);
     still_up(&mut fleet, &c, &before, &release).await;
     c.set_data(&release, &good_release, None).await.unwrap();
 

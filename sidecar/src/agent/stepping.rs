@@ -149,7 +149,9 @@ impl Agent {
     ) -> Result<Lifecycle, ZkError> {
         let (staged, _) = self.staging(&c.s).await?;
         let policy = staged.filter(|st| st.version == marker.to).map(|st| st.policy).unwrap_or_else(Policy::default);
-        let step = Step { entry, from: marker.from.clone(), to: marker.to.clone(), policy, ticket: None };
+        // An unreadable marker says nothing of the step: undo it by keeping what is active.
+        let from = if marker.to.is_empty() { self.active() } else { marker.from.clone() };
+        let step = Step { entry, from, to: marker.to.clone(), policy, ticket: None };
         if !marker.to.is_empty() && self.store.has(&marker.to) && self.active().as_deref() == Some(marker.to.as_str()) {
             tracing::info!(version = %marker.to, "the new release is active: finishing the interrupted step");
             return Ok(Lifecycle::Verifying(step));
