@@ -30,8 +30,10 @@ pub enum Behaviour {
 pub struct Host {
     /// Its host id.
     pub id: String,
-    /// Its service's HTTP port.
+    /// Its first service's HTTP port.
     pub port: u16,
+    /// Each service's HTTP port, in the fleet's service order (`ports[0].1 == port`).
+    pub ports: Vec<(String, u16)>,
     /// Its data dir.
     pub data_dir: PathBuf,
     /// Its config file.
@@ -48,8 +50,10 @@ pub struct Fleet {
     pub zk: String,
     /// The root path of this test.
     pub root: String,
-    /// The service name.
+    /// The (first) service name.
     pub service: String,
+    /// Every service each host runs, in config order (`services[0] == service`).
+    pub services: Vec<String>,
     /// The hosts.
     pub hosts: Vec<Host>,
     /// Session timeout written in the configs.
@@ -60,19 +64,36 @@ pub struct Fleet {
 impl Fleet {
     /// A fleet of `n` hosts (`<svc>-1`…) of service `svc`, not started.
     pub fn new(zk: &str, root: &str, svc: &str, n: usize) -> Self {
-        let dir = tempfile::Builder::new().prefix("baton-fleet-").tempdir().unwrap();
-        let mut fleet = Fleet {
-            zk: zk.into(),
-            root: root.into(),
-            service: svc.into(),
-            hosts: Vec::new(),
-            session_timeout: Duration::from_secs(4),
-            dir,
-        };
+        let mut fleet = Self::empty(zk, root, &[svc]);
         for i in 1..=n {
             fleet.add_host(&format!("{svc}-{i}"));
         }
         fleet
+    }
+
+    /// A fleet of `n` hosts (`host-1`…) each running every one of `services` (one
+    /// sidecar config with a `[[service]]` table per service, each with its own
+    /// port), not started.
+    pub fn multi(zk: &str, root: &str, services: &[&str], n: usize) -> Self {
+        assert!(!services.is_empty(), "a fleet runs at least one service");
+        let mut fleet = Self::empty(zk, root, services);
+        for i in 1..=n {
+            fleet.add_host(&format!("host-{i}"));
+        }
+        fleet
+    }
+
+    fn empty(zk: &str, root: &str, services: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("baton-fleet-").tempdir().unwrap();
+        Fleet {
+            zk: zk.into(),
+            root: root.into(),
+            service: services[0].into(),
+            services: services.iter().map(|s| s.to_string()).collect(),
+            hosts: Vec::new(),
+            session_timeout: Duration::from_secs(4),
+            dir,
+        }
     }
 
     /// Adds a host (not started) and returns its index.
@@ -80,32 +101,50 @@ impl Fleet {
         let base = self.dir.path().join(id);
         let data_dir = base.join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let port = crate::zk::free_port();
+        let ports: Vec<(String, u16)> = self.services.iter().map(|s| (s.clone(), crate::zk::free_port())).collect();
+        let port = ports[0].1;
         let config = base.join("sidecar.toml");
         let log = base.join("sidecar.log");
-        let host = Host { id: id.into(), port, data_dir, config, log, child: None };
+        let host = Host { id: id.into(), port, ports, data_dir, config, log, child: None };
         self.write_config(&host, "");
         self.hosts.push(host);
         self.hosts.len() - 1
     }
 
-    /// Writes host `h`'s config, with `extra` appended to its `[[service]]` table.
+    /// Writes host `h`'s config, with `extra` appended to its first `[[service]]` table.
     pub fn write_config(&self, h: &Host, extra: &str) {
-        let cfg = format!(
+        let first = self.service.clone();
+        self.write_config_services(h, &[(first.as_str(), extra)]);
+    }
+
+    /// Writes host `h`'s config with a `[[service]]` table per service of the fleet,
+    /// `extras` (service, text) appended to the tables they name (hooks, `env`...).
+    /// An `env = {…}` in an extra replaces the default one (`PORT` is added to it).
+    pub fn write_config_services(&self, h: &Host, extras: &[(&str, &str)]) {
+        let mut cfg = format!(
             "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n\n\
-             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n\
-             [[service]]\nname = \"{svc}\"\nrun = [\"./demo\"]\nstop_timeout = \"5s\"\n\
-             env = {{ PORT = \"{port}\" }}\n\
-             health = {{ http = \"http://127.0.0.1:{port}/health\", interval = \"100ms\", timeout = \"1s\" }}\n{extra}",
+             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n",
             zk = self.zk,
             root = self.root,
             st = self.session_timeout.as_millis(),
             id = h.id,
             data = h.data_dir.display(),
-            svc = self.service,
-            port = h.port,
         );
+        for (svc, port) in &h.ports {
+            let extra: String = extras.iter().filter(|(s, _)| s == svc).map(|(_, e)| format!("{e}\n")).collect();
+            cfg.push_str(&service_table(svc, *port, &extra));
+        }
         std::fs::write(&h.config, cfg).unwrap();
+    }
+
+    /// Host `i`'s port for `service`.
+    pub fn port_of(&self, i: usize, service: &str) -> u16 {
+        let h = &self.hosts[i];
+        h.ports
+            .iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("{} runs no {service}", h.id))
     }
 
     /// Starts host `i`'s sidecar.
@@ -214,6 +253,24 @@ impl Drop for Fleet {
             kill_services(&h.data_dir);
         }
     }
+}
+
+/// One `[[service]]` table of the demo service on `port`; an `env = { … }` line in
+/// `extra` is merged with `PORT`.
+fn service_table(svc: &str, port: u16, extra: &str) -> String {
+    let mut env = format!("PORT = \"{port}\"");
+    let mut rest = String::new();
+    for line in extra.lines() {
+        match line.trim().strip_prefix("env = {").and_then(|l| l.trim_end().strip_suffix('}')) {
+            Some(vars) if !vars.trim().is_empty() => env = format!("{env}, {}", vars.trim()),
+            Some(_) => {}
+            None => rest.push_str(&format!("{line}\n")),
+        }
+    }
+    format!(
+        "\n[[service]]\nname = \"{svc}\"\nrun = [\"./demo\"]\nstop_timeout = \"5s\"\nenv = {{ {env} }}\n\
+         health = {{ http = \"http://127.0.0.1:{port}/health\", interval = \"100ms\", timeout = \"1s\" }}\n{rest}"
+    )
 }
 
 /// Kills every service process group recorded under a data dir (`*/service.pid`).
