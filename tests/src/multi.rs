@@ -44,6 +44,33 @@ pub async fn start_at(fleet: &mut Fleet, client: &zk::Client, versions: &[(&str,
     }
 }
 
+/// Host `i`'s sidecar log from byte `from` on, without terminal colour codes.
+pub fn log_since(fleet: &Fleet, i: usize, from: usize) -> String {
+    let log = crate::chaos::plain_log(fleet, i);
+    log.get(from..).unwrap_or("").to_string()
+}
+
+/// The api-then-web fleet most scenarios start from: every host runs `api` at
+/// `a1` and `web` at `w1`; then api rolls to `a2` (one host at a time, quorum 1)
+/// and completes. `web_v1` is web's first release (`None`: a good one).
+pub async fn api_done_web_at_w1(fleet: &mut Fleet, client: &zk::Client, web_v1: Option<Artifact>) {
+    let n = fleet.hosts.len();
+    let l = fleet.layout();
+    let a1 = good(fleet, "api", "a1");
+    stage(client, &l, "api", "a1", &a1, policy(0, n as u32, Duration::ZERO)).await;
+    let w1 = web_v1.unwrap_or_else(|| good(fleet, "web", "w1"));
+    stage(client, &l, "web", "w1", &w1, policy(0, n as u32, Duration::ZERO)).await;
+    fleet.start_all();
+    for (svc, v) in [("api", "a1"), ("web", "w1")] {
+        wait_service_versions(fleet, client, svc, n, v, PATIENCE).await;
+        wait_service_done(fleet, client, svc, PATIENCE).await;
+    }
+    let a2 = good(fleet, "api", "a2");
+    stage(client, &l, "api", "a2", &a2, policy(1, 1, Duration::from_millis(200))).await;
+    wait_service_versions(fleet, client, "api", n, "a2", PATIENCE).await;
+    wait_service_done(fleet, client, "api", PATIENCE).await;
+}
+
 /// Which process runs a service on a host, by ZooKeeper and by its pid file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
