@@ -2,35 +2,54 @@
 //! with `max_parallel` 2 and 3 (judged from the transaction log), and a ghost
 //! rollout at the head (a service no host runs) does not block the queue.
 
-use baton_tests::chaos::{policy, verify, wait_service_done, wait_service_versions};
+use baton_tests::chaos::{PATIENCE, policy, verify, wait_service_done, wait_service_versions};
 use baton_tests::fleet::{Fleet, deploys, stage};
 use baton_tests::multi::{self, artifact};
-use baton_tests::{shared_server, unique_root};
+use baton_tests::{eventually_async, shared_server, unique_root};
 use std::time::Duration;
+use znode_schema::seq::sorted_tickets;
 
 /// The bound on the longest free slot beyond the grace (`invariants::GRACE_MS`).
 const FREE_SLOT_BOUND_MS: i64 = 1_000;
 
-/// Six hosts; web rolls with `max_parallel` `k`, quorum 1 and a 1 s bake. Every
-/// `k`-th step (in fence order) starts 4 s late, so the steps end out of ticket
-/// order: a host whose predecessor ticket is still stepping must still take a slot
-/// freed by another host at once.
+/// Six hosts; web rolls with `max_parallel` `k`, quorum 1 and a 1 s bake. The
+/// host holding the last front ticket of each round (positions k-1, 2k-1, ...)
+/// starts 4 s late, so the other front hosts finish first: the next host in the
+/// queue, whose predecessor ticket is that slow host's, must take the slot freed
+/// by another host at once.
 async fn no_free_slot_with(k: u32) {
     const HOSTS: usize = 6;
     let root = unique_root(&format!("multi-slots-{k}"));
     let mut fleet = Fleet::multi(&shared_server().connect_string(), &root, &["api", "web"], HOSTS);
     let c = fleet.client().await;
+    let l = fleet.layout();
     multi::start_at(&mut fleet, &c, &[("api", "a1"), ("web", "w1")]).await;
-    let starts = fleet.dir().join("starts");
+    let slow = fleet.dir().join("slow-release-dirs");
+    std::fs::write(&slow, "").unwrap();
     let body = format!(
-        "n=$(cat {s} 2>/dev/null | wc -l)\necho x >> {s}\n\
-         if [ $((n % {k})) -eq {last} ]; then exec {{demo}} --version {{version}} --start-delay 4s; fi\n\
+        "if grep -qxF \"$BATON_RELEASE_DIR\" {s}; then exec {{demo}} --version {{version}} --start-delay 4s; fi\n\
          exec {{demo}} --version {{version}}",
-        s = starts.display(),
-        last = k - 1
+        s = slow.display()
     );
     let w2 = artifact(&fleet, "web", "w2", &body);
-    stage(&c, &fleet.layout(), "web", "w2", &w2, policy(1, k, Duration::from_secs(1))).await;
+    // Everyone queues first (nobody may step with quorum 6 of 6): the ticket order is known.
+    stage(&c, &l, "web", "w2", &w2, policy(HOSTS as u32, k, Duration::from_secs(1))).await;
+    let tickets = eventually_async("every host queued", PATIENCE, || async {
+        let t = c.list_children(&l.staging("web")).await.unwrap_or_default();
+        (t.len() == HOSTS).then(|| sorted_tickets(&t))
+    })
+    .await;
+    let dirs: String = tickets
+        .iter()
+        .enumerate()
+        .filter(|(pos, _)| *pos as u32 % k == k - 1)
+        .map(|(_, t)| {
+            let h = fleet.hosts.iter().find(|h| h.id == t.host).expect("a host of the fleet");
+            format!("{}\n", h.data_dir.join("web/releases/w2").display())
+        })
+        .collect();
+    std::fs::write(&slow, dirs).unwrap();
+    stage(&c, &l, "web", "w2", &w2, policy(1, k, Duration::from_secs(1))).await;
     wait_service_versions(&fleet, &c, "web", HOSTS, "w2", Duration::from_secs(90)).await;
     wait_service_done(&fleet, &c, "web", Duration::from_secs(30)).await;
     let report = verify(shared_server(), &c, &root, &["api", "web"], false).await;

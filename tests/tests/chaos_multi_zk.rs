@@ -133,8 +133,8 @@ async fn an_unreadable_head_entry_keeps_sessions_and_services_until_deleted() {
         .map(|op| op.path().to_string())
         .collect();
     assert!(dropped.is_empty(), "a sidecar lost or tore down its session over the unreadable entry: {dropped:?}");
-    for i in 0..3 {
-        let log = log_since(&fleet, i, offsets[i]);
+    for (i, from) in offsets.iter().enumerate() {
+        let log = log_since(&fleet, i, *from);
         assert!(!log.contains("zookeeper session lost"), "{} tore its session down:\n{log}", fleet.hosts[i].id);
     }
     for svc in ["api", "web"] {
