@@ -47,10 +47,22 @@ pub async fn wait_versions(fleet: &Fleet, client: &zk::Client, n: usize, version
 
 /// [`wait_versions`] with its own patience.
 pub async fn wait_versions_within(fleet: &Fleet, client: &zk::Client, n: usize, version: &str, patience: Duration) {
+    wait_service_versions(fleet, client, &fleet.service, n, version, patience).await
+}
+
+/// Waits until exactly `n` hosts of `service` are online, all at `version`.
+pub async fn wait_service_versions(
+    fleet: &Fleet,
+    client: &zk::Client,
+    service: &str,
+    n: usize,
+    version: &str,
+    patience: Duration,
+) {
     let layout = fleet.layout();
     let done = tokio::time::timeout(patience, async {
         loop {
-            let o = online(client, &layout, &fleet.service).await;
+            let o = online(client, &layout, service).await;
             if o.len() == n && o.iter().all(|(_, v)| v == version) {
                 return;
             }
@@ -59,19 +71,27 @@ pub async fn wait_versions_within(fleet: &Fleet, client: &zk::Client, n: usize, 
     })
     .await;
     if done.is_err() {
-        let now = online(client, &layout, &fleet.service).await;
+        let now = online(client, &layout, service).await;
         let d = deploys(client, &layout).await;
-        panic!("timed out waiting for {n} hosts at {version}; online {now:?}; deploys {d:?}\n{}", fleet.logs());
+        panic!(
+            "timed out after {patience:?} waiting for {n} hosts of {service} at {version}; online {now:?}; \
+             deploys {d:?}\n{}",
+            fleet.logs()
+        );
     }
 }
 
 /// Waits until no deploy entry of the fleet's service is left (its rollout completed).
 pub async fn wait_done(fleet: &Fleet, client: &zk::Client) {
+    wait_service_done(fleet, client, &fleet.service, PATIENCE).await
+}
+
+/// Waits until no deploy entry of `service` is left (its rollout completed).
+pub async fn wait_service_done(fleet: &Fleet, client: &zk::Client, service: &str, patience: Duration) {
     let layout = fleet.layout();
-    let svc = fleet.service.clone();
-    let done = tokio::time::timeout(PATIENCE, async {
+    let done = tokio::time::timeout(patience, async {
         loop {
-            if !deploys(client, &layout).await.iter().any(|(_, e)| e.service == svc) {
+            if !deploys(client, &layout).await.iter().any(|(_, e)| e.service == service) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -80,7 +100,10 @@ pub async fn wait_done(fleet: &Fleet, client: &zk::Client) {
     .await;
     if done.is_err() {
         let d = deploys(client, &layout).await;
-        panic!("timed out waiting for the rollout of {svc} to complete; deploys {d:?}\n{}", fleet.logs());
+        panic!(
+            "timed out after {patience:?} waiting for the rollout of {service} to complete; deploys {d:?}\n{}",
+            fleet.logs()
+        );
     }
 }
 
@@ -135,11 +158,18 @@ pub async fn verify(
         assert!(attempt < 10, "the transaction log replay disagrees with the live tree:\n{}", differs.join("\n"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    report.violations.extend(invariants::end(&state, &layout, services, paused_ok));
+    let completed = report.completed_with_failures.clone();
+    report.violations.extend(invariants::end_with(&state, &layout, services, paused_ok, &completed));
     report.assert_ok(root);
     eprintln!(
-        "invariants hold over {} transactions, {} fences (max markers {}, fewest online at a fence {:?}); notes: {:?}",
-        report.txns, report.fences, report.max_markers, report.min_online_at_fence, report.notes
+        "invariants hold over {} transactions, {} fences (max markers {}, fewest online at a fence {:?}, \
+         longest free slot beyond the grace {:?}); notes: {:?}",
+        report.txns,
+        report.fences,
+        report.max_markers,
+        report.min_online_at_fence,
+        report.max_free_slot_ms,
+        report.notes
     );
     report
 }

@@ -30,8 +30,10 @@ pub enum Behaviour {
 pub struct Host {
     /// Its host id.
     pub id: String,
-    /// Its service's HTTP port.
+    /// Its first service's HTTP port.
     pub port: u16,
+    /// Each service's HTTP port, in the fleet's service order (`ports[0].1 == port`).
+    pub ports: Vec<(String, u16)>,
     /// Its data dir.
     pub data_dir: PathBuf,
     /// Its config file.
@@ -48,8 +50,10 @@ pub struct Fleet {
     pub zk: String,
     /// The root path of this test.
     pub root: String,
-    /// The service name.
+    /// The (first) service name.
     pub service: String,
+    /// Every service each host runs, in config order (`services[0] == service`).
+    pub services: Vec<String>,
     /// The hosts.
     pub hosts: Vec<Host>,
     /// Session timeout written in the configs.
@@ -60,19 +64,36 @@ pub struct Fleet {
 impl Fleet {
     /// A fleet of `n` hosts (`<svc>-1`…) of service `svc`, not started.
     pub fn new(zk: &str, root: &str, svc: &str, n: usize) -> Self {
-        let dir = tempfile::Builder::new().prefix("baton-fleet-").tempdir().unwrap();
-        let mut fleet = Fleet {
-            zk: zk.into(),
-            root: root.into(),
-            service: svc.into(),
-            hosts: Vec::new(),
-            session_timeout: Duration::from_secs(4),
-            dir,
-        };
+        let mut fleet = Self::empty(zk, root, &[svc]);
         for i in 1..=n {
             fleet.add_host(&format!("{svc}-{i}"));
         }
         fleet
+    }
+
+    /// A fleet of `n` hosts (`host-1`…) each running every one of `services` (one
+    /// sidecar config with a `[[service]]` table per service, each with its own
+    /// port), not started.
+    pub fn multi(zk: &str, root: &str, services: &[&str], n: usize) -> Self {
+        assert!(!services.is_empty(), "a fleet runs at least one service");
+        let mut fleet = Self::empty(zk, root, services);
+        for i in 1..=n {
+            fleet.add_host(&format!("host-{i}"));
+        }
+        fleet
+    }
+
+    fn empty(zk: &str, root: &str, services: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("baton-fleet-").tempdir().unwrap();
+        Fleet {
+            zk: zk.into(),
+            root: root.into(),
+            service: services[0].into(),
+            services: services.iter().map(|s| s.to_string()).collect(),
+            hosts: Vec::new(),
+            session_timeout: Duration::from_secs(4),
+            dir,
+        }
     }
 
     /// Adds a host (not started) and returns its index.
@@ -80,32 +101,50 @@ impl Fleet {
         let base = self.dir.path().join(id);
         let data_dir = base.join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
-        let port = crate::zk::free_port();
+        let ports: Vec<(String, u16)> = self.services.iter().map(|s| (s.clone(), crate::zk::free_port())).collect();
+        let port = ports[0].1;
         let config = base.join("sidecar.toml");
         let log = base.join("sidecar.log");
-        let host = Host { id: id.into(), port, data_dir, config, log, child: None };
+        let host = Host { id: id.into(), port, ports, data_dir, config, log, child: None };
         self.write_config(&host, "");
         self.hosts.push(host);
         self.hosts.len() - 1
     }
 
-    /// Writes host `h`'s config, with `extra` appended to its `[[service]]` table.
+    /// Writes host `h`'s config, with `extra` appended to its first `[[service]]` table.
     pub fn write_config(&self, h: &Host, extra: &str) {
-        let cfg = format!(
+        let first = self.service.clone();
+        self.write_config_services(h, &[(first.as_str(), extra)]);
+    }
+
+    /// Writes host `h`'s config with a `[[service]]` table per service of the fleet,
+    /// `extras` (service, text) appended to the tables they name (hooks, `env`...).
+    /// An `env = {…}` in an extra replaces the default one (`PORT` is added to it).
+    pub fn write_config_services(&self, h: &Host, extras: &[(&str, &str)]) {
+        let mut cfg = format!(
             "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n\n\
-             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n\
-             [[service]]\nname = \"{svc}\"\nrun = [\"./demo\"]\nstop_timeout = \"5s\"\n\
-             env = {{ PORT = \"{port}\" }}\n\
-             health = {{ http = \"http://127.0.0.1:{port}/health\", interval = \"100ms\", timeout = \"1s\" }}\n{extra}",
+             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n",
             zk = self.zk,
             root = self.root,
             st = self.session_timeout.as_millis(),
             id = h.id,
             data = h.data_dir.display(),
-            svc = self.service,
-            port = h.port,
         );
+        for (svc, port) in &h.ports {
+            let extra: String = extras.iter().filter(|(s, _)| s == svc).map(|(_, e)| format!("{e}\n")).collect();
+            cfg.push_str(&service_table(svc, *port, &extra));
+        }
         std::fs::write(&h.config, cfg).unwrap();
+    }
+
+    /// Host `i`'s port for `service`.
+    pub fn port_of(&self, i: usize, service: &str) -> u16 {
+        let h = &self.hosts[i];
+        h.ports
+            .iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("{} runs no {service}", h.id))
     }
 
     /// Starts host `i`'s sidecar.
@@ -216,6 +255,24 @@ impl Drop for Fleet {
     }
 }
 
+/// One `[[service]]` table of the demo service on `port`; an `env = { … }` line in
+/// `extra` is merged with `PORT`.
+fn service_table(svc: &str, port: u16, extra: &str) -> String {
+    let mut env = format!("PORT = \"{port}\"");
+    let mut rest = String::new();
+    for line in extra.lines() {
+        match line.trim().strip_prefix("env = {").and_then(|l| l.trim_end().strip_suffix('}')) {
+            Some(vars) if !vars.trim().is_empty() => env = format!("{env}, {}", vars.trim()),
+            Some(_) => {}
+            None => rest.push_str(&format!("{line}\n")),
+        }
+    }
+    format!(
+        "\n[[service]]\nname = \"{svc}\"\nrun = [\"./demo\"]\nstop_timeout = \"5s\"\nenv = {{ {env} }}\n\
+         health = {{ http = \"http://127.0.0.1:{port}/health\", interval = \"100ms\", timeout = \"1s\" }}\n{rest}"
+    )
+}
+
 /// Kills every service process group recorded under a data dir (`*/service.pid`).
 pub fn kill_services(data_dir: &Path) {
     let Ok(dirs) = std::fs::read_dir(data_dir) else { return };
@@ -238,160 +295,4 @@ pub fn file_artifact(path: &Path) -> Artifact {
     }
 }
 
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
-}
-
-/// Stages `version` of `service` as `deployctl stage` would (staging, catalog,
-/// deploy entry, history event; the `upgrading/` dir), in one transaction.
-pub async fn stage(
-    client: &zk::Client,
-    layout: &Layout,
-    service: &str,
-    version: &str,
-    artifact: &Artifact,
-    policy: Policy,
-) -> DeployName {
-    for d in layout.top_dirs() {
-        let _ = client.mkdir(&d, &persistent()).await;
-    }
-    for d in [layout.releases(service), layout.history(service), layout.current_service(service)] {
-        client.mkdir(&d, &persistent()).await.unwrap();
-    }
-    let now = time::now();
-    let staging = Staging {
-        service: service.into(),
-        version: version.into(),
-        artifact: artifact.clone(),
-        policy,
-        staged_at: now.clone(),
-        staged_by: "test@harness".into(),
-    };
-    let release = Release {
-        service: service.into(),
-        version: version.into(),
-        artifact: artifact.clone(),
-        staged_at: now.clone(),
-        staged_by: "test@harness".into(),
-    };
-    let entry = DeployEntry {
-        service: service.into(),
-        version: version.into(),
-        state: DeployState::Active,
-        reason: None,
-        failures: 0,
-        failed_hosts: vec![],
-        created_at: now.clone(),
-        created_by: "test@harness".into(),
-    };
-    let ev = HistoryEvent {
-        at: now,
-        event: EventKind::Staged,
-        service: service.into(),
-        version: Some(version.into()),
-        host: None,
-        detail: None,
-        by: Some("test@harness".into()),
-    };
-    let staging_path = layout.staging(service);
-    let exists = client.check_stat(&staging_path).await.unwrap();
-    let release_exists = client.check_stat(&layout.release(service, version)).await.unwrap().is_some();
-    // Like `deployctl stage --replace`: an unfinished rollout of the service is superseded.
-    let mut superseded = Vec::new();
-    for (name, e) in deploys(client, layout).await {
-        if e.service == service {
-            let markers = client.list_children(&layout.upgrading_dir(&name)).await.unwrap_or_default();
-            let has_dir = client.check_stat(&layout.upgrading_dir(&name)).await.unwrap().is_some();
-            superseded.push((name, markers, has_dir));
-        }
-    }
-    let mut txn = client.new_multi_writer();
-    for (name, markers, has_dir) in &superseded {
-        for m in markers {
-            txn.add_delete(&format!("{}/{m}", layout.upgrading_dir(name)), None).unwrap();
-        }
-        if *has_dir {
-            txn.add_delete(&layout.upgrading_dir(name), None).unwrap();
-        }
-        txn.add_delete(&layout.deploy_entry(name), None).unwrap();
-    }
-    match exists {
-        Some(_) => txn.add_set_data(&staging_path, &encode(&staging), None).unwrap(),
-        None => txn.add_create(&staging_path, &encode(&staging), &persistent()).unwrap(),
-    }
-    if !release_exists {
-        txn.add_create(&layout.release(service, version), &encode(&release), &persistent()).unwrap();
-    }
-    txn.add_create(
-        &layout.deploy_prefix(),
-        &encode(&entry),
-        &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()),
-    )
-    .unwrap();
-    txn.add_create(
-        &layout.history_prefix(service),
-        &encode(&ev),
-        &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all()),
-    )
-    .unwrap();
-    let results = txn.commit().await.unwrap();
-    let name = results
-        .iter()
-        .find_map(|r| match r {
-            zk::MultiWriteResult::Create { path, .. } => DeployName::from_path(path),
-            _ => None,
-        })
-        .expect("the deploy entry was created");
-    client.create(&layout.upgrading_dir(&name), b"", &persistent()).await.unwrap();
-    name
-}
-
-/// The versions of the online hosts of `service`, by host.
-pub async fn online(client: &zk::Client, layout: &Layout, service: &str) -> Vec<(String, String)> {
-    let Ok(hosts) = client.list_children(&layout.current_service(service)).await else { return vec![] };
-    let mut out = Vec::new();
-    for h in hosts {
-        if let Ok((data, _)) = client.get_data(&layout.current_host(service, &h)).await {
-            if let Ok(c) = decode::<Current>("", &data) {
-                out.push((h, c.version));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The deploy entries (name, payload), head first.
-pub async fn deploys(client: &zk::Client, layout: &Layout) -> Vec<(DeployName, DeployEntry)> {
-    let children = client.list_children(&layout.deploy_dir()).await.unwrap_or_default();
-    let mut out = Vec::new();
-    for name in seq::sorted_deploys(&children) {
-        if let Ok((data, _)) = client.get_data(&layout.deploy_entry(&name)).await {
-            if let Ok(e) = decode::<DeployEntry>("", &data) {
-                out.push((name, e));
-            }
-        }
-    }
-    out
-}
-
-/// Rewrites the state of deploy entry `name` (pause, resume, halt by hand).
-pub async fn set_state(client: &zk::Client, layout: &Layout, name: &DeployName, state: DeployState) {
-    let path = layout.deploy_entry(name);
-    // Sidecars rewrite the entry when they fence: retry on a concurrent change.
-    loop {
-        let (data, stat) = client.get_data(&path).await.unwrap();
-        let mut e: DeployEntry = decode(&path, &data).unwrap();
-        e.state = state;
-        if state == DeployState::Active {
-            e.failures = 0;
-            e.failed_hosts.clear();
-            e.reason = None;
-        }
-        match client.set_data(&path, &encode(&e), Some(stat.version)).await {
-            Ok(_) => return,
-            Err(zk::Error::BadVersion) => continue,
-            Err(e) => panic!("set {path}: {e}"),
-        }
-    }
-}
+pub use crate::staging::{deploys, online, set_state, stage};

@@ -15,8 +15,25 @@
 //! And at every transaction: an online host's registration never changes version
 //! in place (a host switches only while it is out of `current/`).
 //!
+//! Across services ([`isolation`]): a step transaction of one service touches no
+//! other service's registration or marker; `host_upgraded`/`host_failed` events
+//! come with their service's marker or registration; a marker naming a service
+//! names its entry's. Free slots ([`slots`]): the longest stretch, beyond a grace,
+//! during which a head entry had a free slot that a ticket holder could take
+//! (`Report::max_free_slot_ms`). Quiet windows ([`quiet`]): nothing of a service
+//! moved between two points of the history.
+//!
 //! [`end`] checks the final state: every online host runs the staged version, or the
 //! service's rollout is halted with a reason (or paused, when the test paused it).
+
+mod end;
+mod isolation;
+mod quiet;
+mod slots;
+
+pub use end::{end, end_with};
+pub use quiet::{Mark, assert_quiet, moves, now_ms};
+pub use slots::GRACE_MS;
 
 use crate::txnlog::{Op, Txn};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +57,14 @@ pub struct Report {
     pub max_markers: usize,
     /// The fewest online hosts right after a fence, per service.
     pub min_online_at_fence: BTreeMap<String, usize>,
+    /// Per `<service>/<entry>`: the longest stretch (ms) beyond [`GRACE_MS`] during
+    /// which the entry was the active head with a free slot a ticket holder could take.
+    pub max_free_slot_ms: BTreeMap<String, i64>,
+    /// Fences whose marker carries no `service` field (the field is landing).
+    pub markers_without_service: usize,
+    /// Per service: the version and `failed_hosts` of its last entry deleted while
+    /// listing failed hosts (a completion that counted them).
+    pub completed_with_failures: BTreeMap<String, (String, Vec<String>)>,
 }
 
 impl Report {
@@ -53,6 +78,12 @@ impl Report {
             self.notes.join("\n  ")
         );
     }
+
+    /// The longest free-slot stretch beyond the grace of any entry of `service`.
+    pub fn max_free_slot_ms_of(&self, service: &str) -> i64 {
+        let prefix = format!("{service}/");
+        self.max_free_slot_ms.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| *v).max().unwrap_or(0)
+    }
 }
 
 /// The nodes under the root after some prefix of the history.
@@ -63,7 +94,8 @@ pub struct State {
 }
 
 impl State {
-    fn apply(&mut self, op: &Op) {
+    /// Applies one change.
+    pub fn apply(&mut self, op: &Op) {
         match op {
             Op::Create { path, data, .. } | Op::SetData { path, data } => {
                 self.nodes.insert(path.clone(), data.clone());
@@ -87,7 +119,8 @@ impl State {
             .collect()
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
+    /// The decoded payload at `path` (`None`: absent or unreadable).
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
         decode(path, self.nodes.get(path)?).ok()
     }
 
@@ -115,8 +148,8 @@ impl State {
     }
 }
 
-/// A marker creation `…/deploy/<entry>/upgrading/<host>` → (entry, host).
-fn marker_of(l: &Layout, path: &str) -> Option<(DeployName, String)> {
+/// A marker path `…/deploy/<entry>/upgrading/<host>` → (entry, host).
+pub fn marker_of(l: &Layout, path: &str) -> Option<(DeployName, String)> {
     let rest = path.strip_prefix(&format!("{}/", l.deploy_dir()))?;
     let mut parts = rest.split('/');
     let entry = DeployName::parse(parts.next()?)?;
@@ -137,6 +170,7 @@ fn current_of(l: &Layout, path: &str) -> Option<(String, String)> {
 pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
     let mut state = State::default();
     let mut report = Report::default();
+    let mut free = slots::Slots::new(GRACE_MS);
     // Last time (ms) an online host of a service vanished other than by a fence.
     let mut last_drop: BTreeMap<String, (i64, String)> = BTreeMap::new();
     for t in history {
@@ -162,8 +196,18 @@ pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
                     }
                 }
             }
+            if let Op::Delete { path, .. } = op {
+                let gone = DeployName::from_path(path).filter(|n| layout.deploy_entry(n) == *path);
+                if let Some(e) = gone.and_then(|n| before.get::<DeployEntry>(&layout.deploy_entry(&n))) {
+                    if !e.failed_hosts.is_empty() {
+                        report.completed_with_failures.insert(e.service.clone(), (e.version, e.failed_hosts));
+                    }
+                }
+            }
             state.apply(op);
         }
+        isolation::check_txn(t, layout, &before, &state, &mut report);
+        free.observe(t.time_ms, &state, layout);
         // Registrations that vanished without a fence in the same transaction.
         if fences.is_empty() {
             for op in &t.ops {
@@ -176,6 +220,13 @@ pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
             report.fences += 1;
             check_fence(t, layout, &before, &state, &entry, &host, &last_drop, &mut report);
         }
+    }
+    free.finish(history.last().map_or(0, |t| t.time_ms));
+    report.max_free_slot_ms = free.max;
+    if report.markers_without_service > 0 {
+        report
+            .notes
+            .push(format!("{} fence(s) wrote a marker without a service field", report.markers_without_service));
     }
     (report, state)
 }
@@ -236,45 +287,52 @@ fn check_fence(
     }
 }
 
-/// The end state: for each of `services`, every online host runs the staged
-/// version with no marker left, or the rollout is halted with a reason (or
-/// paused, when `paused_ok`). Returns the violations.
-pub fn end(state: &State, l: &Layout, services: &[&str], paused_ok: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let deploys = state.deploys(l);
-    for svc in services {
-        let Some(st) = state.staging(l, svc) else { continue };
-        let entry = deploys.iter().find(|(_, e)| e.as_ref().is_some_and(|e| e.service == *svc));
-        if let Some((name, Some(e))) = entry {
-            let stopped = match e.state {
-                DeployState::Halted => e.reason.as_deref().is_some_and(|r| !r.is_empty()),
-                DeployState::Paused => paused_ok,
-                DeployState::Active => false,
-            };
-            if stopped {
-                continue;
-            }
-            out.push(format!("{svc}: rollout {name} of {} still {} at the end", e.version, e.state));
-        }
-        for (h, v) in state.online(l, svc) {
-            if v.as_deref() != Some(st.version.as_str()) {
-                out.push(format!("{svc}: {h} runs {v:?}, staged {}, and no halt says why", st.version));
-            }
-        }
-    }
-    out
-}
-
 /// Reads the committed history of `root` from `cluster`'s transaction logs and
 /// checks it: the report and the final state.
 pub fn check_cluster(cluster: &crate::ZkCluster, root: &str) -> (Report, State) {
-    let history = crate::txnlog::under(crate::txnlog::read_cluster(&cluster.data_dirs()), root);
-    check(&history, &Layout::new(root).expect("a valid root"))
+    check(&history(cluster, root), &Layout::new(root).expect("a valid root"))
+}
+
+/// The committed history of `root` so far, from `cluster`'s transaction logs.
+pub fn history(cluster: &crate::ZkCluster, root: &str) -> Vec<Txn> {
+    crate::txnlog::under(crate::txnlog::read_cluster(&cluster.data_dirs()), root)
+}
+
+/// The last zxid of `root`'s history so far (0 when there is none): a [`Mark`].
+pub fn last_zxid(cluster: &crate::ZkCluster, root: &str) -> i64 {
+    history(cluster, root).last().map_or(0, |t| t.zxid)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A multi transaction at time `zxid` ms.
+    pub(crate) fn multi(zxid: i64, ops: Vec<Op>) -> Txn {
+        Txn { zxid, time_ms: zxid, session: 0, ops, multi: true }
+    }
+
+    pub(crate) fn create(path: &str, data: Vec<u8>) -> Op {
+        Op::Create { path: path.into(), data, ephemeral: false }
+    }
+
+    pub(crate) fn set(path: &str, data: Vec<u8>) -> Op {
+        Op::SetData { path: path.into(), data }
+    }
+
+    /// An active deploy entry's payload.
+    pub(crate) fn entry(svc: &str, version: &str) -> Vec<u8> {
+        format!(r#"{{"schema":1,"service":"{svc}","version":"{version}","state":"active","failures":0,"created_at":"t","created_by":"u"}}"#).into_bytes()
+    }
+
+    /// A staged release's payload with `max_parallel` and a quorum count.
+    pub(crate) fn staging(svc: &str, version: &str, max_parallel: u32, quorum: u32) -> Vec<u8> {
+        format!(
+            r#"{{"schema":1,"service":"{svc}","version":"{version}","artifact":{{"url":"file:///x","sha256":"{}","size":1,"format":"file"}},"policy":{{"quorum":"{quorum}","max_parallel":{max_parallel}}},"staged_at":"t","staged_by":"u"}}"#,
+            "0".repeat(64)
+        )
+        .into_bytes()
+    }
 
     #[test]
     fn paths_are_recognised() {

@@ -8,6 +8,7 @@
 //! - [`ctl`]: runs deployctl, snapshots subtrees, writes znodes as a sidecar would.
 //! - [`monitor`]: records the fewest online hosts and the most markers seen.
 //! - [`fleet`]: real sidecar processes, demo releases, staging by hand.
+//! - [`multi`]: hosts running several services: releases, identities, hooks, log queries.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
 //! - [`txnlog`]: ZooKeeper's transaction logs read back: the exact history of a test.
 //! - [`invariants`]: replays that history and checks baton's guarantees.
@@ -20,7 +21,9 @@ pub mod ctl;
 pub mod fleet;
 pub mod invariants;
 pub mod monitor;
+pub mod multi;
 pub mod process;
+pub mod staging;
 pub mod txnlog;
 pub mod wait;
 pub mod zk;

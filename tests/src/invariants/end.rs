@@ -1,0 +1,48 @@
+//! The end state of a scenario.
+
+use super::State;
+use std::collections::BTreeMap;
+use znode_schema::{DeployState, Layout};
+
+/// The end state: for each of `services`, every online host runs the staged
+/// version with no marker left, or the rollout is halted with a reason (or
+/// paused, when `paused_ok`). Returns the violations.
+pub fn end(state: &State, l: &Layout, services: &[&str], paused_ok: bool) -> Vec<String> {
+    end_with(state, l, services, paused_ok, &BTreeMap::new())
+}
+
+/// [`end`], where a host listed in `completed` (from
+/// [`Report::completed_with_failures`]) for the staged version may run another:
+/// its step failed and the rollout completed without it.
+pub fn end_with(
+    state: &State,
+    l: &Layout,
+    services: &[&str],
+    paused_ok: bool,
+    completed: &BTreeMap<String, (String, Vec<String>)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let deploys = state.deploys(l);
+    for svc in services {
+        let Some(st) = state.staging(l, svc) else { continue };
+        let entry = deploys.iter().find(|(_, e)| e.as_ref().is_some_and(|e| e.service == *svc));
+        if let Some((name, Some(e))) = entry {
+            let stopped = match e.state {
+                DeployState::Halted => e.reason.as_deref().is_some_and(|r| !r.is_empty()),
+                DeployState::Paused => paused_ok,
+                DeployState::Active => false,
+            };
+            if stopped {
+                continue;
+            }
+            out.push(format!("{svc}: rollout {name} of {} still {} at the end", e.version, e.state));
+        }
+        let failed = completed.get(*svc).filter(|(v, _)| *v == st.version).map(|(_, h)| h.as_slice()).unwrap_or(&[]);
+        for (h, v) in state.online(l, svc) {
+            if v.as_deref() != Some(st.version.as_str()) && !failed.contains(&h) {
+                out.push(format!("{svc}: {h} runs {v:?}, staged {}, and no halt says why", st.version));
+            }
+        }
+    }
+    out
+}

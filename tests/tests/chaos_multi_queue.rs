@@ -1,0 +1,96 @@
+//! The deploy queue with two services per host (`api`, `web`): no slot is left free
+//! with `max_parallel` 2 and 3 (judged from the transaction log), and a ghost
+//! rollout at the head (a service no host runs) does not block the queue.
+
+use baton_tests::chaos::{PATIENCE, policy, verify, wait_service_done, wait_service_versions};
+use baton_tests::fleet::{Fleet, deploys, stage};
+use baton_tests::multi::{self, artifact};
+use baton_tests::{eventually_async, shared_server, unique_root};
+use std::time::Duration;
+use znode_schema::seq::sorted_tickets;
+
+/// The bound on the longest free slot beyond the grace (`invariants::GRACE_MS`).
+const FREE_SLOT_BOUND_MS: i64 = 1_000;
+
+/// Six hosts; web rolls with `max_parallel` `k`, quorum 1 and a 1 s bake. The
+/// host holding the last front ticket of each round (positions k-1, 2k-1, ...)
+/// starts 4 s late, so the other front hosts finish first: the next host in the
+/// queue, whose predecessor ticket is that slow host's, must take the slot freed
+/// by another host at once.
+async fn no_free_slot_with(k: u32) {
+    const HOSTS: usize = 6;
+    let root = unique_root(&format!("multi-slots-{k}"));
+    let mut fleet = Fleet::multi(&shared_server().connect_string(), &root, &["api", "web"], HOSTS);
+    let c = fleet.client().await;
+    let l = fleet.layout();
+    multi::start_at(&mut fleet, &c, &[("api", "a1"), ("web", "w1")]).await;
+    let slow = fleet.dir().join("slow-release-dirs");
+    std::fs::write(&slow, "").unwrap();
+    let body = format!(
+        "if grep -qxF \"$BATON_RELEASE_DIR\" {s}; then exec {{demo}} --version {{version}} --start-delay 4s; fi\n\
+         exec {{demo}} --version {{version}}",
+        s = slow.display()
+    );
+    let w2 = artifact(&fleet, "web", "w2", &body);
+    // Everyone queues first (nobody may step with quorum 6 of 6): the ticket order is known.
+    stage(&c, &l, "web", "w2", &w2, policy(HOSTS as u32, k, Duration::from_secs(1))).await;
+    let tickets = eventually_async("every host queued", PATIENCE, || async {
+        let t = c.list_children(&l.staging("web")).await.unwrap_or_default();
+        (t.len() == HOSTS).then(|| sorted_tickets(&t))
+    })
+    .await;
+    let dirs: String = tickets
+        .iter()
+        .enumerate()
+        .filter(|(pos, _)| *pos as u32 % k == k - 1)
+        .map(|(_, t)| {
+            let h = fleet.hosts.iter().find(|h| h.id == t.host).expect("a host of the fleet");
+            format!("{}\n", h.data_dir.join("web/releases/w2").display())
+        })
+        .collect();
+    std::fs::write(&slow, dirs).unwrap();
+    stage(&c, &l, "web", "w2", &w2, policy(1, k, Duration::from_secs(1))).await;
+    wait_service_versions(&fleet, &c, "web", HOSTS, "w2", Duration::from_secs(90)).await;
+    wait_service_done(&fleet, &c, "web", Duration::from_secs(30)).await;
+    let report = verify(shared_server(), &c, &root, &["api", "web"], false).await;
+    assert!(report.max_markers as u32 <= k);
+    let free = report.max_free_slot_ms_of("web");
+    assert!(
+        free < FREE_SLOT_BOUND_MS,
+        "max_parallel {k}: a slot stayed free {free} ms beyond the grace while a queued host could take it \
+         ({:?})",
+        report.max_free_slot_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_parallel_2_leaves_no_slot_free() {
+    no_free_slot_with(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_parallel_3_leaves_no_slot_free() {
+    no_free_slot_with(3).await;
+}
+
+/// A rollout of a service no host runs, staged by hand at the head of the queue,
+/// then a rollout of api: api's rollout completes within 45 s, and the ghost entry
+/// is completed or removed (nobody will ever step for it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ghost_head_entry_does_not_block_the_queue() {
+    const HOSTS: usize = 3;
+    let root = unique_root("multi-ghost");
+    let mut fleet = Fleet::multi(&shared_server().connect_string(), &root, &["api", "web"], HOSTS);
+    let c = fleet.client().await;
+    multi::start_at(&mut fleet, &c, &[("api", "a1"), ("web", "w1")]).await;
+    let l = fleet.layout();
+    let ghost = multi::good(&fleet, "ghost", "g1");
+    stage(&c, &l, "ghost", "g1", &ghost, policy(1, 1, Duration::ZERO)).await;
+    let a2 = multi::good(&fleet, "api", "a2");
+    stage(&c, &l, "api", "a2", &a2, policy(1, 1, Duration::from_millis(200))).await;
+    wait_service_versions(&fleet, &c, "api", HOSTS, "a2", Duration::from_secs(45)).await;
+    wait_service_done(&fleet, &c, "api", Duration::from_secs(10)).await;
+    let left: Vec<_> = deploys(&c, &l).await.into_iter().filter(|(_, e)| e.service == "ghost").collect();
+    assert!(left.is_empty(), "the ghost entry is still queued: {left:?}");
+    verify(shared_server(), &c, &root, &["api", "web", "ghost"], false).await;
+}
