@@ -112,7 +112,8 @@ CFG
 done
 
 say "staging version 1: every host installs it"
-"$BIN/deployctl" stage demo --version 1 --file "$WORK/artifacts/1/demo" --url "$URL/1/demo" --quorum 0 --max-parallel "$HOSTS" 2>/dev/null >/dev/null
+# --force: the sidecars may still be connecting (they register the service then).
+"$BIN/deployctl" stage demo --version 1 --file "$WORK/artifacts/1/demo" --url "$URL/1/demo" --quorum 0 --max-parallel "$HOSTS" --force 2>/dev/null >/dev/null
 online_at() { # online_at VERSION: hosts online at VERSION
   "$BIN/deployctl" status demo --json 2>/dev/null | python3 -c '
 import json, sys

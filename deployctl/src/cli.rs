@@ -129,6 +129,10 @@ pub struct StageArgs {
     /// Supersede the service's unfinished rollout (its deploy entry is deleted).
     #[arg(long)]
     pub replace: bool,
+    /// Stage a service that no sidecar has ever registered (no `current/<service>`):
+    /// refused otherwise, since such a rollout has no host to move it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `status` arguments.

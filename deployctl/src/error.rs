@@ -103,6 +103,12 @@ pub enum Refusal {
          (at {path}); a version is immutable: stage a new version"
     )]
     CatalogMismatch { service: String, version: String, existing: String, existing_size: u64, path: String },
+    /// No sidecar runs the service (a typo?): its rollout would have no host.
+    #[error(
+        "no sidecar has ever registered service {service} ({path} does not exist): is the name right? \
+         add --force to stage it anyway"
+    )]
+    NeverRegistered { service: String, path: String },
     /// The service has no deploy entry.
     #[error("no unfinished rollout of {service}")]
     NoRollout { service: String },

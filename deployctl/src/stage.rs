@@ -96,6 +96,8 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
 
 /// What was read before the transaction.
 struct Before {
+    /// Whether `current/<service>` exists: a sidecar that runs the service creates it.
+    registered: bool,
     staging: Option<Node<Staging>>,
     release: Option<Node<Release>>,
     queue: Queue,
@@ -143,6 +145,7 @@ pub async fn run(ctx: &Ctx, args: &StageArgs, staging: Staging) -> anyhow::Resul
 async fn read_before(ctx: &Ctx, staging: &Staging) -> anyhow::Result<Before> {
     let l = &ctx.layout;
     Ok(Before {
+        registered: ctx.zk.children(&l.current_service(&staging.service)).await?.is_some(),
         staging: read(&ctx.zk, &l.staging(&staging.service)).await?,
         release: read(&ctx.zk, &l.release(&staging.service, &staging.version)).await?,
         queue: Queue::read(&ctx.zk, l).await?,
@@ -161,6 +164,10 @@ fn build(
     let (l, service) = (&ctx.layout, &staging.service);
     for m in before.queue.malformed() {
         eprintln!("warning: ignoring a malformed deploy entry: {m}");
+    }
+    if !before.registered && !args.force {
+        // A typo'd service would head the queue with nobody to move it.
+        return Err(Refusal::NeverRegistered { service: service.clone(), path: l.current_service(service) }.into());
     }
     if let Some(release) = &before.release {
         check_catalog(release, staging)?;

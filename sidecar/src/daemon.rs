@@ -68,13 +68,14 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
         let span = tracing::info_span!("agent", service = %a.service());
         tasks.spawn(async move { a.run(link, stop).await.map_err(|e| (a.service().to_string(), e)) }.instrument(span));
     }
-    let sessions = sessions(&cfg, layout, names, link_tx, shutdown.clone(), stop_rx.clone());
-    tokio::pin!(sessions);
+    let session_task = {
+        let (cfg, shutdown, stop) = (cfg.clone(), shutdown.clone(), stop_rx.clone());
+        tokio::spawn(async move { sessions(&cfg, layout, names, link_tx, shutdown, stop).await })
+    };
     let mut signal = shutdown.clone();
     let mut result = Ok(());
     loop {
         tokio::select! {
-            _ = &mut sessions => {}
             _ = signal.changed() => {
                 let _ = stop_tx.send(true);
             }
@@ -94,12 +95,35 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    close_session(session_task, link_rx).await;
     for a in &agents {
         if let Err(err) = a.supervisor.shutdown().await {
             tracing::error!(service = %a.service(), error = %err, "failed to shut the service down");
         }
     }
     result
+}
+
+/// Closes the last session (its ephemeral nodes vanish at once, not after its
+/// timeout): every handle of its client is dropped, then the close is awaited for a
+/// moment. zookeeper-client closes a session when its last handle goes.
+async fn close_session(task: tokio::task::JoinHandle<()>, link: watch::Receiver<Link>) {
+    let watcher = match &*link.borrow() {
+        Link::Up(s) => Some(s.client.state_watcher()),
+        _ => None,
+    };
+    task.abort();
+    let _ = task.await;
+    drop(link);
+    let Some(mut watcher) = watcher else { return };
+    let closed = async {
+        while !watcher.state().is_terminated() {
+            watcher.changed().await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(3), closed).await.is_err() {
+        tracing::warn!("the zookeeper session did not close in time; its nodes go when it expires");
+    }
 }
 
 /// Keeps a live session published on `link` until `stop`: connects (the first

@@ -66,6 +66,18 @@ impl Ctl {
         assert_eq!(r.code, 0, "deployctl {args:?} failed: {r:?}");
         r
     }
+
+    /// `deployctl init`, then `current/<svc>` for the services these tests stage
+    /// (`api`, `web`, `db`), as sidecars running them create at session start:
+    /// `stage` refuses a service no sidecar has ever registered.
+    pub async fn init_with_services(&self) -> Run {
+        let r = self.ok(&["init"]).await;
+        let c = client(&self.connect).await;
+        for svc in ["api", "web", "db"] {
+            c.mkdir(&self.layout.current_service(svc), &zk::CreateMode::Persistent.with_acls(acl())).await.unwrap();
+        }
+        r
+    }
 }
 
 /// Runs a prepared command to completion (at most 60 s).

@@ -94,3 +94,59 @@ async fn a_ghost_head_entry_does_not_block_the_queue() {
     assert!(left.is_empty(), "the ghost entry is still queued: {left:?}");
     verify(shared_server(), &c, &root, &["api", "web", "ghost"], false).await;
 }
+
+/// A fence whose reply was lost landed: the host's own marker exists although the
+/// host never heard back. Played here by writing the fence's transaction by hand
+/// for the front host of web (everyone queued, quorum 3 of 3 so nobody fences on
+/// its own). The host must take the marker as its own slot and step — not count it
+/// as a slot taken by someone else and wait forever — and never fence a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fence_whose_reply_was_lost_is_taken_as_this_hosts_step() {
+    use zookeeper_client as zk;
+    const HOSTS: usize = 3;
+    let root = unique_root("multi-lost-fence");
+    let mut fleet = Fleet::multi(&shared_server().connect_string(), &root, &["api", "web"], HOSTS);
+    let c = fleet.client().await;
+    multi::start_at(&mut fleet, &c, &[("api", "a1"), ("web", "w1")]).await;
+    let l = fleet.layout();
+    let w2 = multi::good(&fleet, "web", "w2");
+    let entry = stage(&c, &l, "web", "w2", &w2, policy(HOSTS as u32, 1, Duration::from_millis(200))).await;
+    let tickets = eventually_async("every host queued", PATIENCE, || async {
+        let t = c.list_children(&l.staging("web")).await.unwrap_or_default();
+        (t.len() == HOSTS).then(|| sorted_tickets(&t))
+    })
+    .await;
+    let front = tickets[0].host.clone();
+    // The fence transaction, as the sidecar commits it.
+    let entry_path = l.deploy_entry(&entry);
+    let (raw, stat) = c.get_data(&entry_path).await.unwrap();
+    let marker = znode_schema::Upgrading {
+        host: front.clone(),
+        service: Some("web".into()),
+        from: Some("w1".into()),
+        to: "w2".into(),
+        since: znode_schema::time::now(),
+    };
+    let mut txn = c.new_multi_writer();
+    txn.add_set_data(&entry_path, &raw, Some(stat.version)).unwrap();
+    txn.add_check_version(&l.ticket("web", &tickets[0]), 0).unwrap();
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    txn.add_create(&l.upgrading(&entry, &front), &znode_schema::encode(&marker), &opts).unwrap();
+    txn.add_delete(&l.current_host("web", &front), None).unwrap();
+    txn.commit().await.unwrap();
+    // The host steps: it comes back registered at w2 and its marker goes.
+    eventually_async("the front host to finish the step it did not hear about", PATIENCE, || async {
+        let online = deploys(&c, &l).await;
+        let marker_gone = c.check_stat(&l.upgrading(&entry, &front)).await.unwrap().is_none();
+        let at_w2 = baton_tests::fleet::online(&c, &l, "web").await.iter().any(|(h, v)| *h == front && v == "w2");
+        (marker_gone && at_w2).then_some(online)
+    })
+    .await;
+    let history = baton_tests::invariants::history(shared_server(), &root);
+    let fences = multi::fences(&history, &l, "web", &front);
+    assert_eq!(fences.len(), 1, "{front} fenced again instead of taking its landed fence: {} fences", fences.len());
+    // The rest of the rollout goes on once the quorum allows it.
+    stage(&c, &l, "web", "w2", &w2, policy(1, 1, Duration::from_millis(200))).await;
+    wait_service_versions(&fleet, &c, "web", HOSTS, "w2", Duration::from_secs(60)).await;
+    wait_service_done(&fleet, &c, "web", Duration::from_secs(30)).await;
+}

@@ -22,7 +22,7 @@ fn stage_args<'a>(service: &'a str, version: &'a str, digest: &'a str) -> Vec<&'
 async fn setup(name: &str) -> (Ctl, zk::Client) {
     let ctl = Ctl::new(name);
     let c = client(&ctl.connect).await;
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     (ctl, c)
 }
 
@@ -170,6 +170,20 @@ async fn stage_refuses_a_second_unfinished_rollout_unless_replace() {
     assert_eq!(get(&c, &l.staging("api")).await["version"], "1.1");
     let last = json(history(&c, l, "api").await.last().unwrap());
     assert!(last["detail"].as_str().unwrap().contains("replaces"), "{last}");
+}
+
+#[tokio::test]
+async fn stage_refuses_a_service_no_sidecar_ever_registered_unless_force() {
+    let (ctl, c) = setup("ghost").await;
+    let before = snapshot(&c, &ctl.root).await;
+    // A typo: no sidecar runs "apj", so its rollout would head the queue with nobody to move it.
+    let r = ctl.run(&stage_args("apj", "1.0", &sha('a'))).await;
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stderr.contains("no sidecar has ever registered service apj"), "{r:?}");
+    assert!(r.stderr.contains(&ctl.layout.current_service("apj")) && r.stderr.contains("--force"), "{r:?}");
+    assert_eq!(snapshot(&c, &ctl.root).await, before, "nothing written");
+    ctl.ok(&[stage_args("apj", "1.0", &sha('a')), vec!["--force"]].concat()).await;
+    assert_eq!(get(&c, &ctl.layout.staging("apj")).await["version"], "1.0");
 }
 
 #[tokio::test]

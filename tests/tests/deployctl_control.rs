@@ -17,7 +17,7 @@ async fn get(c: &zk::Client, path: &str) -> Value {
 async fn setup(name: &str) -> (Ctl, zk::Client) {
     let ctl = Ctl::new(name);
     let c = client(&ctl.connect).await;
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     (ctl, c)
 }
 

@@ -81,7 +81,7 @@ async fn complete(c: &zk::Client, ctl: &Ctl, service: &str, version: &str) {
 async fn watch_exits_0_when_the_rollout_completes() {
     let ctl = Ctl::new("watch-done");
     let c = client(&ctl.connect).await;
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     online(&c, &ctl.layout, "api", "web-01", "1.0").await;
     online(&c, &ctl.layout, "api", "web-02", "1.0").await;
     stage(&ctl, "api", "1.1", 'a').await;
@@ -99,7 +99,7 @@ async fn watch_exits_0_when_the_rollout_completes() {
 async fn watch_exits_4_with_the_reason_when_the_rollout_halts() {
     let ctl = Ctl::new("watch-halt");
     let c = client(&ctl.connect).await;
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     online(&c, &ctl.layout, "api", "web-01", "1.0").await;
     stage(&ctl, "api", "1.1", 'a').await;
     let mut w = Watch::start(&ctl, &["--json"]);
@@ -121,7 +121,7 @@ async fn watch_exits_4_with_the_reason_when_the_rollout_halts() {
 async fn watch_exits_4_when_the_rollout_is_aborted() {
     let ctl = Ctl::new("watch-abort");
     let c = client(&ctl.connect).await;
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     online(&c, &ctl.layout, "api", "web-01", "1.0").await;
     stage(&ctl, "api", "1.0", 'a').await;
     complete(&c, &ctl, "api", "1.0").await;
@@ -137,7 +137,7 @@ async fn watch_exits_4_when_the_rollout_is_aborted() {
 async fn watch_without_a_rollout() {
     let ctl = Ctl::new("watch-none");
     let c = client(&ctl.connect).await;
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     let r = ctl.run(&["watch"]).await;
     assert_eq!((r.code, r.stdout.trim()), (0, "no rollout in progress"), "{r:?}");
     let r = ctl.run(&["watch", "api"]).await;
@@ -155,7 +155,7 @@ async fn watch_without_a_rollout() {
 async fn watch_rides_out_a_zookeeper_restart() {
     let cluster = ZkCluster::standalone();
     let ctl = Ctl::on(&cluster.connect_string(), "watch-restart");
-    ctl.ok(&["init"]).await;
+    ctl.init_with_services().await;
     stage(&ctl, "api", "1.1", 'a').await;
     let mut w = Watch::start(&ctl, &["api", "--session-timeout", "4s"]);
     w.until_shows("api 1.1: 0/0 hosts at target").await;

@@ -29,7 +29,20 @@ async fn stage_watch_halt_and_rollback_with_real_hosts() {
     assert_eq!(ctl.run(&["init"]).await.code, 0);
     let v1 = fleet.artifact("1", Behaviour::Good);
     let r = ctl
-        .run(&["stage", "api", "--version", "1", "--file", &path(&v1), "--quorum", "0", "--max-parallel", "3"])
+        // --force: the sidecars, which register the service, start only after this.
+        .run(&[
+            "stage",
+            "api",
+            "--version",
+            "1",
+            "--file",
+            &path(&v1),
+            "--quorum",
+            "0",
+            "--max-parallel",
+            "3",
+            "--force",
+        ])
         .await;
     assert_eq!(r.code, 0, "{r:?}");
     fleet.start_all();

@@ -22,7 +22,14 @@ pub struct ServiceProcess {
     pid: u32,
     pgid: i32,
     kind: Kind,
+    /// The spawn gate (see [`ServiceProcess::spawn`]): open until released.
+    gate: Option<tokio::process::ChildStdin>,
 }
+
+/// The gate a spawned service passes before it becomes itself: a shell that waits
+/// for one line on its stdin, then execs the service (same pid); end of input (the
+/// sidecar died before releasing it) makes it exit instead.
+const GATE: &str = "read -r _ || exit 125; exec \"$@\"";
 
 #[derive(Debug)]
 enum Kind {
@@ -45,18 +52,50 @@ impl ServiceProcess {
     /// Spawns `argv` in `ctx`, leading a new process group, its output to `output`
     /// (stdout, stderr). It is not killed when this value is dropped: the service
     /// outlives a sidecar crash.
+    ///
+    /// The service waits at a gate until [`ServiceProcess::release`]: the caller
+    /// records the pid first, so a sidecar killed between the spawn and the record
+    /// leaves no unrecorded service behind (the gate sees its stdin close and exits
+    /// without starting the service).
     pub fn spawn(argv: &[String], ctx: &CommandContext, output: (Stdio, Stdio)) -> Result<Self, CommandError> {
-        let mut cmd = command::build(argv, ctx);
-        cmd.stdout(output.0).stderr(output.1);
         let program = command::resolve_program(&argv[0], &ctx.cwd).display().to_string();
-        let child = cmd.spawn().map_err(|source| command::spawn_error(&program, ctx, source))?;
+        if !std::path::Path::new(&program).is_file() && program.contains('/') {
+            // Say what is missing now rather than through the gate's exit status.
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+            return Err(command::spawn_error(&program, ctx, source));
+        }
+        let gated: Vec<String> = ["/bin/sh", "-c", GATE, "baton-gate", program.as_str()]
+            .into_iter()
+            .map(str::to_string)
+            .chain(argv[1..].iter().cloned())
+            .collect();
+        let mut cmd = command::build(&gated, ctx);
+        cmd.stdout(output.0).stderr(output.1).stdin(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| command::spawn_error(&program, ctx, source))?;
+        let gate = child.stdin.take();
         let pid = child.id().ok_or_else(|| CommandError::Spawn { program, source: std::io::Error::other("no pid") })?;
-        Ok(ServiceProcess { pid, pgid: pid as i32, kind: Kind::Spawned(child) })
+        Ok(ServiceProcess { pid, pgid: pid as i32, kind: Kind::Spawned(child), gate })
+    }
+
+    /// Lets a spawned service through its gate (after its pid is recorded). Its stdin
+    /// then reads end of input, as `/dev/null` would.
+    pub async fn release(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut gate) = self.gate.take() {
+            if let Err(err) = gate.write_all(b"go\n").await {
+                tracing::warn!(pid = self.pid, error = %err, "failed to release the service's spawn gate");
+            }
+        }
     }
 
     /// Takes over the process a pid file names.
     pub fn adopt(record: &PidRecord) -> Self {
-        ServiceProcess { pid: record.pid, pgid: record.pgid, kind: Kind::Adopted { start_time: record.start_time } }
+        ServiceProcess {
+            pid: record.pid,
+            pgid: record.pgid,
+            kind: Kind::Adopted { start_time: record.start_time },
+            gate: None,
+        }
     }
 
     /// The process id.

@@ -288,6 +288,7 @@ impl Shared {
             process.stop(self.service.stop_timeout.0).await;
             return Err(SupervisorError::Io { what: "write", path, source });
         }
+        process.release().await;
         Ok(process)
     }
 
