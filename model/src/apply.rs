@@ -22,7 +22,10 @@ pub fn apply(cfg: &Config, st: &State, action: &Action) -> State {
             a.check |= a.running == Some(staged);
         }
         Action::Read(h, s) => {
-            let head = &n.zk.deploy[0];
+            let head = match cfg.bug {
+                Bug::EligibleBehindHead => n.zk.entry_of(s).expect("eligible"),
+                _ => &n.zk.deploy[0],
+            };
             let (entry, seen) = (head.id, head.data_version);
             let online = n.zk.online_set(s);
             let self_online = n.zk.services[s as usize].current[h as usize].is_some();
@@ -52,15 +55,15 @@ pub fn apply(cfg: &Config, st: &State, action: &Action) -> State {
         Action::Check(h, s) => {
             n.agent_mut(h, s).check = false;
             if let Some(id) = rules::done(cfg, &n.zk, s) {
-                complete(&mut n, id);
+                complete(cfg, &mut n, id);
             }
         }
         Action::Periodic(_, s) => {
             if let Some(id) = rules::done(cfg, &n.zk, s) {
-                complete(&mut n, id);
+                complete(cfg, &mut n, id);
             }
         }
-        Action::Vacuous(id) => complete(&mut n, id),
+        Action::Vacuous(id) => complete(cfg, &mut n, id),
         Action::Reconnect(h) => {
             n.zk.session[h as usize] = true;
             for s in 0..cfg.services.len() as Svc {
@@ -79,6 +82,7 @@ pub fn apply(cfg: &Config, st: &State, action: &Action) -> State {
             n.stage_left &= !(1 << s);
             n.zk.services[s as usize].staged = 1;
             n.zk.push_entry(s, 1);
+            n.left_behind[s as usize] = 0;
             staging_changed(cfg, &mut n, s);
         }
         Action::Expire(h) => {
@@ -195,7 +199,16 @@ fn boot(cfg: &Config, n: &mut State, h: Host, s: Svc, healthy: bool) {
 }
 
 /// The decider deletes entry `id` (a completed rollout).
-fn complete(n: &mut State, id: u8) {
+fn complete(cfg: &Config, n: &mut State, id: u8) {
+    let e = n.zk.entry(id).expect("completing a live entry");
+    let s = e.service;
+    // Ghost state for the convergence property: who this rollout leaves behind.
+    let mut left = e.failed_hosts;
+    if cfg.exempt_late_hosts {
+        let online = n.zk.online_set(s);
+        left |= cfg.services[s as usize].runs_on & !online;
+    }
+    n.left_behind[s as usize] = left;
     n.zk.deploy.retain(|e| e.id != id);
     n.completed += 1;
 }
@@ -219,7 +232,9 @@ fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
     match kind {
         OpKind::Pause | OpKind::Resume => {
             let Some(e) = first.and_then(|id| n.zk.entry_mut(id)) else { return };
-            e.data_version += 1;
+            if !(kind == OpKind::Pause && cfg.bug == Bug::PauseWithoutRewrite) {
+                e.data_version += 1;
+            }
             if kind == OpKind::Pause {
                 e.state = DeployState::Paused;
             } else {
@@ -229,6 +244,7 @@ fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
             }
         }
         OpKind::Abort => {
+            n.aborted |= 1 << s;
             n.zk.deploy.retain(|e| e.service != s);
             if let Some(v) = majority(&n.zk, s, |_| true) {
                 n.zk.services[s as usize].staged = v;
@@ -240,6 +256,7 @@ fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
             let target = majority(&n.zk, s, |v| v != staged).unwrap_or(staged - 1);
             n.zk.deploy.retain(|e| e.service != s);
             n.zk.services[s as usize].staged = target;
+            n.left_behind[s as usize] = 0;
             // The front: behind the leading entries whose hosts are mid-step; every
             // other entry without markers is re-created behind it (a new sequence).
             let lead = n.zk.deploy.iter().take_while(|e| !e.markers.is_empty()).count();

@@ -72,6 +72,12 @@ pub enum Bug {
     /// only the periodic no-op check by the smallest online host at the staged
     /// version can complete the rollout.
     NoCompletionAfterFailure,
+    /// Eligibility looks at the service's own first entry instead of the head of
+    /// `deploy/`: services no longer roll in deploy order.
+    EligibleBehindHead,
+    /// Pause sets the state without bumping the entry's data version: a fence
+    /// read before the pause still commits after it.
+    PauseWithoutRewrite,
     /// Nobody completes a head entry whose service has no online host.
     NoVacuousCompletion,
 }
@@ -102,6 +108,11 @@ pub struct Config {
     /// on its own between the fence's read and its commit (expected to fail with
     /// faults: the race docs/guarantees.md describes).
     pub strict_quorum: bool,
+    /// The convergence property exempts hosts that were offline (session lost,
+    /// sidecar restarting) when their service's rollout completed. Without the
+    /// exemption it fails with faults: such a host comes back at the old version,
+    /// queues, and no entry exists to step under.
+    pub exempt_late_hosts: bool,
 }
 
 impl Config {
@@ -134,6 +145,7 @@ impl Config {
             fresh: 0,
             bug: Bug::None,
             strict_quorum: false,
+            exempt_late_hosts: true,
         }
     }
 

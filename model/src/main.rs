@@ -6,7 +6,7 @@
 //! default `prabu`). A second service is staged during the run when SERVICES ≥ 2.
 
 use baton_model::{Config, OpKind, Rollout};
-use stateright::{Checker, Model};
+use stateright::{Checker, Expectation, Model};
 use std::time::Instant;
 
 fn arg(args: &[String], i: usize, default: u8) -> u8 {
@@ -44,9 +44,16 @@ fn main() {
     );
     let mut found: Vec<_> = checker.discoveries().into_iter().collect();
     found.sort_by_key(|(name, _)| *name);
+    let model = checker.model();
     for (name, path) in found {
-        println!("{name}: {} steps", path.clone().into_actions().len());
-        for a in path.into_actions() {
+        let steps = path.clone().into_actions();
+        let example = model.properties().iter().any(|p| p.name == name && p.expectation == Expectation::Sometimes);
+        if example {
+            println!("example of {name:?}: {} steps", steps.len());
+            continue;
+        }
+        println!("COUNTEREXAMPLE of {name:?}: {} steps", steps.len());
+        for a in steps {
             println!("    {a:?}");
         }
     }

@@ -34,6 +34,14 @@ pub mod names {
     /// When no protocol action is enabled, the head rollout is paused or halted
     /// (no rollout stuck active with nobody able to move it).
     pub const STUCK: &str = "no rollout stuck active";
+    /// When no protocol action is enabled, every online host of a service with
+    /// no deploy entry (its rollouts ended) runs the staged version (unless an
+    /// operator aborted it).
+    pub const CONVERGED: &str = "every online host ends at the staged version";
+    /// Hosts of one service mid-step (between fence and commit) are at most its
+    /// `max_parallel`: markers bound them, except where an operator deleted
+    /// markers of steps still in flight (abort, rollback, unlock).
+    pub const STEPS: &str = "at most max_parallel hosts of a service mid-step";
     /// Some rollout completes (the model is not vacuous).
     pub const COMPLETES: &str = "a rollout completes";
     /// Every rollout staged completes, in some run.
@@ -70,6 +78,12 @@ impl Model for Rollout {
             Property::always(MAX_PARALLEL, |m: &Rollout, st: &State| {
                 st.zk.deploy.iter().all(|e| e.markers.len() <= m.cfg.policy(e.service).max_parallel as usize)
             }),
+            Property::always(STEPS, |m: &Rollout, st: &State| {
+                (0..m.cfg.services.len() as u8).all(|s| {
+                    let stepping = m.cfg.agents().filter(|&(h, t)| t == s && st.agent(h, s).phase.in_step()).count();
+                    stepping <= m.cfg.policy(s).max_parallel as usize
+                })
+            }),
             Property::always(HEAD, |_, st: &State| clean(st, Violation::NotHead)),
             Property::always(INACTIVE, |_, st: &State| clean(st, Violation::Inactive)),
             Property::always(HALTED, |_, st: &State| clean(st, Violation::LeftHalted)),
@@ -78,6 +92,9 @@ impl Model for Rollout {
             Property::always(STUCK, |m: &Rollout, st: &State| {
                 let settled = st.zk.deploy.first().is_none_or(|e| e.state != DeployState::Active);
                 settled || rules::can_progress(&m.cfg, st)
+            }),
+            Property::always(CONVERGED, |m: &Rollout, st: &State| {
+                rules::converged(&m.cfg, st) || rules::can_progress(&m.cfg, st)
             }),
             Property::sometimes(COMPLETES, |_, st: &State| st.completed > 0),
             Property::sometimes(ALL_COMPLETE, |_, st: &State| {

@@ -14,7 +14,11 @@ pub fn eligible(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
     if pos >= p.max_parallel as usize || svc.tickets[pos].version != svc.staged {
         return false;
     }
-    let Some(head) = zk.deploy.first() else { return false };
+    let head = match cfg.bug {
+        Bug::EligibleBehindHead => zk.entry_of(s),
+        _ => zk.deploy.first(),
+    };
+    let Some(head) = head else { return false };
     if head.service != s || head.version != svc.staged || head.state != DeployState::Active {
         return false;
     }
@@ -84,4 +88,19 @@ pub fn can_progress(cfg: &Config, state: &State) -> bool {
     let mut actions = Vec::new();
     crate::actions::protocol_actions(cfg, state, &mut actions);
     !actions.is_empty()
+}
+
+/// Whether every online host of every service without a deploy entry (and not
+/// aborted) runs the staged version, but those its last rollout left behind.
+pub fn converged(cfg: &Config, st: &State) -> bool {
+    (0..cfg.services.len() as Svc).all(|s| {
+        let svc = &st.zk.services[s as usize];
+        st.aborted & (1 << s) != 0
+            || st.zk.entry_of(s).is_some()
+            || svc
+                .current
+                .iter()
+                .enumerate()
+                .all(|(h, c)| c.is_none() || *c == Some(svc.staged) || st.left_behind[s as usize] & (1 << h) != 0)
+    })
 }

@@ -172,6 +172,13 @@ pub struct State {
     pub stage_left: u8,
     /// Rollouts completed so far (entries deleted by the decider).
     pub completed: u8,
+    /// Bit `s`: an operator aborted service `s`'s rollout (ghost state for the
+    /// convergence property: an abort leaves hosts where they are).
+    pub aborted: u8,
+    /// Index `s`: hosts service `s`'s last completed rollout left behind (its
+    /// failed hosts, and with [`Config::exempt_late_hosts`] the hosts that were
+    /// offline when it completed); ghost state for the convergence property.
+    pub left_behind: Vec<u8>,
     /// Bits of [`crate::checks::Violation`]s some transition so far committed.
     pub violations: u16,
 }
@@ -202,7 +209,17 @@ impl State {
                 Agent { running: Some(0), phase: Phase::Idle, check: false }
             });
         }
-        State { zk, agents, faults_left: cfg.faults, ops_left: cfg.ops, stage_left, completed: 0, violations: 0 }
+        State {
+            zk,
+            agents,
+            faults_left: cfg.faults,
+            ops_left: cfg.ops,
+            stage_left,
+            completed: 0,
+            aborted: 0,
+            left_behind: vec![0; n],
+            violations: 0,
+        }
     }
 
     /// Agent (h, s), which must exist.

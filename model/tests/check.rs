@@ -5,7 +5,7 @@
 //! checks deliberately broken variants and asserts the checker finds the
 //! counterexample it should.
 
-use baton_model::{Bug, Config, OpKind, Rollout, names};
+use baton_model::{Bug, Config, OpKind, Policy, Rollout, names};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -120,13 +120,59 @@ fn the_quorum_race_with_a_host_failing_on_its_own_is_real() {
 }
 
 #[test]
+fn a_host_offline_when_its_rollout_completes_is_left_behind() {
+    // A host whose session is lost while the others finish comes back at the old
+    // version, queues, and finds no entry to step under: it never converges.
+    let mut cfg = Config::fleet(3, 1);
+    cfg.faults = 1;
+    cfg.crash = false;
+    cfg.exempt_late_hosts = false;
+    finds("late host, 3 hosts, 1 expiry", cfg, names::CONVERGED);
+}
+
+#[test]
+fn operators_freeing_the_slot_of_a_live_step_exceed_max_parallel() {
+    // The ticket window and the markers bound the steps in flight. A stepping
+    // host whose session expired holds no ticket, only its marker: an unlock
+    // or a rollback (which supersedes the entry with its markers) that deletes
+    // that marker lets another host step beside it. (An abort leaves no entry.)
+    for kind in [OpKind::Unlock, OpKind::Rollback] {
+        let mut cfg = Config::fleet(3, 1);
+        cfg.services[0].policy = Policy { quorum: 0, max_parallel: 1, max_failures: 0 };
+        cfg.faults = 1;
+        cfg.crash = false;
+        cfg.ops = 1;
+        cfg.op_kinds = vec![kind];
+        finds(&format!("{kind:?} of a live step"), cfg, names::STEPS);
+    }
+}
+
+#[test]
 fn bug_recovery_ignoring_the_service_is_caught() {
     let mut cfg = Config::fleet(2, 2);
     cfg.services[1].staged_at_start = true;
     cfg.faults = 1;
     cfg.expiry = false;
     cfg.bug = Bug::IgnoreServiceInRecovery;
-    finds("bug IgnoreServiceInRecovery", cfg, names::CROSS);
+    finds("bug IgnoreServiceInRecovery", cfg.clone(), names::CROSS);
+    finds("bug IgnoreServiceInRecovery", cfg, names::MARKER);
+}
+
+#[test]
+fn bug_eligibility_behind_the_head_is_caught() {
+    let mut cfg = Config::fleet(2, 2);
+    cfg.services[1].staged_at_start = true;
+    cfg.bug = Bug::EligibleBehindHead;
+    finds("bug EligibleBehindHead", cfg, names::HEAD);
+}
+
+#[test]
+fn bug_pause_without_rewrite_is_caught() {
+    let mut cfg = Config::fleet(2, 1);
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Pause];
+    cfg.bug = Bug::PauseWithoutRewrite;
+    finds("bug PauseWithoutRewrite", cfg, names::INACTIVE);
 }
 
 #[test]
