@@ -86,6 +86,9 @@ pub fn record(cfg: &Config, before: &State, action: &Action, mut after: State) -
             if gone && !own && !op_may_delete {
                 v |= Violation::MarkerTheft as u16;
             }
+            if gone && op_may_delete && before.agent(m.host, e.service).phase.in_step() {
+                after.freed_live_slot = true;
+            }
         }
     }
     after.violations |= v;

@@ -113,6 +113,9 @@ pub struct Config {
     /// exemption it fails with faults: such a host comes back at the old version,
     /// queues, and no entry exists to step under.
     pub exempt_late_hosts: bool,
+    /// Check the steps-in-flight bound even after an operator freed the slot of
+    /// a step still running (expected to fail then).
+    pub strict_steps: bool,
 }
 
 impl Config {
@@ -146,6 +149,7 @@ impl Config {
             bug: Bug::None,
             strict_quorum: false,
             exempt_late_hosts: true,
+            strict_steps: false,
         }
     }
 

@@ -39,8 +39,8 @@ pub mod names {
     /// operator aborted it).
     pub const CONVERGED: &str = "every online host ends at the staged version";
     /// Hosts of one service mid-step (between fence and commit) are at most its
-    /// `max_parallel`: markers bound them, except where an operator deleted
-    /// markers of steps still in flight (abort, rollback, unlock).
+    /// `max_parallel`, unless an operator deleted the marker of a step still in
+    /// flight (unlock, rollback; see [`crate::Config::strict_steps`]).
     pub const STEPS: &str = "at most max_parallel hosts of a service mid-step";
     /// Some rollout completes (the model is not vacuous).
     pub const COMPLETES: &str = "a rollout completes";
@@ -79,10 +79,13 @@ impl Model for Rollout {
                 st.zk.deploy.iter().all(|e| e.markers.len() <= m.cfg.policy(e.service).max_parallel as usize)
             }),
             Property::always(STEPS, |m: &Rollout, st: &State| {
-                (0..m.cfg.services.len() as u8).all(|s| {
-                    let stepping = m.cfg.agents().filter(|&(h, t)| t == s && st.agent(h, s).phase.in_step()).count();
-                    stepping <= m.cfg.policy(s).max_parallel as usize
-                })
+                let exempt = st.freed_live_slot && !m.cfg.strict_steps;
+                exempt
+                    || (0..m.cfg.services.len() as u8).all(|s| {
+                        let stepping =
+                            m.cfg.agents().filter(|&(h, t)| t == s && st.agent(h, s).phase.in_step()).count();
+                        stepping <= m.cfg.policy(s).max_parallel as usize
+                    })
             }),
             Property::always(HEAD, |_, st: &State| clean(st, Violation::NotHead)),
             Property::always(INACTIVE, |_, st: &State| clean(st, Violation::Inactive)),

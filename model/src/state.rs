@@ -179,6 +179,10 @@ pub struct State {
     /// failed hosts, and with [`Config::exempt_late_hosts`] the hosts that were
     /// offline when it completed); ghost state for the convergence property.
     pub left_behind: Vec<u8>,
+    /// An operator deleted the marker of a step still in flight (unlock, or a
+    /// rollback superseding its entry): ghost state, the steps-in-flight bound
+    /// no longer applies.
+    pub freed_live_slot: bool,
     /// Bits of [`crate::checks::Violation`]s some transition so far committed.
     pub violations: u16,
 }
@@ -218,6 +222,7 @@ impl State {
             completed: 0,
             aborted: 0,
             left_behind: vec![0; n],
+            freed_live_slot: false,
             violations: 0,
         }
     }

@@ -143,6 +143,7 @@ fn operators_freeing_the_slot_of_a_live_step_exceed_max_parallel() {
         cfg.crash = false;
         cfg.ops = 1;
         cfg.op_kinds = vec![kind];
+        cfg.strict_steps = true;
         finds(&format!("{kind:?} of a live step"), cfg, names::STEPS);
     }
 }
