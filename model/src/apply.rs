@@ -1,0 +1,279 @@
+//! What each action does: the next state.
+
+use crate::actions::Action;
+use crate::config::{Bug, Config, Host, OpKind, Svc, Ver};
+use crate::rules;
+use crate::state::{DeployState, Marker, Phase, State, Ticket, Zk};
+
+/// The state after `action` in `st` (the action must be enabled).
+pub fn apply(cfg: &Config, st: &State, action: &Action) -> State {
+    let mut n = st.clone();
+    match *action {
+        Action::Queue(h, s) => {
+            let version = n.zk.services[s as usize].staged;
+            n.zk.services[s as usize].tickets.push(Ticket { host: h, version });
+            n.agent_mut(h, s).phase = Phase::Queued;
+        }
+        Action::DropTicket(h, s) => {
+            n.zk.delete_ticket(h, s);
+            let staged = n.zk.services[s as usize].staged;
+            let a = n.agent_mut(h, s);
+            a.phase = Phase::Idle;
+            a.check |= a.running == Some(staged);
+        }
+        Action::Read(h, s) => {
+            let head = match cfg.bug {
+                Bug::EligibleBehindHead => n.zk.entry_of(s).expect("eligible"),
+                _ => &n.zk.deploy[0],
+            };
+            let (entry, seen) = (head.id, head.data_version);
+            let online = n.zk.online_set(s);
+            let self_online = n.zk.services[s as usize].current[h as usize].is_some();
+            n.agent_mut(h, s).phase = Phase::Read { entry, seen, online, self_online };
+        }
+        Action::Fence(h, s) => fence(cfg, &mut n, h, s),
+        Action::Switch(h, s) => {
+            let a = n.agent_mut(h, s);
+            if let Phase::Fenced { entry, from, to } = a.phase {
+                a.running = Some(to);
+                a.phase = Phase::Switched { entry, from, to };
+            }
+        }
+        Action::Outcome(h, s, ok) => {
+            let a = n.agent_mut(h, s);
+            if let Phase::Switched { entry, from, .. } = a.phase {
+                if ok {
+                    a.phase = Phase::Succeeded { entry };
+                } else {
+                    a.running = from;
+                    a.phase = Phase::Failed { entry };
+                }
+            }
+        }
+        Action::Commit(h, s) => commit(cfg, &mut n, h, s),
+        Action::Boot(h, s, healthy) => boot(cfg, &mut n, h, s, healthy),
+        Action::Check(h, s) => {
+            n.agent_mut(h, s).check = false;
+            if let Some(id) = rules::done(cfg, &n.zk, s) {
+                complete(cfg, &mut n, id);
+            }
+        }
+        Action::Periodic(_, s) => {
+            if let Some(id) = rules::done(cfg, &n.zk, s) {
+                complete(cfg, &mut n, id);
+            }
+        }
+        Action::Vacuous(id) => complete(cfg, &mut n, id),
+        Action::Reconnect(h) => {
+            n.zk.session[h as usize] = true;
+            for s in 0..cfg.services.len() as Svc {
+                if !cfg.runs(h, s) {
+                    continue;
+                }
+                let a = n.agent(h, s).clone();
+                if a.phase.in_step() || a.phase == Phase::Booting {
+                    continue;
+                }
+                n.zk.services[s as usize].current[h as usize] = a.running;
+                n.agent_mut(h, s).check = true;
+            }
+        }
+        Action::Stage(s) => {
+            n.stage_left &= !(1 << s);
+            n.zk.services[s as usize].staged = 1;
+            n.zk.push_entry(s, 1);
+            n.left_behind[s as usize] = 0;
+            staging_changed(cfg, &mut n, s);
+        }
+        Action::Expire(h) => {
+            n.faults_left -= 1;
+            n.zk.session[h as usize] = false;
+            n.zk.drop_session(h);
+            for a in agents_of(cfg, &mut n, h) {
+                if matches!(a.phase, Phase::Queued | Phase::Read { .. }) {
+                    a.phase = Phase::Idle;
+                }
+            }
+        }
+        Action::Crash(h) => {
+            n.faults_left -= 1;
+            n.zk.drop_session(h);
+            n.zk.session[h as usize] = true;
+            for a in agents_of(cfg, &mut n, h) {
+                a.phase = Phase::Booting;
+                a.check = false;
+            }
+        }
+        Action::Op(kind, s) => {
+            n.ops_left -= 1;
+            operator(cfg, &mut n, kind, s);
+        }
+        Action::Unlock(s, h) => {
+            n.ops_left -= 1;
+            if let Some(id) = n.zk.entry_of(s).map(|e| e.id) {
+                n.zk.delete_marker(id, h);
+            }
+        }
+    }
+    n
+}
+
+fn agents_of<'a>(cfg: &Config, n: &'a mut State, h: Host) -> impl Iterator<Item = &'a mut crate::state::Agent> {
+    let k = cfg.services.len();
+    n.agents[h as usize * k..(h as usize + 1) * k].iter_mut().flatten()
+}
+
+/// The fence multi (`fence::try_commit`).
+fn fence(cfg: &Config, n: &mut State, h: Host, s: Svc) {
+    let Phase::Read { entry, seen, self_online, .. } = n.agent(h, s).phase else { return };
+    let from = n.agent(h, s).running;
+    let svc = &n.zk.services[s as usize];
+    let ticket = svc.tickets.iter().any(|t| t.host == h);
+    let registered = svc.current[h as usize].is_some();
+    let ok = n.zk.entry(entry).is_some_and(|e| {
+        let version_ok = cfg.bug == Bug::FenceWithoutVersionCheck || e.data_version == seen;
+        version_ok && !e.markers.iter().any(|m| m.host == h)
+    });
+    if !(ok && ticket && (registered || !self_online)) {
+        n.agent_mut(h, s).phase = Phase::Queued;
+        return;
+    }
+    let e = n.zk.entry_mut(entry).expect("checked");
+    e.data_version += 1;
+    let to = e.version;
+    e.markers.push(Marker { host: h, service: s, from, to });
+    if self_online {
+        n.zk.services[s as usize].current[h as usize] = None;
+    }
+    n.agent_mut(h, s).phase = Phase::Fenced { entry, from, to };
+}
+
+/// The success or failure transaction (`commit::success`, `commit::failure`).
+fn commit(cfg: &Config, n: &mut State, h: Host, s: Svc) {
+    let a = n.agent(h, s).clone();
+    let (entry, failed) = match a.phase {
+        Phase::Succeeded { entry } => (entry, false),
+        Phase::Failed { entry } => (entry, true),
+        _ => return,
+    };
+    if failed {
+        let max = cfg.policy(s).max_failures;
+        if let Some(e) = n.zk.entry_mut(entry) {
+            e.failures += 1;
+            e.failed_hosts |= 1 << h;
+            if e.failures > max && e.state != DeployState::Halted {
+                e.state = DeployState::Halted;
+            }
+            e.data_version += 1;
+        }
+    }
+    n.zk.services[s as usize].current[h as usize] = a.running;
+    n.zk.delete_marker(entry, h);
+    n.zk.delete_ticket(h, s);
+    let a = n.agent_mut(h, s);
+    // Nothing running (a step from nothing failed): boot installs directly.
+    a.phase = if a.running.is_some() { Phase::Idle } else { Phase::Booting };
+    a.check = !failed || cfg.bug != Bug::NoCompletionAfterFailure;
+}
+
+/// Boot, or recovery of this service's interrupted step from its marker.
+fn boot(cfg: &Config, n: &mut State, h: Host, s: Svc, healthy: bool) {
+    let running = n.agent(h, s).running;
+    let now = match rules::own_marker(cfg, &n.zk, h, s) {
+        Some((id, m)) => {
+            n.zk.delete_marker(id, h);
+            n.zk.delete_ticket(h, s);
+            // Finish the step when the new release is active and healthy, else undo
+            // it (back to `from`), not counted as a failure.
+            if running == Some(m.to) && healthy { Some(m.to) } else { m.from }
+        }
+        // A running service is kept (never switched without a fence); a host with
+        // nothing running installs directly.
+        None => Some(running.unwrap_or_else(|| rules::boot_version(&n.zk, s))),
+    };
+    n.zk.services[s as usize].current[h as usize] = now;
+    let a = n.agent_mut(h, s);
+    a.running = now;
+    a.phase = if now.is_some() { Phase::Idle } else { Phase::Booting };
+    a.check = true;
+}
+
+/// The decider deletes entry `id` (a completed rollout).
+fn complete(cfg: &Config, n: &mut State, id: u8) {
+    let e = n.zk.entry(id).expect("completing a live entry");
+    let s = e.service;
+    // Ghost state for the convergence property: who this rollout leaves behind.
+    let mut left = e.failed_hosts;
+    if cfg.exempt_late_hosts {
+        let online = n.zk.online_set(s);
+        left |= cfg.services[s as usize].runs_on & !online;
+    }
+    n.left_behind[s as usize] = left;
+    n.zk.deploy.retain(|e| e.id != id);
+    n.completed += 1;
+}
+
+/// The staged release of `s` changed: the smallest online host re-evaluates.
+fn staging_changed(cfg: &Config, n: &mut State, s: Svc) {
+    if let Some(h) = rules::min_online(&n.zk, s).filter(|&h| cfg.runs(h, s)) {
+        n.agent_mut(h, s).check = true;
+    }
+}
+
+/// The version most online hosts of `s` run among those `keep` accepts (ties: newest).
+fn majority(zk: &Zk, s: Svc, keep: impl Fn(Ver) -> bool) -> Option<Ver> {
+    let cur = &zk.services[s as usize].current;
+    let count = |v: Ver| cur.iter().filter(|c| **c == Some(v)).count();
+    cur.iter().flatten().copied().filter(|v| keep(*v)).max_by_key(|v| (count(*v), *v))
+}
+
+fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
+    let first = n.zk.entry_of(s).map(|e| e.id);
+    match kind {
+        OpKind::Pause | OpKind::Resume => {
+            let Some(e) = first.and_then(|id| n.zk.entry_mut(id)) else { return };
+            if !(kind == OpKind::Pause && cfg.bug == Bug::PauseWithoutRewrite) {
+                e.data_version += 1;
+            }
+            if kind == OpKind::Pause {
+                e.state = DeployState::Paused;
+            } else {
+                e.state = DeployState::Active;
+                e.failures = 0;
+                e.failed_hosts = 0;
+            }
+        }
+        OpKind::Abort => {
+            n.aborted |= 1 << s;
+            n.zk.deploy.retain(|e| e.service != s);
+            if let Some(v) = majority(&n.zk, s, |_| true) {
+                n.zk.services[s as usize].staged = v;
+            }
+            staging_changed(cfg, n, s);
+        }
+        OpKind::Rollback => {
+            let staged = n.zk.services[s as usize].staged;
+            let target = majority(&n.zk, s, |v| v != staged).unwrap_or(staged - 1);
+            n.zk.deploy.retain(|e| e.service != s);
+            n.zk.services[s as usize].staged = target;
+            n.left_behind[s as usize] = 0;
+            // The front: behind the leading entries whose hosts are mid-step; every
+            // other entry without markers is re-created behind it (a new sequence).
+            let lead = n.zk.deploy.iter().take_while(|e| !e.markers.is_empty()).count();
+            let rest: Vec<_> = n.zk.deploy.split_off(lead);
+            let rollback = n.zk.new_entry(s, target);
+            let (stuck, movable): (Vec<_>, Vec<_>) = rest.into_iter().partition(|e| !e.markers.is_empty());
+            n.zk.deploy.extend(stuck);
+            n.zk.deploy.push(rollback);
+            for e in movable {
+                let mut moved = n.zk.new_entry(e.service, e.version);
+                moved.state = e.state;
+                moved.failures = e.failures;
+                moved.failed_hosts = e.failed_hosts;
+                n.zk.deploy.push(moved);
+            }
+            staging_changed(cfg, n, s);
+        }
+        OpKind::Unlock => {}
+    }
+}

@@ -1,0 +1,172 @@
+//! What one check explores: the fleet, the policies, the bounds on faults and on
+//! operator actions, and an optional deliberately broken variant ([`Bug`]).
+
+/// A host id: an index into the fleet (`0..hosts`). The smallest id matters: it is
+/// the host that runs the periodic no-op completion check.
+pub type Host = u8;
+/// A service: an index into [`Config::services`].
+pub type Svc = u8;
+/// A release version. Hosts start at 0, rollouts go to 1, a rollback goes back.
+pub type Ver = u8;
+
+/// A staged release's rollout policy (`staging/<svc>` → `policy`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Policy {
+    /// Online hosts that must stay up while hosts step (an absolute count).
+    pub quorum: u8,
+    /// Hosts stepping at once: markers under one entry, and the ticket window.
+    pub max_parallel: u8,
+    /// Failures tolerated before the entry halts.
+    pub max_failures: u8,
+}
+
+/// One service of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Its policy (the same for every release of it).
+    pub policy: Policy,
+    /// Bit `h` set: host `h` runs this service (has an agent for it).
+    pub runs_on: u8,
+    /// Staged at the start with a deploy entry (version 1), in service order.
+    /// Otherwise the model may stage version 1 once, at any point (a new entry at
+    /// the back of the deploy queue).
+    pub staged_at_start: bool,
+}
+
+/// Operator actions the model may take (each use spends one of [`Config::ops`]).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum OpKind {
+    /// `deployctl pause`: an active entry becomes paused (a rewrite).
+    Pause,
+    /// `deployctl resume`: a paused or halted entry (or one with failures) becomes
+    /// active, with its failures and failed hosts cleared.
+    Resume,
+    /// `deployctl abort`: the service's entries and their markers are deleted and
+    /// the staged release goes back to what most online hosts run.
+    Abort,
+    /// `deployctl rollback`: the previous version is staged as a new entry that
+    /// supersedes the service's entries (deleted with their markers) and goes to the
+    /// front of the queue, behind a head whose hosts are mid-step (as
+    /// `deployctl/src/rollback.rs` does it: the other movable entries are re-created
+    /// behind it).
+    Rollback,
+    /// `deployctl unlock`: deletes one host's marker.
+    Unlock,
+}
+
+/// A deliberately broken variant, to show the checker finds what it should.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Bug {
+    /// The protocol as designed.
+    None,
+    /// Recovery takes this host's marker in any deploy entry, whatever its service
+    /// (what `fence::find_marker` does today): one service's recovery acts on
+    /// another service's step.
+    IgnoreServiceInRecovery,
+    /// Completion does not require the entry to be active: a halted rollout is
+    /// deleted as if it had completed.
+    CompleteWhileHalted,
+    /// The fence does not check the entry's data version: two hosts act on one count.
+    FenceWithoutVersionCheck,
+    /// A failure commit does not run the completion check (today's `reverted`), and
+    /// only the periodic no-op check by the smallest online host at the staged
+    /// version can complete the rollout.
+    NoCompletionAfterFailure,
+    /// Eligibility looks at the service's own first entry instead of the head of
+    /// `deploy/`: services no longer roll in deploy order.
+    EligibleBehindHead,
+    /// Pause sets the state without bumping the entry's data version: a fence
+    /// read before the pause still commits after it.
+    PauseWithoutRewrite,
+    /// Nobody completes a head entry whose service has no online host.
+    NoVacuousCompletion,
+}
+
+/// The model's parameters.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Hosts in the fleet (at most 8).
+    pub hosts: u8,
+    /// The services (at most 8).
+    pub services: Vec<Service>,
+    /// Faults (session expiries, sidecar crashes) allowed per run.
+    pub faults: u8,
+    /// Which faults may happen.
+    pub expiry: bool,
+    /// Whether sidecar crashes (with restart) may happen.
+    pub crash: bool,
+    /// Operator actions allowed per run.
+    pub ops: u8,
+    /// Which operator actions may happen.
+    pub op_kinds: Vec<OpKind>,
+    /// Bit `h` set: host `h` starts with nothing installed for service 0 (it boots
+    /// and installs directly, unfenced).
+    pub fresh: u8,
+    /// The broken variant, if any.
+    pub bug: Bug,
+    /// Check the quorum at every fence without exempting a host that went offline
+    /// on its own between the fence's read and its commit (expected to fail with
+    /// faults: the race docs/guarantees.md describes).
+    pub strict_quorum: bool,
+    /// The convergence property exempts hosts that were offline (session lost,
+    /// sidecar restarting) when their service's rollout completed. Without the
+    /// exemption it fails with faults: such a host comes back at the old version,
+    /// queues, and no entry exists to step under.
+    pub exempt_late_hosts: bool,
+    /// Check the steps-in-flight bound even after an operator freed the slot of
+    /// a step still running (expected to fail then).
+    pub strict_steps: bool,
+}
+
+impl Config {
+    /// `hosts` hosts each running `services` services, all staged at the start,
+    /// quorum 1, `max_parallel` 1 (service 0: 2 when there are 3+ hosts),
+    /// `max_failures` 0 for service 0 and 1 for the others; no faults or operator
+    /// actions (add them with the fields).
+    pub fn fleet(hosts: u8, services: u8) -> Config {
+        let all = (1u16 << hosts) as u8;
+        let all = all.wrapping_sub(1);
+        let services = (0..services)
+            .map(|s| Service {
+                policy: Policy {
+                    quorum: 1,
+                    max_parallel: if s == 0 && hosts >= 3 { 2 } else { 1 },
+                    max_failures: u8::from(s != 0),
+                },
+                runs_on: all,
+                staged_at_start: s == 0,
+            })
+            .collect();
+        Config {
+            hosts,
+            services,
+            faults: 0,
+            expiry: true,
+            crash: true,
+            ops: 0,
+            op_kinds: vec![],
+            fresh: 0,
+            bug: Bug::None,
+            strict_quorum: false,
+            exempt_late_hosts: true,
+            strict_steps: false,
+        }
+    }
+
+    /// Whether host `h` runs service `s`.
+    pub fn runs(&self, h: Host, s: Svc) -> bool {
+        self.services[s as usize].runs_on & (1 << h) != 0
+    }
+
+    /// The policy of service `s`.
+    pub fn policy(&self, s: Svc) -> &Policy {
+        &self.services[s as usize].policy
+    }
+
+    /// Every (host, service) pair that has an agent.
+    pub fn agents(&self) -> impl Iterator<Item = (Host, Svc)> + '_ {
+        (0..self.hosts)
+            .flat_map(move |h| (0..self.services.len() as Svc).map(move |s| (h, s)))
+            .filter(|&(h, s)| self.runs(h, s))
+    }
+}

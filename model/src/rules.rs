@@ -1,0 +1,106 @@
+//! The protocol's decisions as pure functions over the state, mirroring
+//! `sidecar/src/turn.rs` (eligibility) and `sidecar/src/commit.rs` (completion).
+
+use crate::config::{Bug, Config, Host, Svc, Ver};
+use crate::state::{DeployState, Entry, Marker, State, Zk};
+
+/// SPEC step 3 for host `h`'s ticket of service `s`, on the state now: the head
+/// entry is `s` at the staged version and active, the ticket is among the first
+/// `max_parallel`, online − 1 (− 0 when not online) ≥ quorum, markers < `max_parallel`.
+pub fn eligible(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
+    let p = cfg.policy(s);
+    let svc = &zk.services[s as usize];
+    let Some(pos) = svc.tickets.iter().position(|t| t.host == h) else { return false };
+    if pos >= p.max_parallel as usize || svc.tickets[pos].version != svc.staged {
+        return false;
+    }
+    let head = match cfg.bug {
+        Bug::EligibleBehindHead => zk.entry_of(s),
+        _ => zk.deploy.first(),
+    };
+    let Some(head) = head else { return false };
+    if head.service != s || head.version != svc.staged || head.state != DeployState::Active {
+        return false;
+    }
+    if head.markers.len() >= p.max_parallel as usize {
+        return false;
+    }
+    let online = zk.online(s);
+    let after = if svc.current[h as usize].is_some() { online.saturating_sub(1) } else { online };
+    after >= p.quorum
+}
+
+/// The entry the completion decider of service `s` looks at: the service's first
+/// entry, when it rolls out the staged version.
+pub fn entry_to_complete(zk: &Zk, s: Svc) -> Option<&Entry> {
+    zk.entry_of(s).filter(|e| e.version == zk.services[s as usize].staged)
+}
+
+/// `commit::complete_if_done`: whether the decider of service `s` deletes its
+/// entry now: active (not paused, not halted), no tickets, no markers, every online
+/// host not in `failed_hosts` at the staged version.
+pub fn done(cfg: &Config, zk: &Zk, s: Svc) -> Option<u8> {
+    let e = entry_to_complete(zk, s)?;
+    let svc = &zk.services[s as usize];
+    let state_ok = match cfg.bug {
+        Bug::CompleteWhileHalted => e.state != DeployState::Paused,
+        _ => e.state == DeployState::Active,
+    };
+    let hosts_ok = svc
+        .current
+        .iter()
+        .enumerate()
+        .all(|(h, c)| c.is_none() || *c == Some(svc.staged) || e.failed_hosts & (1 << h) != 0);
+    (state_ok && svc.tickets.is_empty() && e.markers.is_empty() && hosts_ok).then_some(e.id)
+}
+
+/// The online host of `s` with the smallest id (the periodic no-op decider).
+pub fn min_online(zk: &Zk, s: Svc) -> Option<Host> {
+    zk.services[s as usize].current.iter().position(|c| c.is_some()).map(|h| h as Host)
+}
+
+/// This host's marker that recovery of service `s` acts on: under an entry of
+/// `s` (with [`Bug::IgnoreServiceInRecovery`]: under any entry, first in order).
+pub fn own_marker(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> Option<(u8, Marker)> {
+    zk.deploy
+        .iter()
+        .filter(|e| e.service == s || cfg.bug == Bug::IgnoreServiceInRecovery)
+        .find_map(|e| e.markers.iter().find(|m| m.host == h).map(|m| (e.id, m.clone())))
+}
+
+/// The version boot installs on a host with nothing running: the most popular
+/// among online hosts (ties: the newest), else the staged one.
+pub fn boot_version(zk: &Zk, s: Svc) -> Ver {
+    let svc = &zk.services[s as usize];
+    let mut best: Option<(usize, Ver)> = None;
+    for v in svc.current.iter().flatten() {
+        let n = svc.current.iter().filter(|c| **c == Some(*v)).count();
+        if best.is_none_or(|(bn, bv)| (n, *v) > (bn, bv)) {
+            best = Some((n, *v));
+        }
+    }
+    best.map_or(svc.staged, |(_, v)| v)
+}
+
+/// Whether `state` has an enabled protocol action (anything but a fault, an
+/// operator action or a stage): used by the no-deadlock property.
+pub fn can_progress(cfg: &Config, state: &State) -> bool {
+    let mut actions = Vec::new();
+    crate::actions::protocol_actions(cfg, state, &mut actions);
+    !actions.is_empty()
+}
+
+/// Whether every online host of every service without a deploy entry (and not
+/// aborted) runs the staged version, but those its last rollout left behind.
+pub fn converged(cfg: &Config, st: &State) -> bool {
+    (0..cfg.services.len() as Svc).all(|s| {
+        let svc = &st.zk.services[s as usize];
+        st.aborted & (1 << s) != 0
+            || st.zk.entry_of(s).is_some()
+            || svc
+                .current
+                .iter()
+                .enumerate()
+                .all(|(h, c)| c.is_none() || *c == Some(svc.staged) || st.left_behind[s as usize] & (1 << h) != 0)
+    })
+}

@@ -1,0 +1,217 @@
+//! Exhaustive checks of the rollout model (BFS over every reachable state).
+//!
+//! The first group checks the protocol as designed and asserts no property is
+//! violated (and every `sometimes` property has an example). The second group
+//! checks deliberately broken variants and asserts the checker finds the
+//! counterexample it should.
+
+use baton_model::{Bug, Config, OpKind, Policy, Rollout, names};
+use stateright::{Checker, HasDiscoveries, Model};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+const ALL_OPS: [OpKind; 5] = [OpKind::Pause, OpKind::Resume, OpKind::Abort, OpKind::Rollback, OpKind::Unlock];
+
+fn run(label: &str, cfg: Config, stop_at: Option<&'static str>) -> impl Checker<Rollout> {
+    let start = Instant::now();
+    let mut builder = Rollout { cfg }.checker();
+    if let Some(name) = stop_at {
+        builder = builder.finish_when(HasDiscoveries::AnyOf(BTreeSet::from([name])));
+    }
+    let checker = builder.spawn_bfs().join();
+    println!(
+        "{label}: {} states, {} unique, max depth {}, {:.1?}",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        start.elapsed()
+    );
+    checker
+}
+
+fn holds(label: &str, cfg: Config) {
+    run(label, cfg, None).assert_properties();
+}
+
+/// Asserts a counterexample of `property` is found; prints it.
+fn finds(label: &str, cfg: Config, property: &'static str) {
+    let checker = run(label, cfg, Some(property));
+    let path = checker.discovery(property).unwrap_or_else(|| panic!("{label}: no counterexample of {property:?}"));
+    println!("{label}: counterexample of {property:?}:");
+    for action in path.into_actions() {
+        println!("    {action:?}");
+    }
+}
+
+#[test]
+fn three_hosts_two_services_one_fault() {
+    let mut cfg = Config::fleet(3, 2);
+    cfg.faults = 1;
+    holds("3 hosts x 2 services, 1 fault", cfg);
+}
+
+#[test]
+fn three_hosts_two_services_one_pause_resume_or_unlock() {
+    let mut cfg = Config::fleet(3, 2);
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Pause, OpKind::Resume, OpKind::Unlock];
+    holds("3 hosts x 2 services, 1 pause/resume/unlock", cfg);
+}
+
+#[test]
+fn three_hosts_one_service_one_fault_one_operator_action() {
+    let mut cfg = Config::fleet(3, 1);
+    cfg.faults = 1;
+    cfg.ops = 1;
+    cfg.op_kinds = ALL_OPS.to_vec();
+    holds("3 hosts x 1 service, 1 fault, 1 operator action", cfg);
+}
+
+#[test]
+fn two_hosts_two_services_one_fault_one_operator_action() {
+    let mut cfg = Config::fleet(2, 2);
+    cfg.faults = 1;
+    cfg.ops = 1;
+    cfg.op_kinds = ALL_OPS.to_vec();
+    holds("2 hosts x 2 services, 1 fault, 1 operator action", cfg);
+}
+
+#[test]
+fn two_hosts_one_service_two_faults_two_operator_actions() {
+    let mut cfg = Config::fleet(2, 1);
+    cfg.services[0].policy.max_failures = 1;
+    cfg.faults = 2;
+    cfg.ops = 2;
+    cfg.op_kinds = ALL_OPS.to_vec();
+    holds("2 hosts x 1 service, 2 faults, 2 operator actions", cfg);
+}
+
+#[test]
+fn a_fresh_host_installs_directly() {
+    let mut cfg = Config::fleet(3, 1);
+    cfg.fresh = 0b100;
+    cfg.faults = 1;
+    holds("3 hosts (one fresh) x 1 service, 1 fault", cfg);
+}
+
+/// Service 0 runs nowhere and is at the head: its rollout is vacuous and must not
+/// block service 1's behind it.
+fn vacuous_head() -> Config {
+    let mut cfg = Config::fleet(2, 2);
+    cfg.services[0].runs_on = 0;
+    cfg.services[1].staged_at_start = true;
+    cfg
+}
+
+#[test]
+fn a_vacuous_rollout_does_not_block_the_queue() {
+    holds("vacuous head, 2 hosts x 1 service behind it", vacuous_head());
+}
+
+#[test]
+fn the_quorum_race_with_a_host_failing_on_its_own_is_real() {
+    // docs/guarantees.md: a host that goes offline on its own between another
+    // host's read and its fence is not seen by that fence.
+    let mut cfg = Config::fleet(3, 1);
+    cfg.faults = 1;
+    cfg.crash = false;
+    cfg.strict_quorum = true;
+    finds("strict quorum, 3 hosts, 1 expiry", cfg, names::QUORUM);
+}
+
+#[test]
+fn a_host_offline_when_its_rollout_completes_is_left_behind() {
+    // A host whose session is lost while the others finish comes back at the old
+    // version, queues, and finds no entry to step under: it never converges.
+    let mut cfg = Config::fleet(3, 1);
+    cfg.faults = 1;
+    cfg.crash = false;
+    cfg.exempt_late_hosts = false;
+    finds("late host, 3 hosts, 1 expiry", cfg, names::CONVERGED);
+}
+
+#[test]
+fn operators_freeing_the_slot_of_a_live_step_exceed_max_parallel() {
+    // The ticket window and the markers bound the steps in flight. A stepping
+    // host whose session expired holds no ticket, only its marker: an unlock
+    // or a rollback (which supersedes the entry with its markers) that deletes
+    // that marker lets another host step beside it. (An abort leaves no entry.)
+    for kind in [OpKind::Unlock, OpKind::Rollback] {
+        let mut cfg = Config::fleet(3, 1);
+        cfg.services[0].policy = Policy { quorum: 0, max_parallel: 1, max_failures: 0 };
+        cfg.faults = 1;
+        cfg.crash = false;
+        cfg.ops = 1;
+        cfg.op_kinds = vec![kind];
+        cfg.strict_steps = true;
+        finds(&format!("{kind:?} of a live step"), cfg, names::STEPS);
+    }
+}
+
+#[test]
+fn bug_recovery_ignoring_the_service_is_caught() {
+    let mut cfg = Config::fleet(2, 2);
+    cfg.services[1].staged_at_start = true;
+    cfg.faults = 1;
+    cfg.expiry = false;
+    cfg.bug = Bug::IgnoreServiceInRecovery;
+    finds("bug IgnoreServiceInRecovery", cfg.clone(), names::CROSS);
+    finds("bug IgnoreServiceInRecovery", cfg, names::MARKER);
+}
+
+#[test]
+fn bug_eligibility_behind_the_head_is_caught() {
+    let mut cfg = Config::fleet(2, 2);
+    cfg.services[1].staged_at_start = true;
+    cfg.bug = Bug::EligibleBehindHead;
+    finds("bug EligibleBehindHead", cfg, names::HEAD);
+}
+
+#[test]
+fn bug_pause_without_rewrite_is_caught() {
+    let mut cfg = Config::fleet(2, 1);
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Pause];
+    cfg.bug = Bug::PauseWithoutRewrite;
+    finds("bug PauseWithoutRewrite", cfg, names::INACTIVE);
+}
+
+#[test]
+fn bug_completing_a_halted_rollout_is_caught() {
+    let mut cfg = Config::fleet(2, 1);
+    cfg.bug = Bug::CompleteWhileHalted;
+    finds("bug CompleteWhileHalted", cfg, names::HALTED);
+}
+
+#[test]
+fn bug_fence_without_version_check_is_caught() {
+    // Two hosts fence on one count: the quorum breaks.
+    let mut cfg = Config::fleet(3, 1);
+    cfg.services[0].policy.quorum = 2;
+    cfg.bug = Bug::FenceWithoutVersionCheck;
+    finds("bug FenceWithoutVersionCheck", cfg, names::QUORUM);
+    // The ticket window alone keeps markers within max_parallel, until a stepping
+    // host's session expires (its ticket vanishes, its marker stays): then two
+    // hosts counting the same markers both fence.
+    let mut cfg = Config::fleet(3, 1);
+    cfg.services[0].policy.quorum = 0;
+    cfg.faults = 1;
+    cfg.crash = false;
+    cfg.bug = Bug::FenceWithoutVersionCheck;
+    finds("bug FenceWithoutVersionCheck + expiry", cfg, names::MAX_PARALLEL);
+}
+
+#[test]
+fn bug_no_completion_after_a_failure_is_caught() {
+    let mut cfg = Config::fleet(2, 1);
+    cfg.services[0].policy.max_failures = 1;
+    cfg.bug = Bug::NoCompletionAfterFailure;
+    finds("bug NoCompletionAfterFailure", cfg, names::STUCK);
+}
+
+#[test]
+fn bug_no_vacuous_completion_is_caught() {
+    let mut cfg = vacuous_head();
+    cfg.bug = Bug::NoVacuousCompletion;
+    finds("bug NoVacuousCompletion", cfg, names::STUCK);
+}
