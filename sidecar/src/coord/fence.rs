@@ -160,7 +160,7 @@ pub async fn find_marker(
         let path = s.layout.upgrading(&slot.name, &s.host);
         match zk::get::<Upgrading>(&s.client, &path).await {
             Ok(Some((m, _, _))) if m.service.as_deref().is_none_or(|svc| svc == service) => {
-                return Ok(Some((slot.name.clone(), m)));
+                return Ok(Some((slot.name, m)));
             }
             Ok(Some((m, _, _))) => {
                 tracing::error!(path, marker_service = ?m.service, "a marker naming another service under this service's entry; leaving it alone");
@@ -177,7 +177,7 @@ pub async fn find_marker(
                     to: String::new(),
                     since: time::now(),
                 };
-                return Ok(Some((slot.name.clone(), m)));
+                return Ok(Some((slot.name, m)));
             }
             Err(e) => return Err(e),
         }
