@@ -342,6 +342,26 @@ impl Agent {
         }
     }
 
+    /// Keeps `version`, whose process runs (or ran) here, supervised: unless this
+    /// supervisor keeps it up already, adopts the live process the pid file records
+    /// (or starts the release if it died); and records it as the active release (a
+    /// failure to record is logged). Fails when it can be neither adopted nor started.
+    async fn keep(&self, version: &str) -> Result<(), crate::host::supervisor::SupervisorError> {
+        let stopped = matches!(*self.supervisor.status().borrow(), Status::Stopped);
+        let started = match stopped {
+            true => self.supervisor.start(&self.store.release_dir(version), version).await.map(|started| {
+                tracing::info!(%version, ?started, "supervising the release that runs here");
+            }),
+            false => Ok(()),
+        };
+        if self.active().as_deref() != Some(version) {
+            if let Err(err) = self.store.activate(version) {
+                tracing::error!(%version, error = %err, "failed to record the running release as active");
+            }
+        }
+        started
+    }
+
     fn prune_releases(&self) {
         match self.store.prune(self.keep_releases) {
             Ok(gone) if !gone.is_empty() => tracing::info!(removed = ?gone, "pruned old releases"),

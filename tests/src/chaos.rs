@@ -13,6 +13,34 @@ use zookeeper_client as zk;
 /// elect slowly, and sessions take their timeout to expire).
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
+/// A soak's seed and number of rounds: `BATON_CHAOS_SEED` (default: random) and
+/// `BATON_CHAOS_ROUNDS` (default 3), printed with how to replay them.
+pub fn soak_seed(name: &str) -> (u64, u64) {
+    let env_u64 = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok());
+    let rounds = env_u64("BATON_CHAOS_ROUNDS").unwrap_or(3);
+    let seed = env_u64("BATON_CHAOS_SEED").unwrap_or_else(|| rand::random::<u32>() as u64);
+    eprintln!("{name}: seed {seed}, {rounds} rounds (replay: BATON_CHAOS_SEED={seed} BATON_CHAOS_ROUNDS={rounds})");
+    (seed, rounds)
+}
+
+/// Kills ZooKeeper member `i` of `cluster`, waits `down`, restarts it and waits
+/// until the ensemble serves again.
+pub async fn bounce_member(cluster: &ZkCluster, i: usize, down: Duration) {
+    eprintln!("  kill ZooKeeper member {i}, restart it");
+    cluster.kill(i);
+    tokio::time::sleep(down).await;
+    cluster.restart(i);
+    cluster.wait_serving();
+}
+
+/// kill -9s host `i`'s sidecar, waits `down`, starts it again.
+pub async fn bounce_sidecar(fleet: &mut Fleet, i: usize, down: Duration) {
+    eprintln!("  kill -9 sidecar {i} ({}), restart it", fleet.hosts[i].id);
+    fleet.kill(i);
+    tokio::time::sleep(down).await;
+    fleet.start(i);
+}
+
 /// A policy with `quorum`, `max_parallel`, `bake` and a 10 s health deadline.
 pub fn policy(quorum: u32, max_parallel: u32, bake: Duration) -> Policy {
     Policy {

@@ -5,7 +5,9 @@
 //! The seed is printed; replay with `BATON_CHAOS_SEED`.
 
 use baton_tests::ZkCluster;
-use baton_tests::chaos::{client, policy, script_artifact, verify, wait_done, wait_halted};
+use baton_tests::chaos::{
+    bounce_member, bounce_sidecar, client, policy, script_artifact, soak_seed, verify, wait_done, wait_halted,
+};
 use baton_tests::fleet::{Fleet, deploys, stage};
 use baton_tests::{eventually_async, unique_root};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -15,15 +17,9 @@ use znode_schema::{DeployName, DeployState};
 
 const HOSTS: usize = 4;
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn randomized_rollouts_under_faults() {
-    let rounds = env_u64("BATON_CHAOS_ROUNDS").unwrap_or(3);
-    let seed = env_u64("BATON_CHAOS_SEED").unwrap_or_else(|| rand::random::<u32>() as u64);
-    eprintln!("chaos soak: seed {seed}, {rounds} rounds (replay: BATON_CHAOS_SEED={seed} BATON_CHAOS_ROUNDS={rounds})");
+    let (seed, rounds) = soak_seed("chaos soak");
     let mut rng = StdRng::seed_from_u64(seed);
     let cluster = ZkCluster::ensemble(3);
     let root = unique_root("soak");
@@ -58,18 +54,11 @@ async fn randomized_rollouts_under_faults() {
                 }
                 1 => {
                     let i = rng.gen_range(0..HOSTS);
-                    eprintln!("  kill -9 sidecar {i}, restart it");
-                    fleet.kill(i);
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1500))).await;
-                    fleet.start(i);
+                    bounce_sidecar(&mut fleet, i, Duration::from_millis(rng.gen_range(0..1500))).await;
                 }
                 2 => {
                     let i = rng.gen_range(0..3);
-                    eprintln!("  kill ZooKeeper member {i}, restart it");
-                    cluster.kill(i);
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2000))).await;
-                    cluster.restart(i);
-                    cluster.wait_serving();
+                    bounce_member(&cluster, i, Duration::from_millis(rng.gen_range(0..2000))).await;
                 }
                 3 => {
                     eprintln!("  leave it alone for a while");

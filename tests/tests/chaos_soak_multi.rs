@@ -7,7 +7,10 @@
 //! The seed is printed; replay with `BATON_CHAOS_SEED`.
 
 use baton_tests::ZkCluster;
-use baton_tests::chaos::{PATIENCE, client, policy, verify, wait_halted, wait_service_done, wait_service_versions};
+use baton_tests::chaos::{
+    PATIENCE, bounce_member, bounce_sidecar, client, policy, soak_seed, verify, wait_halted, wait_service_done,
+    wait_service_versions,
+};
 use baton_tests::fleet::{Fleet, stage};
 use baton_tests::invariants::{self, Mark, assert_quiet};
 use baton_tests::multi::{self, artifact};
@@ -19,17 +22,9 @@ use znode_schema::HumanDuration;
 const HOSTS: usize = 4;
 const SERVICES: [&str; 2] = ["api", "web"];
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn randomized_rollouts_of_two_services_under_faults() {
-    let rounds = env_u64("BATON_CHAOS_ROUNDS").unwrap_or(3);
-    let seed = env_u64("BATON_CHAOS_SEED").unwrap_or_else(|| rand::random::<u32>() as u64);
-    eprintln!(
-        "two-service soak: seed {seed}, {rounds} rounds (replay: BATON_CHAOS_SEED={seed} BATON_CHAOS_ROUNDS={rounds})"
-    );
+    let (seed, rounds) = soak_seed("two-service soak");
     let mut rng = StdRng::seed_from_u64(seed);
     let cluster = ZkCluster::ensemble(3);
     let root = unique_root("soak-multi");
@@ -74,18 +69,11 @@ async fn randomized_rollouts_of_two_services_under_faults() {
                             i = h;
                         }
                     }
-                    eprintln!("  kill -9 sidecar {i} ({}), restart it", fleet.hosts[i].id);
-                    fleet.kill(i);
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1500))).await;
-                    fleet.start(i);
+                    bounce_sidecar(&mut fleet, i, Duration::from_millis(rng.gen_range(0..1500))).await;
                 }
                 1 => {
                     let i = rng.gen_range(0..3);
-                    eprintln!("  kill ZooKeeper member {i}, restart it");
-                    cluster.kill(i);
-                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2000))).await;
-                    cluster.restart(i);
-                    cluster.wait_serving();
+                    bounce_member(&cluster, i, Duration::from_millis(rng.gen_range(0..2000))).await;
                 }
                 _ => {
                     eprintln!("  leave it alone for a while");

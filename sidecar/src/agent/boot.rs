@@ -24,15 +24,8 @@ impl Agent {
         let version = match self.supervisor.running_release().await.filter(|v| self.store.has(v)) {
             Some(v) => {
                 tracing::info!(version = %v, "the service runs: keeping its release");
-                if matches!(*self.supervisor.status().borrow(), crate::host::supervisor::Status::Stopped) {
-                    if let Err(err) = self.supervisor.start(&self.store.release_dir(&v), &v).await {
-                        tracing::error!(error = %err, "failed to adopt the running release");
-                    }
-                }
-                if self.active().as_deref() != Some(v.as_str()) {
-                    if let Err(err) = self.store.activate(&v) {
-                        tracing::error!(error = %err, "failed to record the running release as active");
-                    }
+                if let Err(err) = self.keep(&v).await {
+                    tracing::error!(error = %err, "failed to adopt the running release");
                 }
                 if let Err(err) = self.supervisor.wait_healthy(deadline).await {
                     tracing::error!(version = %v, error = %err, "the running release is not healthy");
@@ -74,9 +67,8 @@ impl Agent {
             staged: staged.map(|st| st.version.clone()),
             failed: queue
                 .all_of(&self.cfg.name)
-                .filter_map(|slot| slot.entry.as_ref())
-                .filter(|e| e.failed_hosts.contains(&s.host))
-                .map(|e| e.version.clone())
+                .filter(|slot| slot.failed_here(&s.host))
+                .filter_map(|slot| slot.entry.as_ref().map(|e| e.version.clone()))
                 .collect(),
             ..Default::default()
         };

@@ -10,7 +10,6 @@ use super::{Agent, Ctx};
 use crate::coord::commit::{self, StepEnd};
 use crate::coord::zk::ZkError;
 use crate::host::step::StepError;
-use crate::host::supervisor::Status;
 use znode_schema::{DeployName, Policy, Upgrading};
 
 impl Agent {
@@ -49,12 +48,7 @@ impl Agent {
     /// bake for the full bake time (how much of it passed before the interruption is
     /// not known), undrain.
     async fn verify(&self, step: &Step) -> Result<(), StepError> {
-        let dir = self.store.release_dir(&step.to);
-        if matches!(*self.supervisor.status().borrow(), Status::Stopped) {
-            let started = self.supervisor.start(&dir, &step.to).await;
-            let started = started.map_err(|e| StepError::Start { version: step.to.clone(), reason: e.to_string() })?;
-            tracing::info!(version = %step.to, ?started, "finishing the interrupted step with the new release");
-        }
+        self.keep(&step.to).await.map_err(|e| StepError::Start { version: step.to.clone(), reason: e.to_string() })?;
         self.supervisor
             .wait_healthy(step.policy.health_deadline.0)
             .await
@@ -71,15 +65,8 @@ impl Agent {
         let runs = self.supervisor.running_release().await;
         if back.is_some() && runs == back {
             let v = back.clone().unwrap_or_default();
-            if matches!(*self.supervisor.status().borrow(), Status::Stopped) {
-                if let Err(err) = self.supervisor.start(&self.store.release_dir(&v), &v).await {
-                    tracing::error!(error = %err, "failed to adopt the old release");
-                }
-            }
-            if self.active() != back {
-                if let Err(err) = self.store.activate(&v) {
-                    tracing::error!(error = %err, "failed to record the old release as active");
-                }
+            if let Err(err) = self.keep(&v).await {
+                tracing::error!(error = %err, "failed to adopt the old release");
             }
             if self.supervisor.wait_healthy(step.policy.health_deadline.0).await.is_ok() {
                 if let Err(err) = self.parts().undrain().await {

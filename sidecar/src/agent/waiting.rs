@@ -20,8 +20,7 @@ impl Agent {
     /// ZooKeeper: the memory survives restarts; `deployctl resume` clears it).
     fn wants<'q>(&self, s: &Session, st: &Staging, q: &'q Queue) -> Option<&'q Slot> {
         let slot = q.rollout(&self.cfg.name, &st.version)?;
-        let failed = slot.entry.as_ref().is_some_and(|e| e.failed_hosts.contains(&s.host));
-        (!failed && self.active().as_deref() != Some(st.version.as_str())).then_some(slot)
+        (!slot.failed_here(&s.host) && self.active().as_deref() != Some(st.version.as_str())).then_some(slot)
     }
 
     pub(super) async fn idle(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
@@ -38,8 +37,7 @@ impl Agent {
                 return Ok(Lifecycle::Downloading { version: st.version.clone(), attempts: 0, error: None });
             }
             if let Some(slot) = q.rollout(&self.cfg.name, &st.version) {
-                let failed = slot.entry.as_ref().is_some_and(|e| e.failed_hosts.contains(&c.s.host));
-                if failed {
+                if slot.failed_here(&c.s.host) {
                     tracing::info!(entry = %slot.name, version = %st.version, "waiting: this host's step failed in this rollout (until resume or a new stage)");
                     watches.extend(self.watch_entry(&c.s, &slot.name).await?);
                 } else if let Some(w) = self.designated_completer(c, st, slot).await? {
@@ -190,7 +188,7 @@ impl Agent {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
         };
-        if slot.entry.as_ref().is_some_and(|e| e.failed_hosts.contains(&c.s.host)) {
+        if slot.failed_here(&c.s.host) {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
         }

@@ -8,9 +8,7 @@
 use crate::coord::history;
 use crate::coord::session::Session;
 use crate::coord::zk::{self, ZkError};
-use znode_schema::{
-    Current, DeployEntry, DeployName, DeployState, EventKind, TicketName, decode, encode, seq::SeqName,
-};
+use znode_schema::{Current, DeployEntry, DeployName, DeployState, EventKind, TicketName, encode, seq::SeqName};
 use zookeeper_client::{self as zkc, MultiWriteError};
 
 /// Attempts before a transaction that keeps racing is reported as an error.
@@ -284,13 +282,5 @@ pub async fn prune_history(s: &Session, service: &str) {
     events.sort();
     for (_, name) in &events[..events.len() - history::KEEP] {
         let _ = s.client.delete(&s.layout.history_event(service, name), None).await;
-    }
-}
-
-/// Decodes `raw` as a deploy entry for logging; never fails.
-pub fn describe_entry(path: &str, raw: &[u8]) -> String {
-    match decode::<DeployEntry>(path, raw) {
-        Ok(e) => format!("{} {} ({})", e.service, e.version, e.state),
-        Err(err) => err.to_string(),
     }
 }

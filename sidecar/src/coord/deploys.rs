@@ -35,6 +35,12 @@ impl Slot {
         self.entry.as_ref().is_some_and(|e| e.service == service && e.version == version)
     }
 
+    /// Whether `host`'s step failed in this rollout (the entry's `failed_hosts`: the
+    /// failure memory, which survives restarts).
+    pub fn failed_here(&self, host: &str) -> bool {
+        self.entry.as_ref().is_some_and(|e| e.failed_hosts.iter().any(|h| h == host))
+    }
+
     /// Whether this entry is a rollout of `service` (any version).
     pub fn of(&self, service: &str) -> bool {
         self.entry.as_ref().is_some_and(|e| e.service == service)

@@ -18,7 +18,7 @@
 //! A fence whose reply was lost may have landed. The caller re-reads: the marker
 //! exists if and only if the fence committed (only this host creates it).
 
-use super::deploys::{self, Queue, Slot, Watch};
+use super::deploys::{self, Queue, Watch};
 use super::session::Session;
 use super::turn::{Front, Head};
 use super::zk::{self, ZkError};
@@ -145,18 +145,12 @@ async fn try_commit(
 /// Finds this host's marker of `service` (after a crash or a session loss): only
 /// under entries of `service` (a host runs several services, each recovers its own),
 /// and, where the marker names its service, only a marker naming `service`.
-pub fn find_marker_in<'q>(queue: &'q Queue, service: &str) -> impl Iterator<Item = &'q Slot> + 'q {
-    let svc = service.to_string();
-    queue.slots.iter().filter(move |slot| slot.of(&svc))
-}
-
-/// Reads this host's marker of `service`, if any, among the entries of `queue`.
 pub async fn find_marker(
     s: &Session,
     queue: &Queue,
     service: &str,
 ) -> Result<Option<(DeployName, Upgrading)>, ZkError> {
-    for slot in find_marker_in(queue, service) {
+    for slot in queue.all_of(service) {
         let path = s.layout.upgrading(&slot.name, &s.host);
         match zk::get::<Upgrading>(&s.client, &path).await {
             Ok(Some((m, _, _))) if m.service.as_deref().is_none_or(|svc| svc == service) => {

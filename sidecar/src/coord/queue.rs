@@ -67,12 +67,3 @@ pub async fn delete(s: &Session, service: &str, t: &TicketName) -> Result<(), Zk
         Err(e) => Err(ZkError::call("delete", path, e)),
     }
 }
-
-/// Deletes every ticket this session holds for `service` (staging moved on, or the
-/// host failed in this rollout).
-pub async fn clear(s: &Session, service: &str) -> Result<(), ZkError> {
-    for (t, _) in own(s, service).await? {
-        delete(s, service, &t).await?;
-    }
-    Ok(())
-}
