@@ -6,7 +6,8 @@ use crate::fleet::{Behaviour, Fleet, deploys, online, stage};
 use crate::invariants::{self, Report};
 use crate::{ZkCluster, eventually_async};
 use std::time::Duration;
-use znode_schema::{DeployEntry, DeployName, DeployState, HumanDuration, Policy, Quorum};
+use znode_schema::seq::sorted_tickets;
+use znode_schema::{DeployEntry, DeployName, DeployState, HumanDuration, Policy, Quorum, TicketName};
 use zookeeper_client as zk;
 
 /// How long a chaos test waits for any one fact (ensembles on a loaded 2-core machine
@@ -143,6 +144,17 @@ pub async fn wait_halted(fleet: &Fleet, client: &zk::Client, name: &DeployName) 
     })
     .await
     .1
+}
+
+/// Waits until `n` hosts hold a ticket for `service` and returns the tickets in
+/// queue order.
+pub async fn wait_queued(fleet: &Fleet, client: &zk::Client, service: &str, n: usize) -> Vec<TicketName> {
+    let layout = fleet.layout();
+    eventually_async("every host queued", PATIENCE, || async {
+        let t = client.list_children(&layout.staging(service)).await.unwrap_or_default();
+        (t.len() == n).then(|| sorted_tickets(&t))
+    })
+    .await
 }
 
 /// Waits until some host holds a marker under `entry` and returns its index.

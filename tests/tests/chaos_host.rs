@@ -6,7 +6,7 @@
 use baton_tests::artifact_server::{ArtifactServer, Fault};
 use baton_tests::chaos::{
     PATIENCE, plain_log, policy, script_artifact, served_version, start_at_v1, verify, wait_done, wait_marker,
-    wait_versions,
+    wait_queued, wait_versions,
 };
 use baton_tests::fleet::{Fleet, stage};
 use baton_tests::{eventually, eventually_async, shared_server, unique_root};
@@ -93,11 +93,7 @@ async fn kill_at(point: Point) {
             0
         }
         Point::Queued => {
-            eventually_async("every host queued", PATIENCE, || async {
-                let t = client.list_children(&layout.staging("api")).await.unwrap_or_default();
-                (t.len() == HOSTS).then_some(())
-            })
-            .await;
+            wait_queued(&fleet, &client, "api", HOSTS).await;
             1
         }
         _ => wait_marker(&fleet, &client, &entry).await,

@@ -2,12 +2,11 @@
 //! with `max_parallel` 2 and 3 (judged from the transaction log), and a ghost
 //! rollout at the head (a service no host runs) does not block the queue.
 
-use baton_tests::chaos::{PATIENCE, policy, verify, wait_service_done, wait_service_versions};
+use baton_tests::chaos::{PATIENCE, policy, verify, wait_queued, wait_service_done, wait_service_versions};
 use baton_tests::fleet::{Fleet, deploys, stage};
 use baton_tests::multi::{self, artifact};
 use baton_tests::{eventually_async, shared_server, unique_root};
 use std::time::Duration;
-use znode_schema::seq::sorted_tickets;
 
 /// The bound on the longest free slot beyond the grace (`invariants::GRACE_MS`).
 const FREE_SLOT_BOUND_MS: i64 = 1_000;
@@ -34,11 +33,7 @@ async fn no_free_slot_with(k: u32) {
     let w2 = artifact(&fleet, "web", "w2", &body);
     // Everyone queues first (nobody may step with quorum 6 of 6): the ticket order is known.
     stage(&c, &l, "web", "w2", &w2, policy(HOSTS as u32, k, Duration::from_secs(1))).await;
-    let tickets = eventually_async("every host queued", PATIENCE, || async {
-        let t = c.list_children(&l.staging("web")).await.unwrap_or_default();
-        (t.len() == HOSTS).then(|| sorted_tickets(&t))
-    })
-    .await;
+    let tickets = wait_queued(&fleet, &c, "web", HOSTS).await;
     let dirs: String = tickets
         .iter()
         .enumerate()
@@ -111,11 +106,7 @@ async fn a_fence_whose_reply_was_lost_is_taken_as_this_hosts_step() {
     let l = fleet.layout();
     let w2 = multi::good(&fleet, "web", "w2");
     let entry = stage(&c, &l, "web", "w2", &w2, policy(HOSTS as u32, 1, Duration::from_millis(200))).await;
-    let tickets = eventually_async("every host queued", PATIENCE, || async {
-        let t = c.list_children(&l.staging("web")).await.unwrap_or_default();
-        (t.len() == HOSTS).then(|| sorted_tickets(&t))
-    })
-    .await;
+    let tickets = wait_queued(&fleet, &c, "web", HOSTS).await;
     let front = tickets[0].host.clone();
     // The fence transaction, as the sidecar commits it.
     let entry_path = l.deploy_entry(&entry);

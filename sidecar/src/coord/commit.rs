@@ -54,13 +54,12 @@ pub async fn failure(
 ) -> Result<Option<DeployState>, ZkError> {
     let ev = history::event(end.service, EventKind::HostFailed, Some(version), &s.host, Some(cause.into()));
     let mut last = None;
-    let policy_max = max_failures;
     let count = |entry: &mut DeployEntry| {
         entry.failures += 1;
         if !entry.failed_hosts.contains(&s.host) {
             entry.failed_hosts.push(s.host.clone());
         }
-        if entry.failures > policy_max && entry.state != DeployState::Halted {
+        if entry.failures > max_failures && entry.state != DeployState::Halted {
             entry.state = DeployState::Halted;
             entry.reason = Some(format!("host {} failed: {cause}", s.host));
         }
@@ -84,23 +83,19 @@ async fn finish(
     let current = s.layout.current_host(end.service, &s.host);
     let mut state = None;
     for _ in 0..ATTEMPTS {
-        let mut skip_register = false;
         let ticket = match end.ticket {
             Some(t) if exists(s, &s.layout.ticket(end.service, t)).await? => Some(s.layout.ticket(end.service, t)),
             _ => None,
         };
         let has_marker = exists(s, &marker).await?;
-        let registered = match zk::owner(&s.client, &current).await? {
-            Some(owner) if owner == s.id() => true,
-            None => false,
-            Some(owner) => {
-                // Another session holds this host id's node: never overwrite it here;
-                // the registration's own guard claims it (or stops the sidecar).
-                tracing::error!(path = %current, owner = %zk::session_hex(owner), "registration held by another session; committing without it");
-                skip_register = true;
-                true
-            }
-        };
+        let owner = zk::owner(&s.client, &current).await?;
+        let registered = owner.is_some();
+        // Another session holding this host id's node is never overwritten here: the
+        // registration's own guard claims it (or stops the sidecar).
+        let foreign = owner.filter(|o| *o != s.id());
+        if let Some(o) = foreign {
+            tracing::error!(path = %current, owner = %zk::session_hex(o), "registration held by another session; committing without it");
+        }
         let entry = match count {
             Some(_) => zk::get::<DeployEntry>(&s.client, &entry_path).await.or_else(|e| match e {
                 ZkError::Decode(err) => {
@@ -129,7 +124,7 @@ async fn finish(
             if let Some(t) = &ticket {
                 txn.add_delete(t, None)?;
             }
-            if let Some(cur) = end.register.filter(|_| !skip_register) {
+            if let Some(cur) = end.register.filter(|_| foreign.is_none()) {
                 if registered {
                     txn.add_set_data(&current, &encode(cur), None)?;
                 } else {
