@@ -252,6 +252,32 @@ async fn a_server_stalling_mid_body_is_cut_and_resumed() {
     assert_eq!(server.ranges(), ["bytes=120000-"]);
 }
 
+/// A download abandoned mid-body (its future dropped: a re-stage, an abort or a
+/// shutdown) leaves the bytes it had, and the next call resumes after them, never
+/// interleaving with the abandoned writer.
+#[tokio::test]
+async fn a_download_dropped_mid_body_is_resumed_by_the_next_call() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::StallAfter(120_000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    let first = {
+        let (artifact, dest) = (artifact.clone(), dest.clone());
+        tokio::spawn(async move { fetcher(1).fetch(&artifact, &dest).await })
+    };
+    let written = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    let patience = std::time::Instant::now() + Duration::from_secs(20);
+    while written() < 120_000 {
+        assert!(std::time::Instant::now() < patience, "the first transfer wrote {} bytes", written());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    fetcher(1).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.ranges(), ["bytes=120000-"]);
+}
+
 #[tokio::test]
 async fn a_body_longer_than_the_artifact_is_refused() {
     let (server, mut artifact, _) = serving_payload();

@@ -33,6 +33,7 @@ mod range;
 pub use backoff::RetryPolicy;
 pub use error::DownloadError;
 
+use bytes::{Bytes, BytesMut};
 use partial::{Partial, partial_path};
 use range::{ContentRange, parse_content_range, range_header};
 use reqwest::{StatusCode, Url, header};
@@ -41,6 +42,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use znode_schema::Artifact;
+
+/// The read size of a `file://` source.
+const FILE_CHUNK: usize = 1 << 20;
 
 /// How long a transfer may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +154,9 @@ impl Fetcher {
                 Source::Http(u) => self.transfer(u, artifact, &mut partial).await,
                 Source::File(p) => read_file(p, artifact, &mut partial).await,
             };
-            let err = match result.and_then(|()| verify(artifact, &partial)) {
+            // Every chunk handed to the writer is on disk before the outcome is judged.
+            let settled = partial.settle().await;
+            let err = match settled.and(result).and_then(|()| verify(artifact, &partial)) {
                 Ok(()) => {
                     partial.commit(dest).await?;
                     tracing::info!(url, dest = %dest.display(), bytes = artifact.size, attempt, "download verified");
@@ -188,7 +194,7 @@ impl Fetcher {
         let truncated = |received| DownloadError::Truncated { url: url.to_string(), expected: artifact.size, received };
         loop {
             match self.idle(url, response.chunk()).await? {
-                Ok(Some(chunk)) => accept(url.as_str(), artifact.size, partial, &chunk).await?,
+                Ok(Some(chunk)) => accept(url.as_str(), artifact.size, partial, chunk).await?,
                 Ok(None) if partial.len() == artifact.size => return Ok(()),
                 Ok(None) => return Err(truncated(partial.len())),
                 Err(err) => {
@@ -274,7 +280,7 @@ async fn retryable(err: DownloadError, partial: &mut Partial) -> Result<Download
 }
 
 /// Appends a chunk, refusing bytes past `size`.
-async fn accept(url: &str, size: u64, partial: &mut Partial, chunk: &[u8]) -> Result<(), DownloadError> {
+async fn accept(url: &str, size: u64, partial: &mut Partial, chunk: Bytes) -> Result<(), DownloadError> {
     let total = partial.len() + chunk.len() as u64;
     if total > size {
         return Err(DownloadError::Size { url: url.to_string(), expected: size, actual: total });
@@ -286,13 +292,13 @@ async fn accept(url: &str, size: u64, partial: &mut Partial, chunk: &[u8]) -> Re
 async fn read_file(path: &Path, artifact: &Artifact, partial: &mut Partial) -> Result<(), DownloadError> {
     partial.reset().await?;
     let mut file = tokio::fs::File::open(path).await.map_err(DownloadError::io(path))?;
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file.read(&mut buf).await.map_err(DownloadError::io(path))?;
+        let mut buf = BytesMut::with_capacity(FILE_CHUNK);
+        let n = file.read_buf(&mut buf).await.map_err(DownloadError::io(path))?;
         if n == 0 {
             return Ok(());
         }
-        accept(&artifact.url, artifact.size, partial, &buf[..n]).await?;
+        accept(&artifact.url, artifact.size, partial, buf.freeze()).await?;
     }
 }
 
