@@ -183,7 +183,7 @@ impl Served {
         let sha256 = hex::encode(Sha256::digest(&body));
         let len = body.len();
         let url = serve(body, name)?;
-        Ok(Served { artifact: Artifact { url, sha256, size: len as u64, format }, len })
+        Ok(Served { artifact: Artifact { url, sha256, size: len as u64, format, signature: None }, len })
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Config {
     pub zookeeper: ZkConfig,
     /// `[host]`.
     pub host: HostConfig,
+    /// `[trust]`.
+    pub trust: TrustConfig,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -37,6 +39,14 @@ pub struct ZkConfig {
     pub root: String,
     /// The session timeout asked for (default 10s).
     pub session_timeout: HumanDuration,
+}
+
+/// Whom releases must come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrustConfig {
+    /// minisign public keys (base64); when not empty, only releases signed by one of
+    /// them for their service and version are installed.
+    pub minisign_keys: Vec<String>,
 }
 
 /// This machine.

@@ -19,6 +19,7 @@ use crate::coord::{register, zk};
 use crate::host::download::{Fetcher, RetryPolicy};
 use crate::host::releases::ReleaseStore;
 use crate::host::supervisor::Supervisor;
+use crate::host::trust::Trust;
 use anyhow::Context;
 use std::fs::File;
 use std::sync::Arc;
@@ -40,7 +41,11 @@ fn lock_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<File>> {
 
 /// Builds the agents of every configured service.
 fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
-    let fetcher = Arc::new(Fetcher::new(RetryPolicy::default()));
+    let trust = Trust::from_keys(&cfg.trust.minisign_keys).context("reading [trust] minisign_keys")?;
+    if trust.is_enforced() {
+        tracing::info!(keys = cfg.trust.minisign_keys.len(), "only releases signed by a trusted key are installed");
+    }
+    let fetcher = Arc::new(Fetcher::new(RetryPolicy::default()).trusting(trust));
     cfg.services
         .iter()
         .map(|svc| {

@@ -58,6 +58,8 @@ pub struct Fleet {
     pub hosts: Vec<Host>,
     /// Session timeout written in the configs.
     pub session_timeout: Duration,
+    /// Host-level tables (`[trust]`, `[limits]`…) written in every config after `[host]`.
+    pub host_config: String,
     dir: tempfile::TempDir,
 }
 
@@ -92,8 +94,19 @@ impl Fleet {
             services: services.iter().map(|s| s.to_string()).collect(),
             hosts: Vec::new(),
             session_timeout: Duration::from_secs(4),
+            host_config: String::new(),
             dir,
         }
+    }
+
+    /// This fleet with `text` (host-level tables such as `[trust]`) in every host's
+    /// config; rewrites the configs written so far.
+    pub fn with_host_config(mut self, text: &str) -> Self {
+        self.host_config = text.to_string();
+        for h in &self.hosts {
+            self.write_config(h, "");
+        }
+        self
     }
 
     /// Adds a host (not started) and returns its index.
@@ -130,6 +143,9 @@ impl Fleet {
             id = h.id,
             data = h.data_dir.display(),
         );
+        if !self.host_config.is_empty() {
+            cfg.push_str(&format!("\n{}\n", self.host_config.trim_end()));
+        }
         for (svc, port) in &h.ports {
             let extra: String = extras.iter().filter(|(s, _)| s == svc).map(|(_, e)| format!("{e}\n")).collect();
             cfg.push_str(&service_table(svc, *port, &extra));
@@ -292,6 +308,7 @@ pub fn file_artifact(path: &Path) -> Artifact {
         sha256: hex::encode(Sha256::digest(&bytes)),
         size: bytes.len() as u64,
         format: ArtifactFormat::from_url(&path.display().to_string()),
+        signature: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod invariants;
 pub mod monitor;
 pub mod multi;
 pub mod process;
+pub mod signing;
 pub mod staging;
 pub mod txnlog;
 pub mod wait;

@@ -36,7 +36,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 fn artifact(url: String, bytes: &[u8], format: ArtifactFormat) -> Artifact {
-    Artifact { url, sha256: sha256(bytes), size: bytes.len() as u64, format }
+    Artifact { url, sha256: sha256(bytes), size: bytes.len() as u64, format, signature: None }
 }
 
 /// A server serving `payload()` at `/app.bin`, and its artifact.

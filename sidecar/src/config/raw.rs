@@ -22,6 +22,12 @@ pub(super) struct RawHost {
     pub keep_releases: Option<i64>,
 }
 
+/// `[trust]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawTrust {
+    pub minisign_keys: Option<Vec<String>>,
+}
+
 /// One `[[service]]`.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawService {
@@ -56,7 +62,7 @@ pub(super) struct RawHooks {
 }
 
 /// The top-level keys, in the order they are documented.
-pub(super) const TOP_KEYS: [&str; 3] = ["zookeeper", "host", "service"];
+pub(super) const TOP_KEYS: [&str; 4] = ["zookeeper", "host", "trust", "service"];
 
 /// A problem found while reading: the key path and the message.
 pub(super) type KeyProblem = (String, String);

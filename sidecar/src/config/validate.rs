@@ -1,6 +1,6 @@
 //! From the raw tables to a [`Config`], collecting every problem with its key.
 
-use super::raw::{self, RawHealth, RawHooks, RawHost, RawService, RawZk};
+use super::raw::{self, RawHealth, RawHooks, RawHost, RawService, RawTrust, RawZk};
 use super::*;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -91,12 +91,15 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::default();
     let zk = p.section::<RawZk>("zookeeper", table.remove("zookeeper")).and_then(|raw| zookeeper(&mut p, raw));
     let host = p.section::<RawHost>("host", table.remove("host")).and_then(|raw| host(&mut p, raw));
+    let trust = p.section::<RawTrust>("trust", table.remove("trust")).and_then(|raw| trust(&mut p, raw));
     let services = services(&mut p, table.remove("service"));
     for key in table.keys() {
         p.push(key.as_str(), format!("unknown key; expected one of {}", raw::TOP_KEYS.join(", ")));
     }
-    match (zk, host, services) {
-        (Some(zookeeper), Some(host), Some(services)) if p.0.is_empty() => Ok(Config { zookeeper, host, services }),
+    match (zk, host, trust, services) {
+        (Some(zookeeper), Some(host), Some(trust), Some(services)) if p.0.is_empty() => {
+            Ok(Config { zookeeper, host, trust, services })
+        }
         _ => Err(p.0),
     }
 }
@@ -108,6 +111,17 @@ fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     Problem { key: String::new(), message: format!("TOML syntax error at line {line}, column {column}: {message}") }
+}
+
+fn trust(p: &mut Problems, raw: RawTrust) -> Option<TrustConfig> {
+    let keys = raw.minisign_keys.unwrap_or_default();
+    let before = p.0.len();
+    for (i, key) in keys.iter().enumerate() {
+        if let Err(e) = crate::host::trust::Trust::from_keys(std::slice::from_ref(key)) {
+            p.push(format!("trust.minisign_keys[{i}]"), e);
+        }
+    }
+    (p.0.len() == before).then_some(TrustConfig { minisign_keys: keys.iter().map(|k| k.trim().to_string()).collect() })
 }
 
 fn zookeeper(p: &mut Problems, raw: RawZk) -> Option<ZkConfig> {

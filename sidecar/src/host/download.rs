@@ -33,6 +33,7 @@ mod range;
 pub use backoff::RetryPolicy;
 pub use error::DownloadError;
 
+use crate::host::trust::Trust;
 use bytes::{Bytes, BytesMut};
 use partial::{Partial, partial_path};
 use range::{ContentRange, parse_content_range, range_header};
@@ -69,6 +70,7 @@ pub struct Fetcher {
     client: reqwest::Client,
     retry: RetryPolicy,
     timeouts: Timeouts,
+    trust: Trust,
 }
 
 enum Source {
@@ -117,7 +119,18 @@ impl Fetcher {
             .user_agent(concat!("baton-sidecar/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("failed to initialise the HTTP client's TLS backend");
-        Fetcher { client, retry, timeouts }
+        Fetcher { client, retry, timeouts, trust: Trust::default() }
+    }
+
+    /// This fetcher, with releases checked against `trust` before they are installed.
+    pub fn trusting(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// The keys releases must be signed with (none: signatures are not required).
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// The retry policy.

@@ -16,6 +16,7 @@ fn file_artifact(tmp: &Path, name: &str, content: &[u8]) -> Artifact {
         sha256: hex::encode(Sha256::digest(content)),
         size: content.len() as u64,
         format: ArtifactFormat::File,
+        signature: None,
     }
 }
 
