@@ -16,7 +16,7 @@ use crate::agent::{Agent, Link};
 use crate::config::Config;
 use crate::coord::session::Session;
 use crate::coord::{register, zk};
-use crate::host::download::{Fetcher, RetryPolicy};
+use crate::host::download::{Fetcher, Pace, RetryPolicy};
 use crate::host::releases::ReleaseStore;
 use crate::host::supervisor::Supervisor;
 use crate::host::trust::Trust;
@@ -45,13 +45,16 @@ fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
     if trust.is_enforced() {
         tracing::info!(keys = cfg.trust.minisign_keys.len(), "only releases signed by a trusted key are installed");
     }
-    let fetcher = Arc::new(Fetcher::new(RetryPolicy::default()).trusting(trust));
+    let pace = Pace { deadline: Some(cfg.download.deadline), min_rate: cfg.download.min_rate, ..Pace::default() };
+    let fetcher = Fetcher::new(RetryPolicy::default()).trusting(trust).limited(cfg.limits.download.clone()).paced(pace);
+    let fetcher = Arc::new(fetcher);
     cfg.services
         .iter()
         .map(|svc| {
             let svc = Arc::new(svc.clone());
             let store = ReleaseStore::open(&cfg.host.data_dir, &svc.name)
-                .with_context(|| format!("failed to open the release store of service {}", svc.name))?;
+                .with_context(|| format!("failed to open the release store of service {}", svc.name))?
+                .with_unpack_limits(cfg.limits.unpack);
             let sup = Supervisor::new(svc.clone(), &cfg.host.data_dir);
             Ok(Agent::new(svc, &cfg.host, sup, store, fetcher.clone()))
         })

@@ -94,19 +94,26 @@ impl Fleet {
             services: services.iter().map(|s| s.to_string()).collect(),
             hosts: Vec::new(),
             session_timeout: Duration::from_secs(4),
-            host_config: String::new(),
+            host_config: default_host_config(),
             dir,
         }
     }
 
-    /// This fleet with `text` (host-level tables such as `[trust]`) in every host's
-    /// config; rewrites the configs written so far.
+    /// This fleet with `text` (host-level tables such as `[trust]`) added to every
+    /// host's config; rewrites the configs written so far.
     pub fn with_host_config(mut self, text: &str) -> Self {
-        self.host_config = text.to_string();
+        self.host_config = format!("{}\n{text}", self.host_config);
         for h in &self.hosts {
             self.write_config(h, "");
         }
         self
+    }
+
+    /// This fleet with `text` instead of the default host-level tables (which allow
+    /// `file://` artifacts under the temporary directory).
+    pub fn replacing_host_config(mut self, text: &str) -> Self {
+        self.host_config = String::new();
+        self.with_host_config(text)
     }
 
     /// Adds a host (not started) and returns its index.
@@ -269,6 +276,14 @@ impl Drop for Fleet {
             kill_services(&h.data_dir);
         }
     }
+}
+
+/// The host-level tables every test fleet gets: `file://` artifacts are allowed under
+/// the temporary directory, where the harness writes them (the sidecar's default
+/// refuses `file://`).
+pub fn default_host_config() -> String {
+    let tmp = std::env::temp_dir().canonicalize().unwrap_or_else(|_| std::env::temp_dir());
+    format!("[limits]\nfile_dirs = [\"{}\"]\n", tmp.display())
 }
 
 /// One `[[service]]` table of the demo service on `port`; an `env = { … }` line in

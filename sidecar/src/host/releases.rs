@@ -29,7 +29,7 @@ mod error;
 pub use error::{InstallError, StoreError};
 
 use crate::host::download::Fetcher;
-use crate::host::unpack::unpack;
+use crate::host::unpack::{UnpackLimits, unpack};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
@@ -64,6 +64,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct ReleaseStore {
     root: PathBuf,
     service: String,
+    unpack_limits: UnpackLimits,
 }
 
 impl ReleaseStore {
@@ -73,13 +74,23 @@ impl ReleaseStore {
     /// already installed. Partial downloads of other releases are kept for resume.
     pub fn open(data_dir: &Path, service: &str) -> Result<Self, StoreError> {
         validate_service(service)?;
-        let store = ReleaseStore { root: data_dir.join(service), service: service.to_string() };
+        let store = ReleaseStore {
+            root: data_dir.join(service),
+            service: service.to_string(),
+            unpack_limits: Default::default(),
+        };
         for dir in [store.root.join(RELEASES), store.root.join(DOWNLOADS)] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         store.clean()?;
         store.repair_current()?;
         Ok(store)
+    }
+
+    /// This store, unpacking within `limits`.
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        self.unpack_limits = limits;
+        self
     }
 
     /// `<data_dir>/<service>`.
@@ -171,7 +182,7 @@ impl ReleaseStore {
     fn unpack_into_place(&self, version: &str, artifact: &Artifact, file: &Path) -> Result<(), InstallError> {
         let releases = self.root.join(RELEASES);
         let tmp = releases.join(format!("{TMP_PREFIX}{version}-{}", unique()));
-        let result = unpack(artifact.format, file, &artifact.url, &tmp)
+        let result = unpack(artifact.format, file, &artifact.url, &tmp, &self.unpack_limits)
             .map_err(|source| InstallError::Unpack { version: version.to_string(), source })
             .and_then(|()| {
                 // The install time, which `versions` and `prune` order by.
