@@ -32,8 +32,9 @@ use znode_schema::Layout;
 fn lock_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<File>> {
     let dir = &cfg.host.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create data dir {}", dir.display()))?;
+    crate::safefs::check_data_dir(dir)?;
     let path = dir.join("sidecar.lock");
-    let file = File::create(&path).with_context(|| format!("failed to open {}", path.display()))?;
+    let file = crate::safefs::append(&path).with_context(|| format!("failed to open {}", path.display()))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         anyhow::anyhow!("another sidecar is running with data dir {} (lock {}: {e})", dir.display(), path.display())
     })

@@ -8,6 +8,7 @@ pub mod config;
 pub mod coord;
 pub mod daemon;
 pub mod host;
+pub mod safefs;
 
 /// The sidecar's version, written into registrations.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

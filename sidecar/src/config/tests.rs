@@ -146,7 +146,7 @@ fn service_problems(service: &str, expected: &str) {
 #[test]
 fn unknown_top_level_keys_are_named() {
     let found = problems(&format!("{}[zookeper]\nconnect = \"x\"\n", with_service("")));
-    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, service"]);
+    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, service"]);
 }
 
 #[test]
@@ -253,4 +253,33 @@ fn the_documented_example_is_valid() {
     let config = Config::parse(example, "docs/config.md").unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["api", "db-proxy"]);
+}
+
+#[test]
+fn limits_and_download_pace_are_read_with_units_and_checked() {
+    let text = format!(
+        "[limits]\nurl_prefixes = [\"https://repo/\"]\nfile_dirs = [\"/srv/rel\"]\nmax_artifact_size = \"2GiB\"\n\
+         max_unpacked_size = 1000\nmax_entries = 10\n[download]\ndeadline = \"10m\"\nmin_rate = \"10KB/s\"\n{}",
+        with_service("")
+    );
+    let config = Config::parse(&text, "t").unwrap();
+    assert_eq!(config.limits.download.url_prefixes, ["https://repo/"]);
+    assert_eq!(config.limits.download.file_dirs, [PathBuf::from("/srv/rel")]);
+    assert_eq!(config.limits.download.max_artifact, 2 << 30);
+    assert_eq!(config.limits.unpack.max_bytes, 1000);
+    assert_eq!(config.limits.unpack.max_entries, 10);
+    assert_eq!(config.download.deadline, Duration::from_secs(600));
+    assert_eq!(config.download.min_rate, 10_000);
+    let defaults = Config::parse(&with_service(""), "t").unwrap();
+    assert!(defaults.limits.download.file_dirs.is_empty(), "file:// is off by default");
+    let bad = format!(
+        "[limits]\nurl_prefixes = [\"ftp://x/\"]\nfile_dirs = [\"rel\"]\nmax_artifact_size = \"2 parsecs\"\nmax_entries = 0\n{}",
+        with_service("")
+    );
+    let found = problems(&bad);
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(found[0].starts_with("limits.url_prefixes[0]: \"ftp://x/\" must start with https://"), "{found:?}");
+    assert!(found[1].starts_with("limits.file_dirs[0]: rel must be an absolute directory"), "{found:?}");
+    assert!(found[2].starts_with("limits.max_artifact_size: invalid size \"2 parsecs\": unknown unit"), "{found:?}");
+    assert!(found[3].starts_with("limits.max_entries: must be at least 1"), "{found:?}");
 }

@@ -194,7 +194,12 @@ fn limits(p: &mut Problems, raw: RawLimits) -> Option<LimitsConfig> {
 
 fn download(p: &mut Problems, raw: RawDownload) -> Option<DownloadConfig> {
     let deadline = p.duration("download.deadline", raw.deadline.as_deref(), Duration::from_secs(3600));
-    let min_rate = match raw.min_rate.map(|r| parse_size(&r)) {
+    // A rate may be written as a size per second: "1KiB/s".
+    let rate = raw.min_rate.map(|r| match r {
+        RawSize::Text(t) => RawSize::Text(t.trim().trim_end_matches("/s").to_string()),
+        other => other,
+    });
+    let min_rate = match rate.map(|r| parse_size(&r)) {
         None => Some(1024),
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => p.none("download.min_rate", e),

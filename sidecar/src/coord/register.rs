@@ -22,7 +22,7 @@ pub fn session_file(data_dir: &Path) -> PathBuf {
 /// Records this session's id (best effort: a failure only slows the next restart down).
 pub fn record_session(data_dir: &Path, id: i64) {
     let tmp = data_dir.join("zk-session.tmp");
-    let ok = std::fs::write(&tmp, zk::session_hex(id)).and_then(|_| std::fs::rename(&tmp, session_file(data_dir)));
+    let ok = crate::safefs::write_atomic(&session_file(data_dir), &tmp, zk::session_hex(id).as_bytes(), false);
     if let Err(err) = ok {
         tracing::warn!(error = %err, "failed to record the session id");
     }

@@ -261,19 +261,23 @@ impl Fetcher {
             Source::File(_) if self.limits.file_dirs.is_empty() => Err(refused(
                 "file:// URLs are off; list the directories that may hold artifacts in [limits] file_dirs".into(),
             )),
-            Source::File(path) => {
-                // Resolved first, so a symlink cannot lead out of the allowed directories.
-                let real = std::fs::canonicalize(path).map_err(|e| refused(format!("cannot resolve the path: {e}")))?;
-                let inside =
-                    self.limits.file_dirs.iter().any(|d| std::fs::canonicalize(d).is_ok_and(|d| real.starts_with(d)));
-                if inside {
-                    Ok(Source::File(real))
-                } else {
-                    Err(refused(format!("{} is in none of [limits] file_dirs", real.display())))
-                }
-            }
-            Source::Http(_) => Ok(source),
+            // Where the file really is is checked when it is read (`confined`): a
+            // verified download on disk needs no source at all.
+            Source::File(_) | Source::Http(_) => Ok(source),
         }
+    }
+
+    /// The real path of a `file://` source, when it lies in one of `[limits]
+    /// file_dirs`: resolved first, so a symlink cannot lead out of them.
+    fn confined(&self, url: &str, path: &Path) -> Result<PathBuf, DownloadError> {
+        let refused = |reason: String| DownloadError::NotAllowed { url: url.to_string(), reason };
+        let real = match std::fs::canonicalize(path) {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DownloadError::io(path)(e)),
+            Err(e) => return Err(refused(format!("cannot resolve the path: {e}"))),
+        };
+        let inside = self.limits.file_dirs.iter().any(|d| std::fs::canonicalize(d).is_ok_and(|d| real.starts_with(d)));
+        if inside { Ok(real) } else { Err(refused(format!("{} is in none of [limits] file_dirs", real.display()))) }
     }
 
     async fn fetch_within(&self, artifact: &Artifact, source: Source, dest: &Path) -> Result<(), DownloadError> {
@@ -295,7 +299,10 @@ impl Fetcher {
         for attempt in 1.. {
             let result = match &source {
                 Source::Http(u) => self.transfer(u, artifact, &mut partial).await,
-                Source::File(p) => read_file(p, artifact, &mut partial).await,
+                Source::File(p) => match self.confined(url, p) {
+                    Ok(real) => read_file(&real, artifact, &mut partial).await,
+                    Err(e) => Err(e),
+                },
             };
             // Every chunk handed to the writer is on disk before the outcome is judged.
             let settled = partial.settle().await;
@@ -465,15 +472,16 @@ fn check_space(url: &str, partial: &Path, need: u64) -> Result<(), DownloadError
 }
 
 /// Sorts a failure: `Ok(err)` when another attempt may succeed, `Err(err)` when not.
-/// A size or checksum mismatch deletes the partial file, except a checksum mismatch
-/// of content stitched from several pieces, which starts over from zero.
+/// A size or checksum mismatch (or a source the limits refuse) deletes the partial
+/// file, except a checksum mismatch of content stitched from several pieces, which
+/// starts over from zero.
 async fn retryable(err: DownloadError, partial: &mut Partial) -> Result<DownloadError, DownloadError> {
     match err {
         DownloadError::Checksum { .. } if !partial.single_piece => {
             partial.reset().await?;
             Ok(err)
         }
-        DownloadError::Checksum { .. } | DownloadError::Size { .. } => {
+        DownloadError::Checksum { .. } | DownloadError::Size { .. } | DownloadError::NotAllowed { .. } => {
             partial.remove().await?;
             Err(err)
         }

@@ -7,7 +7,7 @@
 //! the service's appends continue at the new end. Lines written between the copy and
 //! the truncation are lost, the price of never interrupting the service.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,7 +46,7 @@ impl LogFile {
 
     /// Opens the file for appending (creating it) as a child's stdout and stderr.
     pub fn stdio(&self) -> io::Result<(Stdio, Stdio)> {
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = crate::safefs::append(&self.path)?;
         Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
     }
 
@@ -95,7 +95,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = LogFile::in_dir(dir.path()).with_limits(10, 2);
         // The writer a service would hold: append mode, never reopened.
-        let mut writer = OpenOptions::new().create(true).append(true).open(log.path()).unwrap();
+        let mut writer = std::fs::OpenOptions::new().create(true).append(true).open(log.path()).unwrap();
         for round in 0..4 {
             writer.write_all(format!("round {round} output\n").as_bytes()).unwrap();
             assert!(log.rotate_if_needed().unwrap());

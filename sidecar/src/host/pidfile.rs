@@ -7,7 +7,7 @@
 //! "release_dir":"/var/lib/baton/api/releases/1.4.0","start_time":123456}`.
 
 use serde::{Deserialize, Serialize};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// The file name inside the service directory.
@@ -28,23 +28,37 @@ pub struct PidRecord {
     /// process that reused the pid.
     #[serde(default)]
     pub start_time: Option<u64>,
+    /// The boot it started in (`/proc/sys/kernel/random/boot_id`). Absent in records
+    /// written by older sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl PidRecord {
     /// A record for `pid`, just spawned as the leader of its own group.
     pub fn new(pid: u32, version: &str, release_dir: &Path) -> Self {
         let start_time = crate::host::process::start_time(pid as i32);
-        PidRecord { pid, pgid: pid as i32, version: version.into(), release_dir: canonical(release_dir), start_time }
+        let boot_id = crate::host::process::boot_id();
+        let release_dir = canonical(release_dir);
+        PidRecord { pid, pgid: pid as i32, version: version.into(), release_dir, start_time, boot_id }
     }
 
-    /// Whether the recorded process still runs (and is the same process).
+    /// Whether the recorded process still runs and is provably the one recorded: the
+    /// file is not trusted, since the sidecar signals the group it names. The record
+    /// must name a start time equal to the live process's, the boot it was written in
+    /// (when it names one), and a group that the process leads. Otherwise (a forged
+    /// or stale record, a reused pid, no `/proc` to check against) it is not adopted
+    /// and nothing is signalled.
     pub fn is_alive(&self) -> bool {
+        use crate::host::process;
         let pid = self.pid as i32;
-        let same = match (self.start_time, crate::host::process::start_time(pid)) {
-            (Some(recorded), Some(now)) => recorded == now,
-            _ => true,
-        };
-        same && crate::host::process::alive(pid)
+        if pid < 2 || self.pgid != pid {
+            return false;
+        }
+        let same_start = matches!((self.start_time, process::start_time(pid)), (Some(a), Some(b)) if a == b);
+        let same_boot = self.boot_id.is_none() || self.boot_id == process::boot_id();
+        let leads_group = process::group_of(pid) == Some(self.pgid);
+        same_start && same_boot && leads_group && process::alive(pid)
     }
 
     /// Whether it runs `version` from `release_dir` (compared with symbolic links resolved,
@@ -62,10 +76,7 @@ fn canonical(path: &Path) -> PathBuf {
 /// Writes `record` to `path` atomically.
 pub fn write(path: &Path, record: &PidRecord) -> io::Result<()> {
     let tmp = path.with_extension("pid.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::safefs::write_atomic(path, &tmp, &serde_json::to_vec(record).map_err(io::Error::other)?, true)
 }
 
 /// Reads the record at `path`: `None` when there is none. A file that cannot be
@@ -100,10 +111,14 @@ mod tests {
         let release = dir.path().join("releases/1.0.0");
         std::fs::create_dir_all(&release).unwrap();
         std::os::unix::fs::symlink(&release, dir.path().join("current")).unwrap();
-        let record = PidRecord::new(std::process::id(), "1.0.0", &dir.path().join("current"));
+        let mut child = leader();
+        let record = PidRecord::new(child.id(), "1.0.0", &dir.path().join("current"));
         write(&path, &record).unwrap();
         assert_eq!(read(&path).unwrap(), Some(record.clone()));
         assert!(record.is_alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!record.is_alive(), "gone once it exited");
         assert!(record.runs(&release, "1.0.0"));
         assert!(record.runs(&dir.path().join("current"), "1.0.0"));
         assert!(!record.runs(&release, "1.0.1"));
@@ -117,7 +132,32 @@ mod tests {
     fn a_reused_pid_is_not_the_recorded_process() {
         let mut record = PidRecord::new(std::process::id(), "1", Path::new("/r"));
         record.start_time = record.start_time.map(|t| t + 1);
-        assert!(!record.is_alive() || record.start_time.is_none());
+        assert!(!record.is_alive());
+    }
+
+    /// A group leader of its own, as the sidecar spawns services.
+    fn leader() -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap()
+    }
+
+    #[test]
+    fn forged_records_are_not_the_recorded_process() {
+        let mut child = leader();
+        let genuine = PidRecord::new(child.id(), "1", Path::new("/r"));
+        assert!(genuine.is_alive(), "{genuine:?}");
+        let forged = [
+            PidRecord { start_time: None, ..genuine.clone() },
+            PidRecord { boot_id: Some("another-boot".into()), ..genuine.clone() },
+            // This test's own group, which the child does not lead.
+            PidRecord { pgid: nix::unistd::getpgrp().as_raw(), ..genuine.clone() },
+            PidRecord { pid: 1, pgid: 1, ..genuine.clone() },
+        ];
+        for record in forged {
+            assert!(!record.is_alive(), "{record:?} must not count as the recorded process");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub fn start_time(pid: i32) -> Option<u64> {
     stat(pid).map(|s| s.start_time)
 }
 
+/// The process group of process `pid`, from `/proc`.
+pub fn group_of(pid: i32) -> Option<i32> {
+    stat(pid).map(|s| s.pgrp)
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): start times count from boot,
+/// so a record from another boot never names a process of this one.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty())
+}
+
 /// Whether any process of group `pgid` exists and is not a zombie.
 pub fn group_alive(pgid: i32) -> bool {
     if pgid < 2 {

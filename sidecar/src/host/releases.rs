@@ -32,7 +32,7 @@ use crate::host::download::Fetcher;
 use crate::host::unpack::{UnpackLimits, unpack};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use znode_schema::{Artifact, validate_service, validate_version};
@@ -265,9 +265,7 @@ impl ReleaseStore {
         let tmp = self.root.join(format!("{STATE}.tmp"));
         let mut json = serde_json::to_vec_pretty(state).map_err(|source| StoreError::State { path, source })?;
         json.push(b'\n');
-        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(&json).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, self.root.join(STATE)).map_err(io_err(&tmp))?;
+        crate::safefs::write_atomic(&self.root.join(STATE), &tmp, &json, true).map_err(io_err(&tmp))?;
         sync_dir(&self.root)
     }
 

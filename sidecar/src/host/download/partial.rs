@@ -215,7 +215,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
 }
 
 fn open_locked(path: &Path) -> io::Result<(Sink, u64)> {
-    let file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
     let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io::Error::from(errno))?;
     rehash(Sink { file, hasher: Sha256::new() })
 }
