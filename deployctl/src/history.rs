@@ -22,6 +22,7 @@ pub fn event(ctx: &Ctx, kind: EventKind, service: &str, version: Option<&str>, d
         host: None,
         detail,
         by: Some(ctx.by.clone()),
+        count: None,
     }
 }
 
@@ -91,7 +92,10 @@ pub async fn show(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<()> 
                 e.version.clone().unwrap_or_else(|| "-".into()),
                 e.host.clone().unwrap_or_else(|| "-".into()),
                 e.by.clone().unwrap_or_else(|| "-".into()),
-                e.detail.clone().unwrap_or_default(),
+                match e.count {
+                    Some(n) if n > 1 => format!("(x{n}) {}", e.detail.as_deref().unwrap_or_default()),
+                    _ => e.detail.clone().unwrap_or_default(),
+                },
             ]),
             Err(m) => t.row(vec!["?".into(), "MALFORMED".into(), "-".into(), "-".into(), "-".into(), m.to_string()]),
         }

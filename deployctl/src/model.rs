@@ -45,11 +45,38 @@ impl<T> Node<T> {
     }
 }
 
-/// Reads and decodes `path`; `None` when it does not exist.
+/// Reads and decodes `path`; `None` when it does not exist. Control characters in the
+/// payload's strings (an ESC sequence, a newline forging a line) are replaced by their
+/// escapes before decoding, so nothing read from ZooKeeper reaches the terminal raw;
+/// `raw` keeps the bytes as read.
 pub async fn read<T: DeserializeOwned>(zk: &Zk, path: &str) -> Result<Option<Node<T>>, ZkError> {
     let Some((raw, stat)) = zk.get(path).await? else { return Ok(None) };
-    let value = decode(path, &raw).map_err(|e| Malformed { path: path.into(), error: e.kind.to_string() });
+    let value = decode(path, &defanged(&raw)).map_err(|e| Malformed { path: path.into(), error: e.kind.to_string() });
     Ok(Some(Node { path: path.into(), version: stat.version, raw, value }))
+}
+
+/// `raw` with every control character inside a JSON string escaped (`\u{1b}`); the
+/// bytes unchanged when it is not JSON or holds none.
+pub fn defanged(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.chars().any(char::is_control) => *s = escape(s),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            serde_json::Value::Object(map) => map.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(raw) else { return raw.into() };
+    walk(&mut value);
+    match serde_json::to_vec(&value) {
+        Ok(bytes) if bytes != raw => bytes.into(),
+        _ => raw.into(),
+    }
+}
+
+/// `text` with control characters replaced by their Rust escapes.
+pub fn escape(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// A deploy entry with its upgrading markers.

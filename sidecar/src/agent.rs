@@ -78,6 +78,8 @@ pub struct Agent {
     pub store: ReleaseStore,
     fetcher: Arc<Fetcher>,
     keep_releases: usize,
+    /// The history event counting this host's failures to download the staged release.
+    failure_event: std::sync::Mutex<Option<crate::coord::history::Coalesced>>,
 }
 
 impl Agent {
@@ -89,7 +91,7 @@ impl Agent {
         store: ReleaseStore,
         fetcher: Arc<Fetcher>,
     ) -> Self {
-        Agent { cfg, supervisor, store, fetcher, keep_releases: host.keep_releases }
+        Agent { cfg, supervisor, store, fetcher, keep_releases: host.keep_releases, failure_event: Default::default() }
     }
 
     /// The service name.

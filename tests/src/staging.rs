@@ -58,6 +58,7 @@ pub async fn stage(
         host: None,
         detail: None,
         by: Some("test@harness".into()),
+        count: None,
     };
     let staging_path = layout.staging(service);
     let exists = client.check_stat(&staging_path).await.unwrap();

@@ -412,3 +412,26 @@ async fn stage_stores_a_signature_only_when_it_is_for_this_release_and_verifies(
     let signature = staged.artifact.signature.expect("signed");
     assert!(signature.contains("trusted comment: baton web 2"), "{signature}");
 }
+
+#[tokio::test]
+async fn strings_from_zookeeper_reach_the_terminal_escaped() {
+    let (ctl, c) = setup("escape").await;
+    ctl.ok(&stage_args("api", "1", &sha('a'))).await;
+    let evil = "\u{1b}[2J\u{1b}[31mowned\nforged line";
+    let event = serde_json::json!({
+        "schema": 1, "at": "2026-12-01T00:00:00Z", "event": "download_failed", "service": "api",
+        "version": "1", "host": "h1", "detail": evil, "by": "h1",
+    });
+    put(&c, &ctl.layout.history_event("api", "event-0000009999"), event.to_string().as_bytes()).await;
+    let (data, _) = c.get_data(&ctl.layout.staging("api")).await.unwrap();
+    let mut staging: Value = serde_json::from_slice(&data).unwrap();
+    staging["staged_by"] = Value::from(evil);
+    c.set_data(&ctl.layout.staging("api"), &serde_json::to_vec(&staging).unwrap(), None).await.unwrap();
+    for args in [vec!["history", "api"], vec!["status"], vec!["status", "api", "--hosts"], vec!["releases", "api"]] {
+        let r = ctl.ok(&args).await;
+        assert!(!r.stdout.contains('\u{1b}'), "{args:?} printed a raw ESC: {:?}", r.stdout);
+        assert!(!r.stdout.contains("\nforged line"), "{args:?} let a newline forge a line: {:?}", r.stdout);
+    }
+    let r = ctl.ok(&["history", "api"]).await;
+    assert!(r.stdout.contains("\\u{1b}[31mowned\\nforged line"), "{:?}", r.stdout);
+}

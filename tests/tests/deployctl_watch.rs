@@ -72,6 +72,7 @@ async fn complete(c: &zk::Client, ctl: &Ctl, service: &str, version: &str) {
         host: None,
         detail: None,
         by: Some("sidecar@web-02".into()),
+        count: None,
     };
     let opts = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
     c.create(&ctl.layout.history_prefix(service), &encode(&ev), &opts).await.unwrap();

@@ -120,3 +120,48 @@ async fn file_urls_outside_the_allowed_directories_are_refused_on_every_host() {
         fleet.stop(i);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_download_failures_are_one_event_per_host_with_a_count() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("coalesce"), "api", 2);
+    let client = fleet.client().await;
+    let layout = fleet.layout();
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &layout, "api", "1", &v1, policy()).await;
+    fleet.start_all();
+    wait_all(&client, &fleet, "api at 1", |c| c.version == "1").await;
+    let mut bad = fleet.artifact("2", Behaviour::Good);
+    bad.sha256 = "0".repeat(64);
+    stage(&client, &layout, "api", "2", &bad, policy()).await;
+    let failures = || async {
+        let mut found = Vec::new();
+        for name in client.list_children(&layout.history("api")).await.unwrap() {
+            let path = layout.history_event("api", &name);
+            let (data, _) = client.get_data(&path).await.unwrap();
+            let ev: znode_schema::HistoryEvent = decode(&path, &data).unwrap();
+            if ev.event == znode_schema::EventKind::DownloadFailed {
+                found.push(ev);
+            }
+        }
+        found
+    };
+    // The sidecar retries after 2 s, then 4 s: three failures each within ~10 s.
+    let r = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let found = failures().await;
+            if found.len() == 2 && found.iter().all(|e| e.count.unwrap_or(1) >= 3) {
+                return found;
+            }
+            assert!(found.len() <= 2, "one event per host, not one per retry: {found:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let found = r.unwrap_or_else(|_| panic!("no coalesced failures\n{}", fleet.logs()));
+    for ev in &found {
+        assert!(ev.detail.as_deref().is_some_and(|d| d.contains("sha256")), "{ev:?}");
+    }
+    for i in 0..fleet.hosts.len() {
+        fleet.stop(i);
+    }
+}

@@ -238,4 +238,8 @@ pub struct HistoryEvent {
     /// Who did it (`user@host`, or `sidecar@<host>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// How many times it happened, for a repeated failure coalesced into one event
+    /// (`detail` is then the latest error); absent: once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }

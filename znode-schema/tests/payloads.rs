@@ -86,6 +86,7 @@ fn every_payload_round_trips() {
         host: Some("web-01".into()),
         detail: Some("health check failed".into()),
         by: None,
+        count: None,
     });
 }
 

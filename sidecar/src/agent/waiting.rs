@@ -10,7 +10,7 @@ use crate::coord::zk::{self, ZkError};
 use crate::coord::{queue, session::Session};
 use std::time::Duration;
 use tokio::sync::watch;
-use znode_schema::{DeployName, DeployState, EventKind, Staging, TicketName};
+use znode_schema::{DeployName, DeployState, Staging, TicketName};
 use zookeeper_client::OneshotWatcher;
 
 impl Agent {
@@ -114,29 +114,15 @@ impl Agent {
             Err(err) => {
                 let msg = format!("release {version}: {err}");
                 tracing::error!(error = %msg, "download failed; will retry");
-                if error.as_deref() != Some(msg.as_str()) {
-                    self.report_download_failure(&c.s, &version, &msg).await;
-                }
+                let last = self.failure_event.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let next = crate::coord::history::record_failure(&c.s, &self.cfg.name, &version, &msg, last).await;
+                *self.failure_event.lock().unwrap_or_else(|e| e.into_inner()) = next;
                 let attempts = attempts + 1;
                 let (_, w) = self.staging(&c.s).await?;
                 let pause = Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 6)));
                 self.wait(c, vec![w], sd, pause, Some(&msg)).await?;
                 Ok(Lifecycle::Downloading { version, attempts, error: Some(msg) })
             }
-        }
-    }
-
-    async fn report_download_failure(&self, s: &Session, version: &str, msg: &str) {
-        let ev = crate::coord::history::event(
-            &self.cfg.name,
-            EventKind::DownloadFailed,
-            Some(version),
-            &s.host,
-            Some(msg.into()),
-        );
-        let (prefix, data) = crate::coord::history::create_op(&s.layout, &ev);
-        if let Err(err) = s.client.create(&prefix, &data, &zk::persistent_sequential()).await {
-            tracing::warn!(error = %err, "failed to record the download failure in history");
         }
     }
 
