@@ -9,6 +9,8 @@
 //! - [`monitor`]: records the fewest online hosts and the most markers seen.
 //! - [`fleet`]: real sidecar processes, demo releases, staging by hand.
 //! - [`multi`]: hosts running several services: releases, identities, hooks, log queries.
+//! - [`netns`]: a network the test owns (a namespace per node on a bridge), cut and healed.
+//! - [`netbed`]: ZooKeeper members and sidecar hosts each in their own namespace.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
 //! - [`txnlog`]: ZooKeeper's transaction logs read back: the exact history of a test.
 //! - [`invariants`]: replays that history and checks baton's guarantees.
@@ -22,6 +24,8 @@ pub mod fleet;
 pub mod invariants;
 pub mod monitor;
 pub mod multi;
+pub mod netbed;
+pub mod netns;
 pub mod process;
 pub mod staging;
 pub mod txnlog;
