@@ -69,7 +69,21 @@ async fn the_leader_cut_off_with_two_hosts_commits_nothing_and_the_majority_roll
         majority.iter().all(|h| o.iter().any(|(x, v)| x == h && v == "w2")).then_some(())
     })
     .await;
+    // The minority's sessions expire on the majority side.
+    let gone: Vec<String> = minority.iter().map(|&i| bed.fleet.hosts[i].id.clone()).collect();
+    eventually_async("the minority's registrations to expire", PATIENCE, || async {
+        let o = online(&client, &layout, "api").await;
+        (!o.iter().any(|(h, _)| gone.contains(h))).then_some(())
+    })
+    .await;
     let healed_at = invariants::history(&bed.zk, &root).last().map_or(cut, |t| t.zxid);
+    let committed: std::collections::BTreeSet<i64> =
+        baton_tests::txnlog::read_cluster(&bed.zk.data_dirs()).iter().map(|t| t.zxid).collect();
+    let alone = baton_tests::txnlog::read_cluster(&[bed.zk.data_dir(leader)])
+        .iter()
+        .filter(|t| !committed.contains(&t.zxid))
+        .count();
+    eprintln!("the isolated leader logged {alone} proposal(s) no majority logged (never committed)");
     bed.heal();
     bed.zk.wait_serving();
     wait_service_versions(&bed.fleet, &client, "web", HOSTS, "w2", PATIENCE).await;
