@@ -6,6 +6,7 @@
 //! - [`bin`]: paths of the workspace binaries.
 //! - [`chaos`]: shared steps of the chaos suite.
 //! - [`ctl`]: runs deployctl, snapshots subtrees, writes znodes as a sidecar would.
+//! - [`delay`]: a delaying TCP proxy (latency without netem).
 //! - [`monitor`]: records the fewest online hosts and the most markers seen.
 //! - [`fleet`]: real sidecar processes, demo releases, staging by hand.
 //! - [`multi`]: hosts running several services: releases, identities, hooks, log queries.
@@ -20,6 +21,7 @@ pub mod artifact_server;
 pub mod bin;
 pub mod chaos;
 pub mod ctl;
+pub mod delay;
 pub mod fleet;
 pub mod invariants;
 pub mod monitor;
