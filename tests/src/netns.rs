@@ -106,14 +106,28 @@ fn clean_stale() {
     }
 }
 
-/// A /24 of 10.0.0.0/8 that no route of this namespace covers yet.
+/// A route's destination as (network, prefix length); `None` for `default` and the like.
+fn route_prefix(line: &str) -> Option<(u32, u32)> {
+    let dest = line.split_whitespace().next()?;
+    let (addr, len) = dest.split_once('/').unwrap_or((dest, "32"));
+    Some((u32::from(addr.parse::<Ipv4Addr>().ok()?), len.parse().ok().filter(|l| *l <= 32)?))
+}
+
+/// Whether two prefixes share an address.
+fn overlaps((a, al): (u32, u32), (b, bl): (u32, u32)) -> bool {
+    let len = al.min(bl);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    a & mask == b & mask
+}
+
+/// A /24 of 10.0.0.0/8 that no route of this namespace overlaps yet.
 fn free_subnet(seed: u32) -> Result<[u8; 3], String> {
-    let routes = ip(&["-4", "route", "show"])?;
+    let routes: Vec<(u32, u32)> = ip(&["-4", "route", "show"])?.lines().filter_map(route_prefix).collect();
     for k in 0..4096u32 {
         let v = seed.wrapping_mul(2_654_435_761).wrapping_add(k.wrapping_mul(40_503));
         let (a, b) = (16 + (v >> 8) as u8 % 224, v as u8);
-        let net = format!("10.{a}.{b}.");
-        if !routes.lines().any(|r| r.starts_with(&net)) {
+        let candidate = (u32::from(Ipv4Addr::new(10, a, b, 0)), 24);
+        if !routes.iter().any(|r| overlaps(*r, candidate)) {
             return Ok([10, a, b]);
         }
     }
@@ -329,6 +343,18 @@ macro_rules! net_or_skip {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_that_overlap_a_subnet_are_seen() {
+        let net = |s: &str| route_prefix(s).unwrap();
+        let candidate = net("10.20.30.0/24");
+        assert!(overlaps(net("10.0.0.0/8 via 192.0.2.1 dev eth0"), candidate));
+        assert!(overlaps(net("10.20.30.0/24 dev bt1x0b proto kernel"), candidate));
+        assert!(overlaps(net("10.20.30.7 dev x"), candidate));
+        assert!(!overlaps(net("10.20.31.0/24 dev x"), candidate));
+        assert!(!overlaps(net("192.0.2.0/24 dev eth0"), candidate));
+        assert_eq!(route_prefix("default via 192.0.2.1 dev eth0"), None);
+    }
 
     #[test]
     fn names_of_ours_carry_their_pid() {
