@@ -63,8 +63,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             report.finish()
         }
         Command::All { hosts } => {
-            let opts =
-                rollout::Options { hosts: hosts.into(), rounds: 1, idle: Duration::from_secs(9), latency: Duration::ZERO };
+            let opts = rollout::Options {
+                hosts: hosts.into(),
+                rounds: 1,
+                idle: Duration::from_secs(9),
+                latency: Duration::ZERO,
+            };
             let sizes = scale::Options { sizes: vec![25, 50, 100, 200], idle: Duration::from_secs(9) };
             let mut report = with_bed(&rt, |bed| {
                 Box::pin(async move {

@@ -25,8 +25,8 @@ use crate::report::{Report, mib, ms};
 use crate::stats::{Summary, round3};
 use crate::timeline::{Event, Timeline};
 use crate::zkstat;
-use serde_json::json;
 use baton_tests::delay::DelayProxy;
+use serde_json::json;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Options of the `rollout` benchmark.

@@ -11,8 +11,8 @@
 use crate::fleet::Fleet;
 use crate::netns::{Net, NodeId};
 use crate::txnlog::{Op, Txn};
-use std::collections::{BTreeMap, BTreeSet};
 use crate::zk::{Placement, ZkCluster};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// ZooKeeper and a fleet, each node in its own namespace.
@@ -109,7 +109,12 @@ pub async fn set_quorum(client: &zookeeper_client::Client, layout: &znode_schema
 /// Every fence of `host` on `service` in `history` that was not made by the session
 /// holding the host's ticket at that moment (a decision taken on a dead or stale
 /// session would show up here), described; empty when all were.
-pub fn fences_off_their_session(history: &[Txn], layout: &znode_schema::Layout, service: &str, host: &str) -> Vec<String> {
+pub fn fences_off_their_session(
+    history: &[Txn],
+    layout: &znode_schema::Layout,
+    service: &str,
+    host: &str,
+) -> Vec<String> {
     let fences: Vec<i64> = crate::multi::fences(history, layout, service, host).iter().map(|t| t.zxid).collect();
     let prefix = format!("{}/{host}-", layout.staging(service));
     let mut owners: BTreeMap<String, i64> = BTreeMap::new();

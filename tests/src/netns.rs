@@ -236,7 +236,9 @@ impl Net {
         let (mut args, dev) = self.neigh_args(from);
         let peer = self.ip(to).to_string();
         if cut {
-            args.extend(["neigh", "replace", &peer, "lladdr", NOWHERE, "dev", &dev, "nud", "permanent"].map(String::from));
+            args.extend(
+                ["neigh", "replace", &peer, "lladdr", NOWHERE, "dev", &dev, "nud", "permanent"].map(String::from),
+            );
         } else {
             args.extend(["neigh", "del", &peer, "dev", &dev].map(String::from));
         }
@@ -263,8 +265,7 @@ impl Net {
 
     /// Cuts every pair of nodes that sit in different `groups`.
     pub fn partition(&self, groups: &[&[NodeId]]) {
-        let names: Vec<Vec<String>> =
-            groups.iter().map(|g| g.iter().map(|&n| self.label(n)).collect()).collect();
+        let names: Vec<Vec<String>> = groups.iter().map(|g| g.iter().map(|&n| self.label(n)).collect()).collect();
         eprintln!("  net: partition {names:?}");
         for (i, g) in groups.iter().enumerate() {
             for h in &groups[i + 1..] {
@@ -301,7 +302,8 @@ impl Net {
         let path = format!("/run/netns/{}", self.ns(id));
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
             f()
         })
         .join()

@@ -28,9 +28,8 @@ async fn a_flapping_link_makes_no_double_step_and_no_stuck_rollout() {
             return;
         }
     };
-    let flap_for = Duration::from_secs(
-        std::env::var("BATON_NET_FLAP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20),
-    );
+    let flap_for =
+        Duration::from_secs(std::env::var("BATON_NET_FLAP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20));
     let mut bed = NetBed::new(net, "net-flap", 1, &["api", "web"], HOSTS, Duration::from_secs(3));
     // host-4's web step waits in its drain hook until the flapping is over.
     let gate = bed.fleet.dir().join("gate");

@@ -7,7 +7,9 @@
 //!
 //! Skipped (with a message) where network namespaces cannot be created.
 
-use baton_tests::chaos::{PATIENCE, policy, verify, wait_marker, wait_queued, wait_service_done, wait_service_versions};
+use baton_tests::chaos::{
+    PATIENCE, policy, verify, wait_marker, wait_queued, wait_service_done, wait_service_versions,
+};
 use baton_tests::fleet::{online, stage};
 use baton_tests::invariants::{self, Mark, assert_quiet};
 use baton_tests::multi::{self, hook_calls, hooks, identities, identity};
@@ -76,12 +78,16 @@ async fn a_host_cut_off_while_queued_at_the_front_rejoins_at_the_staged_version(
     set_quorum(&client, &layout, "web", 2).await;
     // The rollout goes on without it: two others step, the last one is held in
     // its step; the victim's session expires.
-    eventually_async("two other hosts at w2, the last one stepping, the victim's registration gone", PATIENCE, || async {
-        let o = online(&client, &layout, "web").await;
-        let at_w2 = o.iter().filter(|(_, v)| v == "w2").count();
-        let gone = !registered(&bed, &client, "web", victim).await && !registered(&bed, &client, "web", last).await;
-        (at_w2 == 2 && gone && o.len() == 2).then_some(())
-    })
+    eventually_async(
+        "two other hosts at w2, the last one stepping, the victim's registration gone",
+        PATIENCE,
+        || async {
+            let o = online(&client, &layout, "web").await;
+            let at_w2 = o.iter().filter(|(_, v)| v == "w2").count();
+            let gone = !registered(&bed, &client, "web", victim).await && !registered(&bed, &client, "web", last).await;
+            (at_w2 == 2 && gone && o.len() == 2).then_some(())
+        },
+    )
     .await;
     // Its service kept running, unchanged, all along.
     assert_eq!(bed.served_version(victim, "web").as_deref(), Some("w1"));
@@ -229,9 +235,8 @@ fn the_net_harness_cuts_heals_and_cleans_up() {
     let (a, b) = (net.add("a"), net.add("b"));
     let listener = net.listen(b, 0);
     let addr = listener.local_addr().unwrap();
-    let connects = |from| {
-        net.in_ns(from, move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
-    };
+    let connects =
+        |from| net.in_ns(from, move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok());
     let from_here = || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok();
     assert!(connects(a) && from_here());
     net.cut(a, b);
