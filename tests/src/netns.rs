@@ -79,6 +79,13 @@ fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Waits (5 s at most) until link `dev` reports carrier (`LOWER_UP`) after `up`.
+fn wait_carrier(dev: &str) {
+    crate::eventually(&format!("link {dev} to have carrier"), std::time::Duration::from_secs(5), || {
+        ip(&["link", "show", dev]).ok().filter(|l| l.contains("LOWER_UP")).map(|_| ())
+    });
+}
+
 /// Kills every process in namespace `ns` and deletes it.
 fn remove_ns(ns: &str) {
     if let Ok(pids) = ip(&["netns", "pids", ns]) {
@@ -217,10 +224,12 @@ impl Net {
         must(&["link", "set", &self.with(id, |n| n.veth.clone()), "down"]);
     }
 
-    /// Brings the node's link up again.
+    /// Brings the node's link up again and waits until it has carrier.
     pub fn reconnect(&self, id: NodeId) {
         eprintln!("  net: reconnect {}", self.name(id));
-        must(&["link", "set", &self.with(id, |n| n.veth.clone()), "up"]);
+        let veth = self.with(id, |n| n.veth.clone());
+        must(&["link", "set", &veth, "up"]);
+        wait_carrier(&veth);
     }
 
     /// Where `id` sends frames for `peer`: (`ip -n NS` args or the bridge) and the device.
@@ -291,8 +300,11 @@ impl Net {
             self.point_neighbour(b, a, false);
         }
         let veths: Vec<String> = self.nodes.lock().unwrap().iter().map(|n| n.veth.clone()).collect();
-        for v in veths {
-            must(&["link", "set", &v, "up"]);
+        for v in &veths {
+            must(&["link", "set", v, "up"]);
+        }
+        for v in &veths {
+            wait_carrier(v);
         }
     }
 
