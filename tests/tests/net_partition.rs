@@ -10,6 +10,7 @@
 use baton_tests::chaos::{
     PATIENCE, policy, verify, wait_marker, wait_queued, wait_service_done, wait_service_versions,
 };
+use baton_tests::ctl::Ctl;
 use baton_tests::fleet::{online, stage};
 use baton_tests::invariants::{self, Mark, assert_quiet};
 use baton_tests::multi::{self, hook_calls, hooks, identities, identity};
@@ -191,6 +192,47 @@ async fn a_host_cut_off_mid_step_keeps_its_slot_and_commits_after_the_heal() {
         .expect("the victim's host_upgraded event");
     assert_ne!(upgraded.0.session, fenced_on, "the commit is on a new session");
     assert_quiet(&history, &layout, "api", Mark::Zxid(mark), Mark::End);
+    verify(&bed.zk, &client, &root, &["api", "web"], false).await;
+}
+
+/// As above, but an operator frees the dark host's slot with `deployctl unlock`
+/// once its session expired: another host steps meanwhile (the documented caveat:
+/// the dark host's step still runs locally). Healed, the dark host commits its step
+/// on a new session without its marker, and the rollout completes with every host
+/// at w2 and the invariants holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_mid_step_and_unlocked_by_an_operator_commits_after_the_heal() {
+    let Some((bed, client, hook_log)) = bed("net-unlock", 3).await else { return };
+    let layout = bed.fleet.layout();
+    let root = bed.fleet.root.clone();
+    let w2 = multi::good(&bed.fleet, "web", "w2");
+    let entry = stage(&client, &layout, "web", "w2", &w2, policy(1, 1, Duration::from_secs(4))).await;
+    let victim = wait_marker(&bed.fleet, &client, &entry).await;
+    let id = bed.fleet.hosts[victim].id.clone();
+    eventually("the victim's new web release to serve", PATIENCE, || {
+        (bed.served_version(victim, "web").as_deref() == Some("w2")).then_some(())
+    });
+    bed.isolate_host(victim);
+    eventually_async("the victim's session to expire (its api registration gone)", PATIENCE, || async {
+        (!registered(&bed, &client, "api", victim).await).then_some(())
+    })
+    .await;
+    let ctl = Ctl { connect: bed.zk.connect_string(), root: root.clone(), layout: layout.clone() };
+    ctl.ok(&["unlock", "web", &id]).await;
+    let other = eventually_async("another host to take the freed slot", PATIENCE, || async {
+        let m = client.list_children(&layout.upgrading_dir(&entry)).await.unwrap_or_default();
+        m.into_iter().find(|h| *h != id)
+    })
+    .await;
+    eprintln!("{other} stepped while {id} was dark and unlocked");
+    eventually("the victim to finish its step locally (undrain)", PATIENCE, || {
+        hook_calls(&hook_log).contains(&format!("undrain {id}")).then_some(())
+    });
+    bed.heal();
+    wait_service_versions(&bed.fleet, &client, "web", 3, "w2", PATIENCE).await;
+    wait_service_done(&bed.fleet, &client, "web", PATIENCE).await;
+    let history = invariants::history(&bed.zk, &root);
+    assert_eq!(multi::fences(&history, &layout, "web", &id).len(), 1, "the victim stepped once");
     verify(&bed.zk, &client, &root, &["api", "web"], false).await;
 }
 
