@@ -13,6 +13,10 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
   need_apt+=(curl)
 fi
+# The signing tool operators use; the tests of signed releases make keys with it.
+if ! command -v minisign >/dev/null 2>&1; then
+  need_apt+=(minisign)
+fi
 
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from Debian's packages" >&2

@@ -78,13 +78,14 @@ impl Bed {
     pub fn config_via(&self, connect: &str, root: &str, id: &str, data_dir: &Path) -> String {
         format!(
             "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}s\"\n\n\
-             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n\
+             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n{limits}\n\
              [[service]]\nname = \"{SERVICE}\"\nstart = [\"true\"]\nstop = [\"true\"]\nstop_timeout = \"5s\"\n\
              health = {{ tcp = \"{health}\", interval = \"10s\", timeout = \"2s\" }}\n",
             zk = connect,
             st = SESSION_TIMEOUT.as_secs(),
             data = data_dir.display(),
             health = self.health,
+            limits = baton_tests::fleet::default_host_config(),
         )
     }
 

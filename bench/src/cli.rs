@@ -52,12 +52,15 @@ pub enum Command {
         #[arg(long, default_value_t = 9)]
         idle_secs: u64,
     },
-    /// Fetch, verify and unpack a random artifact over loopback HTTP, against
-    /// `curl -s URL | sha256sum` on the same file.
+    /// Fetch, verify and install a single-file artifact and a tar.gz service tree
+    /// over loopback HTTP, against curl | openssl and curl | tar xz on the same bytes.
     Download {
         /// Size of the artifact in MB (10^6 bytes).
         #[arg(long, default_value_t = 200)]
         size_mb: u64,
+        /// Files in the tar.gz artifact (a service tree adding up to --size-mb).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        files: u32,
         /// Runs of each contender (the best run counts; the median is shown too).
         #[arg(long, default_value_t = 3)]
         runs: u32,

@@ -5,7 +5,7 @@
 //!
 //! - [`rollout`]: N sidecar processes, handoff latency, traffic, footprint.
 //! - [`scale`]: in-process sidecar cores for several N, growth of time and traffic.
-//! - [`download`]: fetch, verify and unpack throughput against `curl | sha256sum`.
+//! - [`download`]: fetch, verify and install throughput against curl pipelines.
 
 pub mod bed;
 pub mod cli;
@@ -58,8 +58,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             with_bed(&rt, |bed| Box::pin(async move { scale::run(&opts, bed, &mut report).await.map(|()| report) }))?
                 .finish()
         }
-        Command::Download { size_mb, runs } => {
-            rt.block_on(download::run(&download::Options { size_mb, runs }, &mut report))?;
+        Command::Download { size_mb, files, runs } => {
+            rt.block_on(download::run(&download::Options { size_mb, files, runs }, &mut report))?;
             report.finish()
         }
         Command::All { hosts } => {
@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             report = with_bed(&rt, |bed| {
                 Box::pin(async move { scale::run(&sizes, bed, &mut report).await.map(|()| report) })
             })?;
-            rt.block_on(download::run(&download::Options { size_mb: 200, runs: 3 }, &mut report))?;
+            rt.block_on(download::run(&download::Options::default(), &mut report))?;
             report.finish()
         }
     }

@@ -42,6 +42,83 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), Invalid> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
+/// The longest signature file read.
+const MAX_SIGNATURE: u64 = 4096;
+
+/// The signature to store for `service`'s release `version`, read from `signature`:
+/// its trusted comment checked, and verified over `file` with one of `trust_keys`
+/// when any are given.
+pub fn signature(
+    service: &str,
+    version: &str,
+    signature: Option<&Path>,
+    file: Option<&Path>,
+    trust_keys: &[String],
+) -> Result<Option<String>, Invalid> {
+    let bad = Invalid::Signature;
+    let expected = znode_schema::Artifact::trusted_comment(service, version);
+    let text = match signature {
+        Some(path) => {
+            let err = |e: std::io::Error| bad(format!("failed to read the signature {}: {e}", path.display()));
+            let f = std::fs::File::open(path).map_err(err)?;
+            let mut text = String::new();
+            f.take(MAX_SIGNATURE + 1).read_to_string(&mut text).map_err(err)?;
+            if text.len() as u64 > MAX_SIGNATURE {
+                return Err(bad(format!("the signature {} is longer than {MAX_SIGNATURE} bytes", path.display())));
+            }
+            text
+        }
+        None if !trust_keys.is_empty() => {
+            return Err(bad("--trust-key needs a signature: give --signature FILE".into()));
+        }
+        None => return Ok(None),
+    };
+    let decoded = minisign_verify::Signature::decode(&text)
+        .map_err(|e| bad(format!("the signature is not a minisign signature: {e}")))?;
+    if decoded.trusted_comment() != expected {
+        return Err(bad(format!(
+            "the signature's trusted comment is {:?}, expected {expected:?} (sign with -t \"{expected}\")",
+            decoded.trusted_comment()
+        )));
+    }
+    if let (false, Some(file)) = (trust_keys.is_empty(), file) {
+        verify(&decoded, file, trust_keys)?;
+    }
+    Ok(Some(text))
+}
+
+/// Verifies `signature` over `file` with one of `keys`.
+fn verify(signature: &minisign_verify::Signature, file: &Path, keys: &[String]) -> Result<(), Invalid> {
+    let bad = Invalid::Signature;
+    let mut tried = Vec::new();
+    for key in keys {
+        let pk = if key.starts_with("RW") && !Path::new(key).exists() {
+            minisign_verify::PublicKey::from_base64(key.trim())
+        } else {
+            minisign_verify::PublicKey::from_file(key)
+        }
+        .map_err(|e| bad(format!("--trust-key {key:?} is not a minisign public key: {e}")))?;
+        let Ok(mut verifier) = pk.verify_stream(signature) else {
+            tried.push(key.as_str());
+            continue;
+        };
+        let err = |source| Invalid::File { file: file.display().to_string(), source };
+        let mut input = std::fs::File::open(file).map_err(err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = input.read(&mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]);
+        }
+        return verifier.finalize().map_err(|_| {
+            bad(format!("the signature does not verify over {} with --trust-key {key:?}", file.display()))
+        });
+    }
+    Err(bad(format!("the signature was made by none of the trusted keys {tried:?}")))
+}
+
 /// `file://` + the absolute path of a local file.
 pub fn file_url(path: &Path) -> Result<String, Invalid> {
     let abs =

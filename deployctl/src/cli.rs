@@ -46,7 +46,7 @@ pub enum Command {
         deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --size 12345\n  \
         deployctl stage api --version 1.4.0 --file ./api-1.4.0.tar.gz --url https://repo/api-1.4.0.tar.gz \\\n    \
         --quorum 60% --max-parallel 2 --bake 30s")]
-    Stage(StageArgs),
+    Stage(Box<StageArgs>),
     /// Show services: staged release, rollout state, hosts by version, upgrading hosts, tickets.
     #[command(after_help = "Examples:\n  deployctl status\n  deployctl status api --hosts\n  deployctl status --json")]
     Status(StatusArgs),
@@ -133,6 +133,15 @@ pub struct StageArgs {
     /// refused otherwise, since such a rollout has no host to move it.
     #[arg(long)]
     pub force: bool,
+    /// A minisign signature of the artifact (`minisign -S -m ARTIFACT -t "baton SERVICE
+    /// VERSION"`): stored as `artifact.signature`; its trusted comment must be exactly
+    /// `baton SERVICE VERSION`.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// A minisign public key (base64, or a minisign.pub file) the signature must
+    /// verify with over the local --file before anything is written; repeatable.
+    #[arg(long, value_name = "KEY", requires = "file")]
+    pub trust_key: Vec<String>,
 }
 
 /// `status` arguments.

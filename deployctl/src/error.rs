@@ -83,6 +83,9 @@ pub enum Invalid {
     /// A numeric flag out of range.
     #[error("{0}")]
     Flag(String),
+    /// The signature cannot be read, made, or is not for this release.
+    #[error("{0}")]
+    Signature(String),
 }
 
 /// A command refused because of the state in ZooKeeper (exit 3); nothing was written.

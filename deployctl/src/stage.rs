@@ -22,7 +22,7 @@
 //! landed and its entry is found by `created_at` and `created_by`.
 
 use crate::Ctx;
-use crate::artifact::{check_sha256, check_url, file_url, hash_file};
+use crate::artifact::{check_sha256, check_url, file_url, hash_file, signature};
 use crate::cli::StageArgs;
 use crate::error::{Invalid, Refusal};
 use crate::model::{Node, Queue, ServiceView, describe, read, require_tree};
@@ -70,6 +70,8 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
         (None, None) => return Err(Invalid::NoUrl),
     };
     check_url(&url)?;
+    let signature =
+        signature(&args.service, &args.version, args.signature.as_deref(), args.file.as_deref(), &args.trust_key)?;
     let format = match args.format.as_deref() {
         Some("tar.gz") => ArtifactFormat::TarGz,
         Some(_) => ArtifactFormat::File,
@@ -87,7 +89,7 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
     Ok(Staging {
         service: args.service.clone(),
         version: args.version.clone(),
-        artifact: Artifact { url, sha256, size, format },
+        artifact: Artifact { url, sha256, size, format, signature },
         policy,
         staged_at: now.into(),
         staged_by: by.into(),

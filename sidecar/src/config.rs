@@ -24,6 +24,12 @@ pub struct Config {
     pub zookeeper: ZkConfig,
     /// `[host]`.
     pub host: HostConfig,
+    /// `[trust]`.
+    pub trust: TrustConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[download]`.
+    pub download: DownloadConfig,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -37,6 +43,32 @@ pub struct ZkConfig {
     pub root: String,
     /// The session timeout asked for (default 10s).
     pub session_timeout: HumanDuration,
+}
+
+/// Whom releases must come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrustConfig {
+    /// minisign public keys (base64); when not empty, only releases signed by one of
+    /// them for their service and version are installed.
+    pub minisign_keys: Vec<String>,
+}
+
+/// What this host accepts to download and unpack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// What may be fetched from where.
+    pub download: crate::host::download::DownloadLimits,
+    /// What one artifact may unpack into.
+    pub unpack: crate::host::unpack::UnpackLimits,
+}
+
+/// How long a download may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadConfig {
+    /// The longest a whole download (every attempt) may take.
+    pub deadline: Duration,
+    /// The slowest transfer accepted, bytes per second, averaged over 30 s.
+    pub min_rate: u64,
 }
 
 /// This machine.

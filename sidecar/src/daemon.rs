@@ -16,9 +16,10 @@ use crate::agent::{Agent, Link};
 use crate::config::Config;
 use crate::coord::session::Session;
 use crate::coord::{register, zk};
-use crate::host::download::{Fetcher, RetryPolicy};
+use crate::host::download::{Fetcher, Pace, RetryPolicy};
 use crate::host::releases::ReleaseStore;
 use crate::host::supervisor::Supervisor;
+use crate::host::trust::Trust;
 use anyhow::Context;
 use std::fs::File;
 use std::sync::Arc;
@@ -40,13 +41,20 @@ fn lock_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<File>> {
 
 /// Builds the agents of every configured service.
 fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
-    let fetcher = Arc::new(Fetcher::new(RetryPolicy::default()));
+    let trust = Trust::from_keys(&cfg.trust.minisign_keys).context("reading [trust] minisign_keys")?;
+    if trust.is_enforced() {
+        tracing::info!(keys = cfg.trust.minisign_keys.len(), "only releases signed by a trusted key are installed");
+    }
+    let pace = Pace { deadline: Some(cfg.download.deadline), min_rate: cfg.download.min_rate, ..Pace::default() };
+    let fetcher = Fetcher::new(RetryPolicy::default()).trusting(trust).limited(cfg.limits.download.clone()).paced(pace);
+    let fetcher = Arc::new(fetcher);
     cfg.services
         .iter()
         .map(|svc| {
             let svc = Arc::new(svc.clone());
             let store = ReleaseStore::open(&cfg.host.data_dir, &svc.name)
-                .with_context(|| format!("failed to open the release store of service {}", svc.name))?;
+                .with_context(|| format!("failed to open the release store of service {}", svc.name))?
+                .with_unpack_limits(cfg.limits.unpack);
             let sup = Supervisor::new(svc.clone(), &cfg.host.data_dir);
             Ok(Agent::new(svc, &cfg.host, sup, store, fetcher.clone()))
         })

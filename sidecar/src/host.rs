@@ -17,4 +17,5 @@ pub mod process;
 pub mod releases;
 pub mod step;
 pub mod supervisor;
+pub mod trust;
 pub mod unpack;

@@ -37,6 +37,11 @@ pub enum Fault {
     IgnoreRange,
     /// Omit `Content-Length`: the body ends when the connection closes.
     NoLength,
+    /// Send the headers, then one body byte per interval, forever (a trickle that
+    /// never trips an idle timeout).
+    Trickle(std::time::Duration),
+    /// Answer `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 /// One request the server received.
@@ -312,6 +317,21 @@ async fn handle(mut socket: TcpStream, state: Arc<State>) {
             std::future::pending().await
         }
         Some(Fault::NoLength) => send(&mut socket, &response, usize::MAX, false).await,
+        Some(Fault::Trickle(every)) => {
+            let _ = send(&mut socket, &response, 0, true).await;
+            for byte in response.body.iter() {
+                tokio::time::sleep(every).await;
+                if socket.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(())
+        }
+        Some(Fault::Redirect(location)) => {
+            let mut r = Response::text(302, "moved\n");
+            r.headers.push(("Location", location));
+            send(&mut socket, &r, usize::MAX, true).await
+        }
     };
     let _ = socket.shutdown().await;
 }

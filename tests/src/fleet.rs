@@ -61,6 +61,8 @@ pub struct Fleet {
     pub hosts: Vec<Host>,
     /// Session timeout written in the configs.
     pub session_timeout: Duration,
+    /// Host-level tables (`[trust]`, `[limits]`…) written in every config after `[host]`.
+    pub host_config: String,
     dir: tempfile::TempDir,
 }
 
@@ -95,8 +97,26 @@ impl Fleet {
             services: services.iter().map(|s| s.to_string()).collect(),
             hosts: Vec::new(),
             session_timeout: Duration::from_secs(4),
+            host_config: default_host_config(),
             dir,
         }
+    }
+
+    /// This fleet with `text` (host-level tables such as `[trust]`) added to every
+    /// host's config; rewrites the configs written so far.
+    pub fn with_host_config(mut self, text: &str) -> Self {
+        self.host_config = format!("{}\n{text}", self.host_config);
+        for h in &self.hosts {
+            self.write_config(h, "");
+        }
+        self
+    }
+
+    /// This fleet with `text` instead of the default host-level tables (which allow
+    /// `file://` artifacts under the temporary directory).
+    pub fn replacing_host_config(mut self, text: &str) -> Self {
+        self.host_config = String::new();
+        self.with_host_config(text)
     }
 
     /// Adds a host (not started) and returns its index.
@@ -133,6 +153,9 @@ impl Fleet {
             id = h.id,
             data = h.data_dir.display(),
         );
+        if !self.host_config.is_empty() {
+            cfg.push_str(&format!("\n{}\n", self.host_config.trim_end()));
+        }
         for (svc, port) in &h.ports {
             let extra: String = extras.iter().filter(|(s, _)| s == svc).map(|(_, e)| format!("{e}\n")).collect();
             cfg.push_str(&service_table(svc, *port, &extra));
@@ -266,6 +289,14 @@ impl Drop for Fleet {
     }
 }
 
+/// The host-level tables every test fleet gets: `file://` artifacts are allowed under
+/// the temporary directory, where the harness writes them (the sidecar's default
+/// refuses `file://`).
+pub fn default_host_config() -> String {
+    let tmp = std::env::temp_dir().canonicalize().unwrap_or_else(|_| std::env::temp_dir());
+    format!("[limits]\nfile_dirs = [\"{}\"]\n", tmp.display())
+}
+
 /// One `[[service]]` table of the demo service on `port`; an `env = { … }` line in
 /// `extra` is merged with `PORT`.
 fn service_table(svc: &str, port: u16, extra: &str) -> String {
@@ -303,6 +334,7 @@ pub fn file_artifact(path: &Path) -> Artifact {
         sha256: hex::encode(Sha256::digest(&bytes)),
         size: bytes.len() as u64,
         format: ArtifactFormat::from_url(&path.display().to_string()),
+        signature: None,
     }
 }
 

@@ -29,6 +29,7 @@ pub mod multi;
 pub mod netbed;
 pub mod netns;
 pub mod process;
+pub mod signing;
 pub mod staging;
 pub mod txnlog;
 pub mod wait;

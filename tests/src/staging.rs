@@ -108,7 +108,11 @@ pub async fn stage(
             _ => None,
         })
         .expect("the deploy entry was created");
-    client.create(&layout.upgrading_dir(&name), b"", &persistent()).await.unwrap();
+    // A sidecar that saw the entry may have created it first.
+    match client.create(&layout.upgrading_dir(&name), b"", &persistent()).await {
+        Ok(_) | Err(zk::Error::NodeExists) => {}
+        Err(e) => panic!("creating {}: {e}", layout.upgrading_dir(&name)),
+    }
     name
 }
 

@@ -353,3 +353,62 @@ async fn help_completions_and_missing_zookeeper() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("invalid root path \"relative\""), "{r:?}");
 }
+
+#[tokio::test]
+async fn stage_stores_a_signature_only_when_it_is_for_this_release_and_verifies() {
+    use baton_tests::signing::Signer;
+    let (ctl, c) = setup("signature").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api.bin");
+    std::fs::write(&file, b"the release").unwrap();
+    let f = file.to_str().unwrap();
+    let (signer, stranger) = (Signer::new(), Signer::new());
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let other_version = write("v9.minisig", signer.sign(b"the release", "baton api 9"));
+    let by_stranger = write("stranger.minisig", stranger.sign(b"the release", "baton api 1"));
+    let other_bytes = write("bytes.minisig", signer.sign(b"other bytes", "baton api 1"));
+    let good = write("good.minisig", signer.sign(b"the release", "baton api 1"));
+    let pubfile = write("signer.pub", signer.public_file());
+    let key = signer.public();
+    fn stage<'a>(f: &'a str, extra: Vec<&'a str>) -> Vec<&'a str> {
+        [vec!["stage", "api", "--version", "1", "--file", f], extra].concat()
+    }
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (stage(f, vec!["--signature", &other_version]), "trusted comment is \"baton api 9\", expected \"baton api 1\""),
+        (stage(f, vec!["--signature", "/nonexistent.minisig"]), "failed to read the signature"),
+        (stage(f, vec!["--signature", f]), "not a minisign signature"),
+        (stage(f, vec!["--signature", &by_stranger, "--trust-key", &key]), "made by none of the trusted keys"),
+        (stage(f, vec!["--signature", &other_bytes, "--trust-key", &key]), "does not verify over"),
+        (stage(f, vec!["--trust-key", &key]), "--trust-key needs a signature"),
+        (stage(f, vec!["--signature", &good, "--trust-key", "RWnotakey"]), "is not a minisign public key"),
+    ];
+    let before = snapshot(&c, &ctl.root).await;
+    for (args, message) in cases {
+        let r = ctl.run(&args).await;
+        assert_eq!(r.code, 2, "{args:?} exits 2: {r:?}");
+        assert!(r.stderr.contains(message), "{args:?}: stderr {:?} should contain {message:?}", r.stderr);
+        assert_eq!(snapshot(&c, &ctl.root).await, before, "{args:?} wrote nothing");
+    }
+    ctl.ok(&stage(f, vec!["--signature", &good, "--trust-key", &pubfile])).await;
+    let (data, _) = c.get_data(&ctl.layout.staging("api")).await.unwrap();
+    let staged: znode_schema::Staging = znode_schema::decode("staging", &data).unwrap();
+    assert_eq!(staged.artifact.signature.as_deref(), Some(std::fs::read_to_string(&good).unwrap().as_str()));
+
+    // A signature made by the minisign tool, checked against its minisign.pub file.
+    let (public, secret) = baton_tests::signing::minisign_keypair(dir.path(), "release");
+    let sig = baton_tests::signing::minisign_sign(&secret, &file, "baton web 2");
+    let sig = sig.to_str().unwrap();
+    let stage_web = ["stage", "web", "--version", "2", "--file", f, "--signature", sig];
+    let r = ctl.run(&[&stage_web[..], &["--trust-key", &key]].concat()).await;
+    assert_eq!(r.code, 2, "signed by another key than the one trusted: {r:?}");
+    assert!(r.stderr.contains("made by none of the trusted keys"), "{r:?}");
+    ctl.ok(&[&stage_web[..], &["--trust-key", public.to_str().unwrap()]].concat()).await;
+    let (data, _) = c.get_data(&ctl.layout.staging("web")).await.unwrap();
+    let staged: znode_schema::Staging = znode_schema::decode("staging", &data).unwrap();
+    let signature = staged.artifact.signature.expect("signed");
+    assert!(signature.contains("trusted comment: baton web 2"), "{signature}");
+}

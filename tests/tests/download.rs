@@ -36,7 +36,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 fn artifact(url: String, bytes: &[u8], format: ArtifactFormat) -> Artifact {
-    Artifact { url, sha256: sha256(bytes), size: bytes.len() as u64, format }
+    Artifact { url, sha256: sha256(bytes), size: bytes.len() as u64, format, signature: None }
 }
 
 /// A server serving `payload()` at `/app.bin`, and its artifact.
@@ -252,6 +252,32 @@ async fn a_server_stalling_mid_body_is_cut_and_resumed() {
     assert_eq!(server.ranges(), ["bytes=120000-"]);
 }
 
+/// A download abandoned mid-body (its future dropped: a re-stage, an abort or a
+/// shutdown) leaves the bytes it had, and the next call resumes after them, never
+/// interleaving with the abandoned writer.
+#[tokio::test]
+async fn a_download_dropped_mid_body_is_resumed_by_the_next_call() {
+    let (server, artifact, bytes) = serving_payload();
+    server.fail_next(1, Fault::StallAfter(120_000));
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    let first = {
+        let (artifact, dest) = (artifact.clone(), dest.clone());
+        tokio::spawn(async move { fetcher(1).fetch(&artifact, &dest).await })
+    };
+    let written = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    let patience = std::time::Instant::now() + Duration::from_secs(20);
+    while written() < 120_000 {
+        assert!(std::time::Instant::now() < patience, "the first transfer wrote {} bytes", written());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    fetcher(1).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(server.ranges(), ["bytes=120000-"]);
+}
+
 #[tokio::test]
 async fn a_body_longer_than_the_artifact_is_refused() {
     let (server, mut artifact, _) = serving_payload();
@@ -384,4 +410,144 @@ async fn activate_and_prune_installed_releases() {
     let reopened = ReleaseStore::open(tmp.path(), "api").unwrap();
     assert_eq!(reopened.versions(), ["1.0", "1.1", "1.3"]);
     assert_eq!(reopened.state().unwrap(), state);
+}
+
+// ---- [limits] and pace ----
+
+use baton_sidecar::host::download::{DownloadLimits, Pace};
+
+/// An error with its causes, joined with ": ".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+fn limited(limits: DownloadLimits) -> Fetcher {
+    fetcher(1).limited(limits)
+}
+
+fn file_dirs(dirs: &[&Path]) -> DownloadLimits {
+    DownloadLimits { file_dirs: dirs.iter().map(|d| d.to_path_buf()).collect(), ..DownloadLimits::default() }
+}
+
+fn local(path: &Path, bytes: &[u8]) -> Artifact {
+    artifact(format!("file://{}", path.display()), bytes, ArtifactFormat::File)
+}
+
+#[tokio::test]
+async fn file_urls_are_off_by_default_and_confined_to_their_directories() {
+    let tmp = TempDir::new().unwrap();
+    let allowed = tmp.path().join("releases");
+    let secret_dir = tmp.path().join("etc");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let secret = secret_dir.join("shadow");
+    std::fs::write(&secret, b"root:secret").unwrap();
+    std::fs::write(allowed.join("ok.bin"), b"fine").unwrap();
+    std::os::unix::fs::symlink(&secret, allowed.join("link.bin")).unwrap();
+    let (dest, partial) = dest(&tmp);
+
+    let err = limited(DownloadLimits::default()).fetch(&local(&allowed.join("ok.bin"), b"fine"), &dest).await;
+    assert!(
+        matches!(&err, Err(DownloadError::NotAllowed { reason, .. }) if reason.contains("file:// URLs are off")),
+        "{err:?}"
+    );
+
+    let confined = limited(file_dirs(&[&allowed]));
+    confined.fetch(&local(&allowed.join("ok.bin"), b"fine"), &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"fine");
+    std::fs::remove_file(&dest).unwrap();
+    for path in [secret.clone(), allowed.join("link.bin"), allowed.join("../etc/shadow")] {
+        // Even with the right sha256 and size, and nothing about the file is revealed.
+        let err = confined.fetch(&local(&path, b"root:secret"), &dest).await.unwrap_err();
+        match &err {
+            DownloadError::NotAllowed { reason, .. } => {
+                assert!(reason.contains("in none of [limits] file_dirs"), "{err}")
+            }
+            other => panic!("{} was not refused: {other}", path.display()),
+        }
+        assert!(!err.to_string().contains(&sha256(b"root:secret")), "{err}");
+        assert!(!dest.exists() && !partial.exists());
+    }
+}
+
+#[tokio::test]
+async fn fifos_and_devices_are_refused_without_reading() {
+    let tmp = TempDir::new().unwrap();
+    let fifo = tmp.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (dest, _) = dest(&tmp);
+    let limits = file_dirs(&[tmp.path(), Path::new("/dev")]);
+    let big = Artifact { size: 1 << 30, ..local(&fifo, b"") };
+    let unbounded = limited(DownloadLimits { max_artifact: u64::MAX, ..limits.clone() });
+    let fetch = unbounded.fetch(&big, &dest);
+    let err = tokio::time::timeout(Duration::from_secs(20), fetch).await.expect("a FIFO must not hang").unwrap_err();
+    assert!(matches!(&err, DownloadError::NotAllowed { reason, .. } if reason.contains("not a regular file")), "{err}");
+    let zero = Artifact { size: 1 << 30, ..local(Path::new("/dev/zero"), b"") };
+    let err = limited(DownloadLimits { max_artifact: u64::MAX, ..limits }).fetch(&zero, &dest).await.unwrap_err();
+    assert!(matches!(&err, DownloadError::NotAllowed { reason, .. } if reason.contains("not a regular file")), "{err}");
+}
+
+#[tokio::test]
+async fn an_artifact_larger_than_the_limit_is_refused_before_any_request() {
+    let (server, artifact, _) = serving_payload();
+    let tmp = TempDir::new().unwrap();
+    let (dest, partial) = dest(&tmp);
+    let limits = DownloadLimits { max_artifact: 1000, ..DownloadLimits::default() };
+    let err = limited(limits).fetch(&artifact, &dest).await.unwrap_err();
+    assert_eq!(err, DownloadError::TooLarge { url: artifact.url.clone(), size: artifact.size, max: 1000 });
+    assert_eq!(server.request_count(), 0);
+    assert!(!partial.exists());
+}
+
+#[tokio::test]
+async fn urls_and_redirects_outside_the_allowed_prefixes_are_refused() {
+    let (server, artifact, bytes) = serving_payload();
+    let other = ArtifactServer::start();
+    other.put("/app.bin", bytes.clone());
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    let limits = DownloadLimits { url_prefixes: vec![server.url("/")], ..DownloadLimits::default() };
+    let outside = Artifact { url: other.url("/app.bin"), ..artifact.clone() };
+    let err = limited(limits.clone()).fetch(&outside, &dest).await.unwrap_err();
+    assert!(matches!(&err, DownloadError::NotAllowed { reason, .. } if reason.contains("url_prefixes")), "{err}");
+    assert_eq!(other.request_count(), 0);
+
+    server.fail_next(1, Fault::Redirect(other.url("/app.bin")));
+    let err = limited(limits.clone()).fetch(&artifact, &dest).await.unwrap_err();
+    let text = error_chain(&err);
+    assert!(text.contains("outside [limits] url_prefixes"), "{text}");
+    assert_eq!(other.request_count(), 0, "the redirect was not followed");
+
+    // A redirect within the prefixes is followed.
+    server.put("/moved.bin", bytes.clone());
+    server.fail_next(1, Fault::Redirect(server.url("/moved.bin")));
+    limited(limits).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_trickling_server_is_cut_by_the_minimum_rate_and_by_the_deadline() {
+    let (server, artifact, bytes) = serving_payload();
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    server.fail_always(Fault::Trickle(Duration::from_millis(20)));
+    let slow = Pace { deadline: None, min_rate: 10_000, window: Duration::from_millis(500) };
+    let err = fetcher(1).paced(slow).fetch(&artifact, &dest).await.unwrap_err();
+    let text = error_chain(&err);
+    assert!(text.contains("below the minimum rate of 10000 bytes/s"), "{text}");
+
+    let started = std::time::Instant::now();
+    let deadline = Pace { deadline: Some(Duration::from_secs(1)), ..Pace::default() };
+    let err = fetcher(50).paced(deadline).fetch(&artifact, &dest).await.unwrap_err();
+    assert_eq!(err, DownloadError::Deadline { url: artifact.url.clone(), after: Duration::from_secs(1) });
+    assert!(started.elapsed() < Duration::from_secs(10), "cut after {:?}", started.elapsed());
+    server.clear_faults();
+    fetcher(1).fetch(&artifact, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes, "resumed after the trickle, verified");
 }

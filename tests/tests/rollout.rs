@@ -197,6 +197,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
         sha256: "0".repeat(64),
         size: 1,
         format: znode_schema::ArtifactFormat::File,
+        signature: None,
     };
     // 8 online hosts, quorum 5: exactly 3 may go down, whatever the interleaving.
     let p = Policy { quorum: Quorum::Count(5), max_parallel: 8, ..Policy::default() };

@@ -58,6 +58,18 @@ pub struct Artifact {
     pub size: u64,
     /// How to install it.
     pub format: ArtifactFormat,
+    /// The text of a minisign signature of the artifact's bytes (the `.minisig` file),
+    /// whose trusted comment is `baton SERVICE VERSION`. Sidecars with trusted keys
+    /// install only releases whose signature verifies with one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl Artifact {
+    /// The trusted comment a signature of `service`'s release `version` must carry.
+    pub fn trusted_comment(service: &str, version: &str) -> String {
+        format!("baton {service} {version}")
+    }
 }
 
 /// `staging/<service>` (persistent): the staged release and its rollout policy.

@@ -12,6 +12,7 @@ fn artifact() -> Artifact {
         sha256: "ab".repeat(32),
         size: 12345,
         format: ArtifactFormat::TarGz,
+        signature: None,
     }
 }
 

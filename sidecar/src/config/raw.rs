@@ -22,6 +22,37 @@ pub(super) struct RawHost {
     pub keep_releases: Option<i64>,
 }
 
+/// `[trust]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawTrust {
+    pub minisign_keys: Option<Vec<String>>,
+}
+
+/// A size: bytes, or a string with a unit (`"4GiB"`, `"500MB"`, `"10k"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLimits {
+    pub url_prefixes: Option<Vec<String>>,
+    pub file_dirs: Option<Vec<PathBuf>>,
+    pub max_artifact_size: Option<RawSize>,
+    pub max_unpacked_size: Option<RawSize>,
+    pub max_entries: Option<i64>,
+}
+
+/// `[download]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawDownload {
+    pub deadline: Option<String>,
+    pub min_rate: Option<RawSize>,
+}
+
 /// One `[[service]]`.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawService {
@@ -56,7 +87,7 @@ pub(super) struct RawHooks {
 }
 
 /// The top-level keys, in the order they are documented.
-pub(super) const TOP_KEYS: [&str; 3] = ["zookeeper", "host", "service"];
+pub(super) const TOP_KEYS: [&str; 6] = ["zookeeper", "host", "trust", "limits", "download", "service"];
 
 /// A problem found while reading: the key path and the message.
 pub(super) type KeyProblem = (String, String);

@@ -146,7 +146,20 @@ fn service_problems(service: &str, expected: &str) {
 #[test]
 fn unknown_top_level_keys_are_named() {
     let found = problems(&format!("{}[zookeper]\nconnect = \"x\"\n", with_service("")));
-    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, service"]);
+    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, service"]);
+}
+
+#[test]
+fn trusted_keys_are_checked_one_by_one() {
+    let key = minisign::KeyPair::generate_unencrypted_keypair().unwrap().pk.to_base64();
+    let good = format!("[trust]\nminisign_keys = [\"{key}\"]\n{}", with_service(""));
+    let config = Config::parse(&good, "t").unwrap();
+    assert_eq!(config.trust.minisign_keys, std::slice::from_ref(&key));
+    let bad = format!("[trust]\nminisign_keys = [\"{key}\", \"RWbogus\"]\nminisgn = 1\n{}", with_service(""));
+    let found = problems(&bad);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("trust.minisgn: unknown field"), "{found:?}");
+    assert!(found[1].starts_with("trust.minisign_keys[1]: invalid minisign public key \"RWbogus\""), "{found:?}");
 }
 
 #[test]

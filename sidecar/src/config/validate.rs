@@ -1,6 +1,6 @@
 //! From the raw tables to a [`Config`], collecting every problem with its key.
 
-use super::raw::{self, RawHealth, RawHooks, RawHost, RawService, RawZk};
+use super::raw::{self, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawService, RawSize, RawTrust, RawZk};
 use super::*;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -91,12 +91,17 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::default();
     let zk = p.section::<RawZk>("zookeeper", table.remove("zookeeper")).and_then(|raw| zookeeper(&mut p, raw));
     let host = p.section::<RawHost>("host", table.remove("host")).and_then(|raw| host(&mut p, raw));
+    let trust = p.section::<RawTrust>("trust", table.remove("trust")).and_then(|raw| trust(&mut p, raw));
+    let limits = p.section::<RawLimits>("limits", table.remove("limits")).and_then(|raw| limits(&mut p, raw));
+    let download = p.section::<RawDownload>("download", table.remove("download")).and_then(|raw| download(&mut p, raw));
     let services = services(&mut p, table.remove("service"));
     for key in table.keys() {
         p.push(key.as_str(), format!("unknown key; expected one of {}", raw::TOP_KEYS.join(", ")));
     }
-    match (zk, host, services) {
-        (Some(zookeeper), Some(host), Some(services)) if p.0.is_empty() => Ok(Config { zookeeper, host, services }),
+    match (zk, host, trust, limits, download, services) {
+        (Some(zookeeper), Some(host), Some(trust), Some(limits), Some(download), Some(services)) if p.0.is_empty() => {
+            Ok(Config { zookeeper, host, trust, limits, download, services })
+        }
         _ => Err(p.0),
     }
 }
@@ -108,6 +113,93 @@ fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     Problem { key: String::new(), message: format!("TOML syntax error at line {line}, column {column}: {message}") }
+}
+
+fn trust(p: &mut Problems, raw: RawTrust) -> Option<TrustConfig> {
+    let keys = raw.minisign_keys.unwrap_or_default();
+    let before = p.0.len();
+    for (i, key) in keys.iter().enumerate() {
+        if let Err(e) = crate::host::trust::Trust::from_keys(std::slice::from_ref(key)) {
+            p.push(format!("trust.minisign_keys[{i}]"), e);
+        }
+    }
+    (p.0.len() == before).then_some(TrustConfig { minisign_keys: keys.iter().map(|k| k.trim().to_string()).collect() })
+}
+
+/// A size in bytes: an integer, or a number with a unit (B, k/K/KB/KiB, M…, G…, T…;
+/// the decimal units are powers of 1000, the binary ones of 1024).
+pub(crate) fn parse_size(raw: &RawSize) -> Result<u64, String> {
+    let text = match raw {
+        RawSize::Bytes(n) => return u64::try_from(*n).map_err(|_| format!("must not be negative, not {n}")),
+        RawSize::Text(t) => t.trim(),
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim());
+    let number: f64 =
+        number.parse().map_err(|_| format!("invalid size {text:?}: expected a number and a unit, like \"4GiB\""))?;
+    let scale: f64 = match unit {
+        "" | "B" => 1.0,
+        "k" | "K" | "kB" | "KB" => 1e3,
+        "KiB" => 1024.0,
+        "M" | "MB" => 1e6,
+        "MiB" => 1024.0 * 1024.0,
+        "G" | "GB" => 1e9,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TB" => 1e12,
+        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ));
+        }
+    };
+    Ok((number * scale) as u64)
+}
+
+fn limits(p: &mut Problems, raw: RawLimits) -> Option<LimitsConfig> {
+    use crate::host::download::DownloadLimits;
+    use crate::host::unpack::UnpackLimits;
+    let before = p.0.len();
+    let defaults = DownloadLimits::default();
+    let url_prefixes = raw.url_prefixes.unwrap_or_default();
+    for (i, prefix) in url_prefixes.iter().enumerate() {
+        if !(prefix.starts_with("https://") || prefix.starts_with("http://")) || prefix.contains(char::is_whitespace) {
+            p.push(format!("limits.url_prefixes[{i}]"), format!("{prefix:?} must start with https:// or http://"));
+        }
+    }
+    let file_dirs = raw.file_dirs.unwrap_or_default();
+    for (i, dir) in file_dirs.iter().enumerate() {
+        if !dir.is_absolute() {
+            p.push(format!("limits.file_dirs[{i}]"), format!("{} must be an absolute directory", dir.display()));
+        }
+    }
+    let mut size = |key: &str, raw: Option<RawSize>, default: u64| match raw.map(|r| parse_size(&r)) {
+        None => default,
+        Some(Ok(0)) => p.none(key, "must be greater than zero").unwrap_or(default),
+        Some(Ok(n)) => n,
+        Some(Err(e)) => p.none(key, e).unwrap_or(default),
+    };
+    let max_artifact = size("limits.max_artifact_size", raw.max_artifact_size, defaults.max_artifact);
+    let max_bytes = size("limits.max_unpacked_size", raw.max_unpacked_size, UnpackLimits::default().max_bytes);
+    let max_entries = match raw.max_entries {
+        None => UnpackLimits::default().max_entries,
+        Some(n) if n >= 1 => n as u64,
+        Some(n) => p.none("limits.max_entries", format!("must be at least 1, not {n}")).unwrap_or(1),
+    };
+    (p.0.len() == before).then_some(LimitsConfig {
+        download: DownloadLimits { url_prefixes, file_dirs, max_artifact },
+        unpack: UnpackLimits { max_bytes, max_entries },
+    })
+}
+
+fn download(p: &mut Problems, raw: RawDownload) -> Option<DownloadConfig> {
+    let deadline = p.duration("download.deadline", raw.deadline.as_deref(), Duration::from_secs(3600));
+    let min_rate = match raw.min_rate.map(|r| parse_size(&r)) {
+        None => Some(1024),
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => p.none("download.min_rate", e),
+    };
+    Some(DownloadConfig { deadline: deadline?, min_rate: min_rate? })
 }
 
 fn zookeeper(p: &mut Problems, raw: RawZk) -> Option<ZkConfig> {

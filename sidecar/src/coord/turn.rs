@@ -127,6 +127,7 @@ mod tests {
                 sha256: "0".repeat(64),
                 size: 1,
                 format: ArtifactFormat::File,
+                signature: None,
             },
             policy: Policy { quorum, max_parallel, ..Policy::default() },
             staged_at: "t".into(),

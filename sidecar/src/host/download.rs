@@ -33,6 +33,8 @@ mod range;
 pub use backoff::RetryPolicy;
 pub use error::DownloadError;
 
+use crate::host::trust::Trust;
+use bytes::{Bytes, BytesMut};
 use partial::{Partial, partial_path};
 use range::{ContentRange, parse_content_range, range_header};
 use reqwest::{StatusCode, Url, header};
@@ -41,6 +43,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use znode_schema::Artifact;
+
+/// The read size of a `file://` source.
+const FILE_CHUNK: usize = 1 << 20;
 
 /// How long a transfer may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +64,94 @@ impl Default for Timeouts {
     }
 }
 
+/// What a host accepts to download (`[limits]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// URL prefixes an `http(s)://` artifact (and every redirect) must start with;
+    /// empty: any http or https URL.
+    pub url_prefixes: Vec<String>,
+    /// Directories a `file://` artifact must lie in (after resolving symlinks);
+    /// empty: `file://` is refused.
+    pub file_dirs: Vec<PathBuf>,
+    /// The largest artifact, bytes: checked against the declared size before
+    /// downloading (the transfer is cut at the declared size).
+    pub max_artifact: u64,
+}
+
+impl Default for DownloadLimits {
+    /// The config's defaults: any http(s) URL, no `file://`, 4 GiB.
+    fn default() -> Self {
+        DownloadLimits { url_prefixes: Vec::new(), file_dirs: Vec::new(), max_artifact: 4 << 30 }
+    }
+}
+
+impl DownloadLimits {
+    /// Everything allowed (`file://` anywhere): for tools and tests, not the sidecar.
+    pub fn permissive() -> Self {
+        DownloadLimits { url_prefixes: Vec::new(), file_dirs: vec![PathBuf::from("/")], max_artifact: u64::MAX }
+    }
+
+    /// Whether `url` starts with an allowed prefix.
+    fn allows_url(&self, url: &str) -> bool {
+        self.url_prefixes.is_empty() || self.url_prefixes.iter().any(|p| url.starts_with(p.as_str()))
+    }
+}
+
+/// How fast a download must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// The longest a whole [`Fetcher::fetch`] may take, every attempt included.
+    pub deadline: Option<Duration>,
+    /// The slowest accepted transfer, bytes per second over `window` (0: no minimum).
+    pub min_rate: u64,
+    /// The window the rate is measured over.
+    pub window: Duration,
+}
+
+impl Default for Pace {
+    /// No deadline, no minimum rate.
+    fn default() -> Self {
+        Pace { deadline: None, min_rate: 0, window: Duration::from_secs(30) }
+    }
+}
+
 /// Downloads artifacts, verified, with retries and resume.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     retry: RetryPolicy,
     timeouts: Timeouts,
+    trust: Trust,
+    limits: DownloadLimits,
+    pace: Pace,
+}
+
+/// The most redirects followed.
+const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP client: `timeouts.connect`, and redirects followed only to https (or
+/// from http to http) within `limits`' prefixes, at most [`MAX_REDIRECTS`].
+fn client(timeouts: Timeouts, limits: &DownloadLimits) -> reqwest::Client {
+    let limits = limits.clone();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
+        let to = attempt.url().as_str().to_string();
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if from_https && attempt.url().scheme() != "https" {
+            attempt.error(format!("refused a redirect from https to {to}"))
+        } else if !matches!(attempt.url().scheme(), "http" | "https") || !limits.allows_url(&to) {
+            attempt.error(format!("refused a redirect to {to}: outside [limits] url_prefixes"))
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .redirect(redirects)
+        .user_agent(concat!("baton-sidecar/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("failed to initialise the HTTP client's TLS backend")
 }
 
 enum Source {
@@ -108,12 +195,33 @@ impl Fetcher {
     /// # Panics
     /// If the TLS backend cannot be initialised.
     pub fn with_timeouts(retry: RetryPolicy, timeouts: Timeouts) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .user_agent(concat!("baton-sidecar/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("failed to initialise the HTTP client's TLS backend");
-        Fetcher { client, retry, timeouts }
+        let limits = DownloadLimits::permissive();
+        let client = client(timeouts, &limits);
+        Fetcher { client, retry, timeouts, trust: Trust::default(), limits, pace: Pace::default() }
+    }
+
+    /// This fetcher, downloading only what `limits` allow.
+    pub fn limited(mut self, limits: DownloadLimits) -> Self {
+        self.client = client(self.timeouts, &limits);
+        self.limits = limits;
+        self
+    }
+
+    /// This fetcher, with a deadline and a minimum rate.
+    pub fn paced(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    /// This fetcher, with releases checked against `trust` before they are installed.
+    pub fn trusting(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// The keys releases must be signed with (none: signatures are not required).
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// The retry policy.
@@ -131,7 +239,45 @@ impl Fetcher {
     /// retried.
     pub async fn fetch(&self, artifact: &Artifact, dest: &Path) -> Result<(), DownloadError> {
         let url = artifact.url.as_str();
+        let source = self.allowed_source(url, artifact.size)?;
+        let Some(deadline) = self.pace.deadline else { return self.fetch_within(artifact, source, dest).await };
+        match tokio::time::timeout(deadline, self.fetch_within(artifact, source, dest)).await {
+            Ok(result) => result,
+            Err(_) => Err(DownloadError::Deadline { url: url.to_string(), after: deadline }),
+        }
+    }
+
+    /// The source of `url`, when `[limits]` allow it and an artifact of `size`.
+    fn allowed_source(&self, url: &str, size: u64) -> Result<Source, DownloadError> {
+        let refused = |reason: String| DownloadError::NotAllowed { url: url.to_string(), reason };
         let source = parse_source(url)?;
+        if size > self.limits.max_artifact {
+            return Err(DownloadError::TooLarge { url: url.to_string(), size, max: self.limits.max_artifact });
+        }
+        match &source {
+            Source::Http(_) if !self.limits.allows_url(url) => {
+                Err(refused("it starts with none of [limits] url_prefixes".into()))
+            }
+            Source::File(_) if self.limits.file_dirs.is_empty() => Err(refused(
+                "file:// URLs are off; list the directories that may hold artifacts in [limits] file_dirs".into(),
+            )),
+            Source::File(path) => {
+                // Resolved first, so a symlink cannot lead out of the allowed directories.
+                let real = std::fs::canonicalize(path).map_err(|e| refused(format!("cannot resolve the path: {e}")))?;
+                let inside =
+                    self.limits.file_dirs.iter().any(|d| std::fs::canonicalize(d).is_ok_and(|d| real.starts_with(d)));
+                if inside {
+                    Ok(Source::File(real))
+                } else {
+                    Err(refused(format!("{} is in none of [limits] file_dirs", real.display())))
+                }
+            }
+            Source::Http(_) => Ok(source),
+        }
+    }
+
+    async fn fetch_within(&self, artifact: &Artifact, source: Source, dest: &Path) -> Result<(), DownloadError> {
+        let url = artifact.url.as_str();
         let path = partial_path(dest);
         let mut partial = Partial::open(&path).await.map_err(DownloadError::io(&path))?;
         if partial.len() == artifact.size {
@@ -143,6 +289,7 @@ impl Fetcher {
             }
             partial.reset().await?;
         }
+        check_space(url, &path, artifact.size.saturating_sub(partial.len()))?;
         tracing::debug!(url, dest = %dest.display(), resume_from = partial.len(), "download starting");
         let attempts = self.retry.attempts();
         for attempt in 1.. {
@@ -150,7 +297,9 @@ impl Fetcher {
                 Source::Http(u) => self.transfer(u, artifact, &mut partial).await,
                 Source::File(p) => read_file(p, artifact, &mut partial).await,
             };
-            let err = match result.and_then(|()| verify(artifact, &partial)) {
+            // Every chunk handed to the writer is on disk before the outcome is judged.
+            let settled = partial.settle().await;
+            let err = match settled.and(result).and_then(|()| verify(artifact, &partial)) {
                 Ok(()) => {
                     partial.commit(dest).await?;
                     tracing::info!(url, dest = %dest.display(), bytes = artifact.size, attempt, "download verified");
@@ -186,9 +335,13 @@ impl Fetcher {
         let mut response = self.idle(url, request.send()).await?.map_err(network)?;
         self.check_response(url, &response, artifact, partial).await?;
         let truncated = |received| DownloadError::Truncated { url: url.to_string(), expected: artifact.size, received };
+        let mut rate = RateWindow::new(self.pace);
         loop {
             match self.idle(url, response.chunk()).await? {
-                Ok(Some(chunk)) => accept(url.as_str(), artifact.size, partial, &chunk).await?,
+                Ok(Some(chunk)) => {
+                    rate.add(url.as_str(), chunk.len() as u64)?;
+                    accept(url.as_str(), artifact.size, partial, chunk).await?
+                }
                 Ok(None) if partial.len() == artifact.size => return Ok(()),
                 Ok(None) => return Err(truncated(partial.len())),
                 Err(err) => {
@@ -255,6 +408,62 @@ impl Fetcher {
     }
 }
 
+/// Bytes received in the current window, to cut a transfer below the minimum rate.
+struct RateWindow {
+    pace: Pace,
+    started: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl RateWindow {
+    fn new(pace: Pace) -> Self {
+        RateWindow { pace, started: tokio::time::Instant::now(), bytes: 0 }
+    }
+
+    /// Counts `n` bytes; an error when a full window went by below the minimum rate.
+    fn add(&mut self, url: &str, n: u64) -> Result<(), DownloadError> {
+        self.bytes += n;
+        let elapsed = self.started.elapsed();
+        if self.pace.min_rate == 0 || elapsed < self.pace.window {
+            return Ok(());
+        }
+        let needed = (self.pace.min_rate as f64 * elapsed.as_secs_f64()) as u64;
+        if self.bytes < needed {
+            return Err(DownloadError::TooSlow {
+                url: url.to_string(),
+                received: self.bytes,
+                window: elapsed,
+                min_rate: self.pace.min_rate,
+            });
+        }
+        *self = RateWindow::new(self.pace);
+        Ok(())
+    }
+}
+
+/// The bytes the file system of `path` can still take, for the unprivileged user
+/// (root may use the reserved blocks, but a host out of disk fails in worse ways).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = path.parent()?;
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
+/// Refuses to start a transfer of `need` more bytes the disk cannot hold (with a
+/// 64 MiB margin).
+fn check_space(url: &str, partial: &Path, need: u64) -> Result<(), DownloadError> {
+    const MARGIN: u64 = 64 << 20;
+    match free_bytes(partial) {
+        Some(available) if available < need.saturating_add(MARGIN) => Err(DownloadError::NoSpace {
+            url: url.to_string(),
+            path: partial.parent().unwrap_or(partial).to_path_buf(),
+            need: need + MARGIN,
+            available,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Sorts a failure: `Ok(err)` when another attempt may succeed, `Err(err)` when not.
 /// A size or checksum mismatch deletes the partial file, except a checksum mismatch
 /// of content stitched from several pieces, which starts over from zero.
@@ -274,7 +483,7 @@ async fn retryable(err: DownloadError, partial: &mut Partial) -> Result<Download
 }
 
 /// Appends a chunk, refusing bytes past `size`.
-async fn accept(url: &str, size: u64, partial: &mut Partial, chunk: &[u8]) -> Result<(), DownloadError> {
+async fn accept(url: &str, size: u64, partial: &mut Partial, chunk: Bytes) -> Result<(), DownloadError> {
     let total = partial.len() + chunk.len() as u64;
     if total > size {
         return Err(DownloadError::Size { url: url.to_string(), expected: size, actual: total });
@@ -282,17 +491,32 @@ async fn accept(url: &str, size: u64, partial: &mut Partial, chunk: &[u8]) -> Re
     partial.write(chunk).await
 }
 
-/// Copies a local file into `partial` from zero.
+/// Copies a local regular file into `partial` from zero. Opened without following a
+/// symlink and without blocking (a FIFO opens at once), and refused unless it is a
+/// regular file: a device or a FIFO never reaches the reader.
 async fn read_file(path: &Path, artifact: &Artifact, partial: &mut Partial) -> Result<(), DownloadError> {
+    use std::os::unix::fs::OpenOptionsExt;
     partial.reset().await?;
-    let mut file = tokio::fs::File::open(path).await.map_err(DownloadError::io(path))?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(DownloadError::io(path))?;
+    let meta = file.metadata().map_err(DownloadError::io(path))?;
+    if !meta.file_type().is_file() {
+        return Err(DownloadError::NotAllowed {
+            url: artifact.url.clone(),
+            reason: format!("{} is not a regular file", path.display()),
+        });
+    }
+    let mut file = tokio::fs::File::from_std(file);
     loop {
-        let n = file.read(&mut buf).await.map_err(DownloadError::io(path))?;
+        let mut buf = BytesMut::with_capacity(FILE_CHUNK);
+        let n = file.read_buf(&mut buf).await.map_err(DownloadError::io(path))?;
         if n == 0 {
             return Ok(());
         }
-        accept(&artifact.url, artifact.size, partial, &buf[..n]).await?;
+        accept(&artifact.url, artifact.size, partial, buf.freeze()).await?;
     }
 }
 

@@ -29,7 +29,7 @@ mod error;
 pub use error::{InstallError, StoreError};
 
 use crate::host::download::Fetcher;
-use crate::host::unpack::unpack;
+use crate::host::unpack::{UnpackLimits, unpack};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
@@ -63,6 +63,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 #[derive(Debug, Clone)]
 pub struct ReleaseStore {
     root: PathBuf,
+    service: String,
+    unpack_limits: UnpackLimits,
 }
 
 impl ReleaseStore {
@@ -72,13 +74,23 @@ impl ReleaseStore {
     /// already installed. Partial downloads of other releases are kept for resume.
     pub fn open(data_dir: &Path, service: &str) -> Result<Self, StoreError> {
         validate_service(service)?;
-        let store = ReleaseStore { root: data_dir.join(service) };
+        let store = ReleaseStore {
+            root: data_dir.join(service),
+            service: service.to_string(),
+            unpack_limits: Default::default(),
+        };
         for dir in [store.root.join(RELEASES), store.root.join(DOWNLOADS)] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         store.clean()?;
         store.repair_current()?;
         Ok(store)
+    }
+
+    /// This store, unpacking within `limits`.
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        self.unpack_limits = limits;
+        self
     }
 
     /// `<data_dir>/<service>`.
@@ -117,8 +129,9 @@ impl ReleaseStore {
         found.into_iter().map(|(_, name)| name).collect()
     }
 
-    /// Downloads (with `fetcher`), verifies and unpacks release `version` unless it is
-    /// already installed, and returns its directory. Idempotent. A verified download
+    /// Downloads (with `fetcher`), verifies (size, sha256, and the signature when the
+    /// fetcher has trusted keys) and unpacks release `version` unless it is already
+    /// installed, and returns its directory. Idempotent. A verified download
     /// left by an interrupted install is verified again from disk, not downloaded again.
     pub async fn install(
         &self,
@@ -140,6 +153,19 @@ impl ReleaseStore {
         }
         let fetched = fetcher.fetch(artifact, &file).await;
         fetched.map_err(|source| InstallError::Download { version: version.to_string(), source })?;
+        if fetcher.trust().is_enforced() {
+            let (trust, path, a, service, v) =
+                (fetcher.trust().clone(), file.clone(), artifact.clone(), self.service.clone(), version.to_string());
+            let checked = tokio::task::spawn_blocking(move || trust.check_file(&path, &a, &service, &v))
+                .await
+                .map_err(|e| StoreError::Io { path: file.clone(), source: io::Error::other(e) })?;
+            if let Err(source) = checked {
+                // The bytes are what ZooKeeper names, but not what a trusted key signed:
+                // downloading them again would not help.
+                remove_dir_all(&downloads)?;
+                return Err(InstallError::Signature { version: version.to_string(), source });
+            }
+        }
         let store = self.clone();
         let (version, artifact) = (version.to_string(), artifact.clone());
         let unpacked = tokio::task::spawn_blocking(move || store.unpack_into_place(&version, &artifact, &file))
@@ -156,7 +182,7 @@ impl ReleaseStore {
     fn unpack_into_place(&self, version: &str, artifact: &Artifact, file: &Path) -> Result<(), InstallError> {
         let releases = self.root.join(RELEASES);
         let tmp = releases.join(format!("{TMP_PREFIX}{version}-{}", unique()));
-        let result = unpack(artifact.format, file, &artifact.url, &tmp)
+        let result = unpack(artifact.format, file, &artifact.url, &tmp, &self.unpack_limits)
             .map_err(|source| InstallError::Unpack { version: version.to_string(), source })
             .and_then(|()| {
                 // The install time, which `versions` and `prune` order by.

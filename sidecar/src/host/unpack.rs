@@ -10,17 +10,49 @@
 //! - a hard link must name a regular file unpacked earlier;
 //! - device files, fifos and other special entries are refused.
 //!
+//! - names and link targets with control characters are refused;
+//! - at most `max_entries` entries and `max_bytes` unpacked bytes ([`UnpackLimits`]);
+//!   bytes are counted as they are written, so a sparse entry counts by the size it
+//!   expands to, whatever its header claims.
+//!
 //! Directories are created 0755 (so a release can always be pruned); files keep their
-//! permission bits without setuid, setgid and sticky. Every file and directory is
-//! fsynced. A [`ArtifactFormat::File`] artifact is installed as one executable file.
+//! permission bits without setuid, setgid, sticky, group-write and world-write
+//! ([`file_mode`]). Files are created with `O_NOFOLLOW | O_CREAT | O_EXCL`.
+//!
+//! A tarball is read in one streamed pass (gzip, then tar, then the files), and made
+//! durable at the end with one `syncfs` of the directory's filesystem rather than an
+//! fsync per file: the caller renames the directory into place only after this
+//! returns, so a crash before that leaves a temporary directory that is removed, and
+//! one fsync barrier replaces thousands.
+//!
+//! A [`ArtifactFormat::File`] artifact is installed as one executable file: a hard
+//! link to the verified download (no copy; a copy only where a link is impossible),
+//! made 0755 and fsynced.
 
 use flate2::read::GzDecoder;
 use std::fs;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 use znode_schema::ArtifactFormat;
+
+/// Bounds on what one artifact may unpack into (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes written, all files together (a sparse entry counts by the bytes it
+    /// expands to, holes included).
+    pub max_bytes: u64,
+    /// Entries of the tarball (every kind, directories and links included).
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    /// 16 GiB and 100,000 entries.
+    fn default() -> Self {
+        UnpackLimits { max_bytes: 16 << 30, max_entries: 100_000 }
+    }
+}
 
 /// Why a tarball entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +78,16 @@ pub enum Refusal {
     /// A device file, fifo or other special entry.
     #[error("{kind} entries are not allowed")]
     SpecialFile { kind: String },
+    /// The name (or a link target) holds a control character (a newline, ESC…),
+    /// which would forge lines in logs or escape sequences on a terminal.
+    #[error("its name or link target holds the control character {0:?}")]
+    ControlCharacter(char),
+    /// Unpacking it would write more than the largest unpacked size.
+    #[error("the archive unpacks to more than {limit} bytes (the largest unpacked size, [limits] max_unpacked_size)")]
+    TooLarge { limit: u64 },
+    /// The archive holds more entries than allowed.
+    #[error("the archive holds more than {limit} entries ([limits] max_entries)")]
+    TooManyEntries { limit: u64 },
 }
 
 /// Why unpacking failed. On error the target directory may hold part of the archive:
@@ -96,13 +138,24 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
 /// A tar.gz is unpacked with the rules of the [module docs](self); a `File` artifact
 /// is installed as a single executable file (mode 0755) named after the URL's last
 /// path segment ([`file_name_from_url`]).
-pub fn unpack(format: ArtifactFormat, artifact_file: &Path, url: &str, dir: &Path) -> Result<(), UnpackError> {
+pub fn unpack(
+    format: ArtifactFormat,
+    artifact_file: &Path,
+    url: &str,
+    dir: &Path,
+    limits: &UnpackLimits,
+) -> Result<(), UnpackError> {
     prepare_dir(dir)?;
     match format {
-        ArtifactFormat::TarGz => unpack_tar_gz(artifact_file, dir)?,
-        ArtifactFormat::File => install_file(artifact_file, &dir.join(file_name_from_url(url)))?,
+        ArtifactFormat::TarGz => {
+            unpack_tar_gz(artifact_file, dir, limits)?;
+            sync_filesystem(dir)
+        }
+        ArtifactFormat::File => {
+            install_file(artifact_file, &dir.join(file_name_from_url(url)))?;
+            sync_dir(dir)
+        }
     }
-    sync_dirs(dir)
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), UnpackError> {
@@ -126,28 +179,106 @@ pub fn file_name_from_url(url: &str) -> String {
     if name.is_empty() { "artifact".to_string() } else { name.to_string() }
 }
 
+/// Links (or, across filesystems, copies) the verified download to `dest`, mode 0755,
+/// fsynced. The download is removed by the caller, so the link is the only name left;
+/// nothing writes to either name afterwards.
 fn install_file(source: &Path, dest: &Path) -> Result<(), UnpackError> {
-    let mut input =
-        fs::File::open(source).map_err(|e| UnpackError::Archive { path: source.to_path_buf(), source: e })?;
-    write_file(&mut input, dest, 0o755)
-}
-
-/// Creates `dest` (which must not exist) with `mode`, copies `input` into it and fsyncs it.
-fn write_file(input: &mut impl io::Read, dest: &Path, mode: u32) -> Result<(), UnpackError> {
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(io_err(dest))?;
-    io::copy(input, &mut file).map_err(io_err(dest))?;
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
+    let file = match fs::hard_link(source, dest) {
+        Ok(()) => fs::File::open(dest).map_err(io_err(dest))?,
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) || e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::debug!(source = %source.display(), error = %e, "cannot link the download; copying it");
+            let mut input =
+                fs::File::open(source).map_err(|e| UnpackError::Archive { path: source.to_path_buf(), source: e })?;
+            write_file(&mut input, dest, 0o755, &mut vec![0; COPY_BUFFER], &mut Budget::unlimited())?
+        }
+        Err(e) => return Err(io_err(dest)(e)),
+    };
+    file.set_permissions(fs::Permissions::from_mode(0o755)).map_err(io_err(dest))?;
     file.sync_all().map_err(io_err(dest))
 }
 
-fn unpack_tar_gz(artifact: &Path, dir: &Path) -> Result<(), UnpackError> {
+/// The copy buffer: large enough that a big file takes few syscalls.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// Bytes a file may still take: what is left of the largest unpacked size.
+#[derive(Debug)]
+struct Budget {
+    left: u64,
+    limit: u64,
+}
+
+impl Budget {
+    fn unlimited() -> Budget {
+        Budget { left: u64::MAX, limit: u64::MAX }
+    }
+}
+
+/// Creates `dest` (which must not exist, never through a symlink) with `mode` and
+/// copies `input` into it through `buf`, counting every byte against `budget`. Not
+/// fsynced: see the [module docs](self).
+fn write_file(
+    input: &mut impl io::Read,
+    dest: &Path,
+    mode: u32,
+    buf: &mut [u8],
+    budget: &mut Budget,
+) -> Result<fs::File, UnpackError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dest)
+        .map_err(io_err(dest))?;
+    loop {
+        let n = match input.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(dest)(e)),
+        };
+        budget.left = budget.left.checked_sub(n as u64).ok_or_else(|| UnpackError::Refused {
+            entry: dest.display().to_string(),
+            reason: Refusal::TooLarge { limit: budget.limit },
+        })?;
+        file.write_all(&buf[..n]).map_err(io_err(dest))?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(dest))?;
+    Ok(file)
+}
+
+/// The permission bits an unpacked file gets: the archive's, without setuid, setgid,
+/// sticky, and without group or world write (root runs what is unpacked).
+pub fn file_mode(archived: u32) -> u32 {
+    archived & 0o755
+}
+
+/// The first control character of `text`, if any.
+fn control_char(text: &Path) -> Option<char> {
+    use std::os::unix::ffi::OsStrExt;
+    text.as_os_str().as_bytes().iter().map(|&b| b as char).find(|c| c.is_ascii_control())
+}
+
+fn unpack_tar_gz(artifact: &Path, dir: &Path, limits: &UnpackLimits) -> Result<(), UnpackError> {
     let archive_err = |source| UnpackError::Archive { path: artifact.to_path_buf(), source };
     let file = fs::File::open(artifact).map_err(archive_err)?;
-    let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
-    for entry in archive.entries().map_err(archive_err)? {
+    let mut archive = tar::Archive::new(GzDecoder::new(BufReader::with_capacity(COPY_BUFFER, file)));
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut budget = Budget { left: limits.max_bytes, limit: limits.max_bytes };
+    for (n, entry) in archive.entries().map_err(archive_err)?.enumerate() {
         let mut entry = entry.map_err(archive_err)?;
         let raw = entry.path().map_err(archive_err)?.into_owned();
-        let refused = |reason| UnpackError::Refused { entry: raw.display().to_string(), reason };
+        let refused =
+            |reason| UnpackError::Refused { entry: raw.display().to_string().escape_debug().to_string(), reason };
+        if n as u64 >= limits.max_entries {
+            return Err(refused(Refusal::TooManyEntries { limit: limits.max_entries }));
+        }
+        if let Some(c) = control_char(&raw) {
+            return Err(refused(Refusal::ControlCharacter(c)));
+        }
+        if let Some(c) = entry.link_name().ok().flatten().and_then(|l| control_char(&l)) {
+            return Err(refused(Refusal::ControlCharacter(c)));
+        }
         let rel = relative_path(&raw).map_err(refused)?;
         let kind = entry.header().entry_type();
         if rel.as_os_str().is_empty() {
@@ -163,8 +294,8 @@ fn unpack_tar_gz(artifact: &Path, dir: &Path) -> Result<(), UnpackError> {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 make_parent(&dest)?;
                 remove_non_dir(&dest)?;
-                let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-                write_file(&mut entry, &dest, mode)?;
+                let mode = file_mode(entry.header().mode().unwrap_or(0o644));
+                write_file(&mut entry, &dest, mode, &mut buf, &mut budget)?;
             }
             EntryType::Symlink => {
                 let target = entry.link_name().map_err(archive_err)?.unwrap_or_default().into_owned();
@@ -280,14 +411,14 @@ fn remove_non_dir(dest: &Path) -> Result<(), UnpackError> {
     }
 }
 
-/// Fsyncs `dir` and every directory below it (files were fsynced when written).
-fn sync_dirs(dir: &Path) -> Result<(), UnpackError> {
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        if entry.file_type().map_err(io_err(dir))?.is_dir() {
-            sync_dirs(&entry.path())?;
-        }
-    }
+/// Makes everything written under `dir` durable: one `syncfs` of its filesystem.
+fn sync_filesystem(dir: &Path) -> Result<(), UnpackError> {
+    use std::os::fd::AsRawFd;
+    let handle = fs::File::open(dir).map_err(io_err(dir))?;
+    nix::unistd::syncfs(handle.as_raw_fd()).map_err(|errno| io_err(dir)(errno.into()))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), UnpackError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 

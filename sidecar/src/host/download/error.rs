@@ -40,6 +40,24 @@ pub enum DownloadError {
         #[source]
         source: io::Error,
     },
+    /// The URL is outside what `[limits]` allows (a URL prefix, a `file://` directory,
+    /// a file that is not a regular file, a redirect). Not retried.
+    #[error("refused to download {url}: {reason}")]
+    NotAllowed { url: String, reason: String },
+    /// The declared size is larger than `[limits] max_artifact_size`. Not retried.
+    #[error(
+        "refused to download {url}: its declared size {size} bytes is larger than the largest artifact allowed ({max} bytes, [limits] max_artifact_size)"
+    )]
+    TooLarge { url: String, size: u64, max: u64 },
+    /// The file system lacks room for the artifact (retried: room may be made).
+    #[error("not enough room for {url} in {}: {need} bytes needed, {available} available", path.display())]
+    NoSpace { url: String, path: PathBuf, need: u64, available: u64 },
+    /// A transfer ran below the minimum rate (retried, resuming).
+    #[error("failed to download {url}: {received} bytes in {window:?}, below the minimum rate of {min_rate} bytes/s")]
+    TooSlow { url: String, received: u64, window: Duration, min_rate: u64 },
+    /// The whole download (every attempt) took longer than its deadline.
+    #[error("failed to download {url}: not done within the download deadline of {after:?}")]
+    Deadline { url: String, after: Duration },
     /// Every attempt failed; `last` is the last failure.
     #[error("failed to download {url} after {attempts} attempts: {last}")]
     GaveUp {
@@ -54,7 +72,16 @@ impl DownloadError {
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         use DownloadError::*;
-        matches!(self, Http { .. } | Network { .. } | Timeout { .. } | Truncated { .. } | Protocol { .. })
+        matches!(
+            self,
+            Http { .. }
+                | Network { .. }
+                | Timeout { .. }
+                | Truncated { .. }
+                | Protocol { .. }
+                | TooSlow { .. }
+                | NoSpace { .. }
+        )
     }
 
     pub(super) fn io(path: &Path) -> impl FnOnce(io::Error) -> DownloadError + '_ {
@@ -81,6 +108,11 @@ impl PartialEq for DownloadError {
             }
             (Protocol { url: a, message: b }, Protocol { url: x, message: y }) => (a, b) == (x, y),
             (UnsupportedScheme { url: a }, UnsupportedScheme { url: x }) => a == x,
+            (NotAllowed { url: a, reason: b }, NotAllowed { url: x, reason: y }) => (a, b) == (x, y),
+            (TooLarge { url: a, size: b, max: c }, TooLarge { url: x, size: y, max: z }) => (a, b, c) == (x, y, z),
+            (Deadline { url: a, after: b }, Deadline { url: x, after: y }) => (a, b) == (x, y),
+            (TooSlow { url: a, .. }, TooSlow { url: x, .. }) => a == x,
+            (NoSpace { url: a, .. }, NoSpace { url: x, .. }) => a == x,
             (Io { path: a, source: b }, Io { path: x, source: y }) => a == x && b.kind() == y.kind(),
             (GaveUp { url: a, attempts: b, last: c }, GaveUp { url: x, attempts: y, last: z }) => {
                 (a, b, c) == (x, y, z)

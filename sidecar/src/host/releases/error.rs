@@ -1,6 +1,7 @@
 //! The errors of the release store.
 
 use crate::host::download::DownloadError;
+use crate::host::trust::SignatureError;
 use crate::host::unpack::UnpackError;
 use std::io;
 use std::path::PathBuf;
@@ -54,6 +55,14 @@ pub enum InstallError {
         version: String,
         #[source]
         source: DownloadError,
+    },
+    /// The artifact matches its sha256 but its signature is missing or refused by the
+    /// trusted keys. The download is deleted; nothing is unpacked.
+    #[error("refused release {version}: {source}")]
+    Signature {
+        version: String,
+        #[source]
+        source: SignatureError,
     },
     /// The artifact was verified but could not be unpacked (or was refused).
     #[error("failed to unpack release {version}: {source}")]

@@ -16,6 +16,7 @@ fn file_artifact(tmp: &Path, name: &str, content: &[u8]) -> Artifact {
         sha256: hex::encode(Sha256::digest(content)),
         size: content.len() as u64,
         format: ArtifactFormat::File,
+        signature: None,
     }
 }
 
@@ -154,4 +155,48 @@ fn prune_keeps_the_newest_and_never_active_or_previous() {
     assert_eq!(store.versions(), ["1.0", "2.0"]);
     assert_eq!(store.prune(0).unwrap(), Vec::<String>::new());
     assert!(fs::read_link(store.current_link()).unwrap().ends_with("2.0"));
+}
+
+/// The single-file install path, crash point by crash point: the verified download is
+/// hard-linked into a temporary release directory, which is renamed into place, and
+/// then the download is removed.
+#[tokio::test]
+async fn a_crash_at_each_point_of_a_single_file_install_recovers() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let artifact = file_artifact(tmp.path(), "tool", b"#!/bin/sh\necho linked\n");
+    let source = tmp.path().join("tool");
+
+    // 1. Killed after the download was committed, before the link.
+    let store = ReleaseStore::open(&data, "api").unwrap();
+    let download = store.root().join("downloads/1.0/artifact");
+    fs::create_dir_all(download.parent().unwrap()).unwrap();
+    fs::copy(&source, &download).unwrap();
+    // 2. ...and after the link into the temporary directory, before its rename.
+    let half = store.root().join("releases/.tmp-1.0-1-dead");
+    fs::create_dir_all(&half).unwrap();
+    fs::hard_link(&download, half.join("tool")).unwrap();
+    assert_eq!(fs::metadata(&download).unwrap().nlink(), 2);
+
+    let store = ReleaseStore::open(&data, "api").unwrap();
+    assert!(!half.exists(), "the temporary directory is removed");
+    assert_eq!(fs::metadata(&download).unwrap().nlink(), 1, "the download is intact");
+    fs::remove_file(&source).unwrap(); // the origin is gone: the download must be reused
+    let dir = store.install(&fetcher(), "1.0", &artifact).await.unwrap();
+    let installed = dir.join("tool");
+    assert_eq!(fs::read(&installed).unwrap(), b"#!/bin/sh\necho linked\n");
+    let meta = fs::metadata(&installed).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(meta.nlink(), 1, "the download's name is removed once installed");
+    assert!(!store.root().join("downloads/1.0").exists());
+
+    // 3. Killed after the rename, before the download was removed: open removes it and
+    //    the release keeps its content (the link, not the download, is the file).
+    fs::create_dir_all(store.root().join("downloads/1.0")).unwrap();
+    fs::hard_link(&installed, store.root().join("downloads/1.0/artifact")).unwrap();
+    let store = ReleaseStore::open(&data, "api").unwrap();
+    assert!(!store.root().join("downloads/1.0").exists());
+    assert_eq!(fs::read(store.release_dir("1.0").join("tool")).unwrap(), b"#!/bin/sh\necho linked\n");
+    assert_eq!(fs::metadata(store.release_dir("1.0").join("tool")).unwrap().nlink(), 1);
 }

@@ -56,9 +56,12 @@ impl Case {
         self.tmp.path().join("release")
     }
     fn unpack(&self, entries: &[E]) -> Result<(), UnpackError> {
+        self.unpack_with(entries, &UnpackLimits::default())
+    }
+    fn unpack_with(&self, entries: &[E], limits: &UnpackLimits) -> Result<(), UnpackError> {
         let file = self.tmp.path().join("a.tar.gz");
         fs::write(&file, tarball(entries)).unwrap();
-        unpack(ArtifactFormat::TarGz, &file, "http://x/a.tar.gz", &self.dir())
+        unpack(ArtifactFormat::TarGz, &file, "http://x/a.tar.gz", &self.dir(), limits)
     }
     /// Nothing was created outside the release directory.
     fn assert_nothing_outside(&self) {
@@ -92,6 +95,8 @@ fn good_tarball_with_nested_dirs_and_in_tree_symlinks() {
     assert_eq!(fs::read(dir.join("app/data-copy")).unwrap(), b"data");
     let mode = fs::metadata(dir.join("app/bin/run")).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o755, "setuid is dropped, the rest kept");
+    let world = fs::metadata(dir.join("app/lib/deep/data.txt")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(world, 0o644);
     assert!(fs::symlink_metadata(dir.join("here")).unwrap().file_type().is_symlink());
     case.assert_nothing_outside();
 }
@@ -177,7 +182,7 @@ fn garbage_is_an_archive_error() {
     let case = Case::new();
     let file = case.tmp.path().join("a.tar.gz");
     fs::write(&file, b"not gzip at all").unwrap();
-    let err = unpack(ArtifactFormat::TarGz, &file, "u", &case.dir()).unwrap_err();
+    let err = unpack(ArtifactFormat::TarGz, &file, "u", &case.dir(), &UnpackLimits::default()).unwrap_err();
     assert!(matches!(err, UnpackError::Archive { .. }), "{err:?}");
 }
 
@@ -196,7 +201,7 @@ fn single_file_is_installed_executable() {
     let mut f = fs::File::create(&file).unwrap();
     f.write_all(b"\x7fELF...").unwrap();
     let url = "https://example.com/dl/api-server?token=x";
-    unpack(ArtifactFormat::File, &file, url, &case.dir()).unwrap();
+    unpack(ArtifactFormat::File, &file, url, &case.dir(), &UnpackLimits::default()).unwrap();
     let installed = case.dir().join("api-server");
     assert_eq!(fs::read(&installed).unwrap(), b"\x7fELF...");
     assert_eq!(fs::metadata(&installed).unwrap().permissions().mode() & 0o7777, 0o755);
@@ -216,4 +221,89 @@ fn file_names_are_sanitised() {
     for (url, want) in cases {
         assert_eq!(file_name_from_url(url), want, "{url}");
     }
+}
+
+#[test]
+fn group_and_world_writable_modes_are_stripped() {
+    let case = Case::new();
+    let result = case.unpack(&[
+        E::File("bin/run", b"#!/bin/sh\n", 0o4777),
+        E::File("etc/conf", b"x", 0o666),
+        E::File("etc/group", b"x", 0o2775),
+    ]);
+    assert_eq!(result, Ok(()));
+    let mode = |p: &str| fs::metadata(case.dir().join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("bin/run"), 0o755, "04777 becomes 0755: root runs it next");
+    assert_eq!(mode("etc/conf"), 0o644);
+    assert_eq!(mode("etc/group"), 0o755);
+    assert_eq!(file_mode(0o7777), 0o755);
+}
+
+/// Octal, NUL-terminated, as tar headers hold numbers.
+fn octal(field: &mut [u8], value: u64) {
+    let text = format!("{value:0width$o}\0", width = field.len() - 1);
+    field.copy_from_slice(text.as_bytes());
+}
+
+/// A GNU sparse entry of one data byte that claims to expand to `real` bytes.
+fn sparse_bomb(real: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_path("bomb").unwrap();
+    h.set_mode(0o644);
+    h.set_size(512);
+    let gnu = h.as_gnu_mut().unwrap();
+    octal(&mut gnu.realsize, real);
+    octal(&mut gnu.sparse[0].offset, real - 512);
+    octal(&mut gnu.sparse[0].numbytes, 512);
+    h.set_cksum();
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    builder.append(&h, &[7u8; 512][..]).unwrap();
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn a_sparse_bomb_is_counted_by_what_it_expands_to() {
+    let case = Case::new();
+    let file = case.tmp.path().join("bomb.tar.gz");
+    let bomb = sparse_bomb(64 << 20);
+    assert!(bomb.len() < 1024, "the bomb is {} bytes", bomb.len());
+    fs::write(&file, &bomb).unwrap();
+    let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 10 };
+    let err = unpack(ArtifactFormat::TarGz, &file, "http://x/b.tar.gz", &case.dir(), &limits).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::Refused { reason: Refusal::TooLarge { limit }, .. } if *limit == 1 << 20),
+        "{err}"
+    );
+    // Within the limit the same entry unpacks to its real size.
+    let case = Case::new();
+    let file = case.tmp.path().join("small.tar.gz");
+    fs::write(&file, sparse_bomb(4096)).unwrap();
+    unpack(ArtifactFormat::TarGz, &file, "http://x/s.tar.gz", &case.dir(), &limits).unwrap();
+    assert_eq!(fs::metadata(case.dir().join("bomb")).unwrap().len(), 4096);
+}
+
+#[test]
+fn too_many_entries_are_refused() {
+    let case = Case::new();
+    let names: Vec<String> = (0..11).map(|i| format!("f{i}")).collect();
+    let entries: Vec<E> = names.iter().map(|n| E::File(n, b"x", 0o644)).collect();
+    let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 10 };
+    assert_eq!(case.unpack_with(&entries, &limits), refused("f10", Refusal::TooManyEntries { limit: 10 }));
+    let case = Case::new();
+    assert_eq!(case.unpack_with(&entries[..10], &limits), Ok(()));
+}
+
+#[test]
+fn control_characters_in_names_are_refused() {
+    let case = Case::new();
+    assert_eq!(case.unpack(&[E::File("bin/a\nb", b"x", 0o644)]), refused("bin/a\\nb", Refusal::ControlCharacter('\n')));
+    let case = Case::new();
+    let esc = "\u{1b}[31mred";
+    assert_eq!(
+        case.unpack(&[E::File(esc, b"x", 0o644)]),
+        refused("\\u{1b}[31mred", Refusal::ControlCharacter('\u{1b}'))
+    );
+    let case = Case::new();
+    assert_eq!(case.unpack(&[E::Symlink("l", "a\tb")]), refused("l", Refusal::ControlCharacter('\t')));
 }
