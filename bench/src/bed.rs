@@ -71,12 +71,17 @@ impl Bed {
 
     /// The sidecar config of host `id` with data dir `data_dir`, under `root`.
     pub fn config(&self, root: &str, id: &str, data_dir: &Path) -> String {
+        self.config_via(&self.zk.connect_string(), root, id, data_dir)
+    }
+
+    /// [`Bed::config`] connecting to ZooKeeper through `connect` (a proxy).
+    pub fn config_via(&self, connect: &str, root: &str, id: &str, data_dir: &Path) -> String {
         format!(
             "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}s\"\n\n\
              [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n{limits}\n\
              [[service]]\nname = \"{SERVICE}\"\nstart = [\"true\"]\nstop = [\"true\"]\nstop_timeout = \"5s\"\n\
              health = {{ tcp = \"{health}\", interval = \"10s\", timeout = \"2s\" }}\n",
-            zk = self.zk.connect_string(),
+            zk = connect,
             st = SESSION_TIMEOUT.as_secs(),
             data = data_dir.display(),
             health = self.health,

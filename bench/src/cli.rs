@@ -35,6 +35,12 @@ pub enum Command {
         /// silence, and idle footprint).
         #[arg(long, default_value_t = 9)]
         idle_secs: u64,
+        /// Round-trip time added between every sidecar and ZooKeeper, in ms (half
+        /// each way, through a delaying TCP proxy), as a cross-datacenter ensemble
+        /// would add. Several values (`0,20,100`) run one after the other on fresh
+        /// beds and are compared, with the round trips a handoff and a step make.
+        #[arg(long, value_delimiter = ',', default_values_t = [0])]
+        latency_ms: Vec<u64>,
     },
     /// Many sidecar cores in this process, each with its own ZooKeeper session, for
     /// several fleet sizes: how rollout time and ZooKeeper traffic grow with N.

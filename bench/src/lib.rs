@@ -32,11 +32,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut report = Report::default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
-        Command::Rollout { hosts, rounds, idle_secs } => {
-            let opts =
-                rollout::Options { hosts: hosts.into(), rounds: rounds.into(), idle: Duration::from_secs(idle_secs) };
-            with_bed(&rt, |bed| Box::pin(async move { rollout::run(&opts, bed, &mut report).await.map(|()| report) }))?
-                .finish()
+        Command::Rollout { hosts, rounds, idle_secs, latency_ms } => {
+            let mut figures = Vec::new();
+            for latency in latency_ms {
+                let opts = rollout::Options {
+                    hosts: hosts.into(),
+                    rounds: rounds.into(),
+                    idle: Duration::from_secs(idle_secs),
+                    latency: Duration::from_millis(latency),
+                };
+                let (r, f) = with_bed(&rt, |bed| {
+                    Box::pin(async move { rollout::run(&opts, bed, &mut report).await.map(|f| (report, f)) })
+                })?;
+                report = r;
+                figures.push(f);
+            }
+            rollout::compare(&figures, &mut report);
+            report.finish()
         }
         Command::Scale { hosts, idle_secs } => {
             let opts = scale::Options {
@@ -51,7 +63,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             report.finish()
         }
         Command::All { hosts } => {
-            let opts = rollout::Options { hosts: hosts.into(), rounds: 1, idle: Duration::from_secs(9) };
+            let opts = rollout::Options {
+                hosts: hosts.into(),
+                rounds: 1,
+                idle: Duration::from_secs(9),
+                latency: Duration::ZERO,
+            };
             let sizes = scale::Options { sizes: vec![25, 50, 100, 200], idle: Duration::from_secs(9) };
             let mut report = with_bed(&rt, |bed| {
                 Box::pin(async move {

@@ -57,13 +57,13 @@ pub fn sidecar_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Starts host `id`'s sidecar under `root`.
-pub fn spawn(bed: &Bed, bin: &Path, root: &str, id: &str) -> anyhow::Result<ProcHost> {
+/// Starts host `id`'s sidecar under `root`, connecting to ZooKeeper at `connect`.
+pub fn spawn(bed: &Bed, bin: &Path, connect: &str, root: &str, id: &str) -> anyhow::Result<ProcHost> {
     let base = bed.dir.path().join("hosts").join(id);
     let data = base.join("data");
     std::fs::create_dir_all(&data)?;
     let config = base.join("sidecar.toml");
-    std::fs::write(&config, bed.config(root, id, &data))?;
+    std::fs::write(&config, bed.config_via(connect, root, id, &data))?;
     let log = base.join("sidecar.log");
     let out = std::fs::File::create(&log)?;
     let mut cmd = Command::new(bin);

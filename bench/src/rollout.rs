@@ -10,6 +10,12 @@
 //! 4. Handoffs come from the sidecars' JSON logs: "host upgraded" (the success
 //!    transaction's reply) of host i and "fenced" (the fence's reply) of host i+1,
 //!    microsecond wall-clock timestamps of one machine.
+//!
+//! With `latency` (an added round-trip time), the sidecars reach ZooKeeper through
+//! a [`DelayProxy`] adding half of it each way; the bench's own client does not.
+//! [`compare`] sets runs at several latencies side by side: the growth of a
+//! handoff (or a step) divided by the added round trip is the number of
+//! sequential round trips it makes.
 
 use crate::bed::{Bed, SERVICE};
 use crate::load::{self, Traffic};
@@ -19,6 +25,7 @@ use crate::report::{Report, mib, ms};
 use crate::stats::{Summary, round3};
 use crate::timeline::{Event, Timeline};
 use crate::zkstat;
+use baton_tests::delay::DelayProxy;
 use serde_json::json;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,20 +38,48 @@ pub struct Options {
     pub rounds: usize,
     /// The idle window.
     pub idle: Duration,
+    /// Round-trip time added between the sidecars and ZooKeeper.
+    pub latency: Duration,
+}
+
+/// The figures of one run that [`compare`] sets side by side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    /// The added round-trip time, ms.
+    pub latency_ms: f64,
+    /// Rollout time per host (mean over rounds), ms.
+    pub per_host_ms: f64,
+    /// Handoff p50, ms.
+    pub handoff_p50: f64,
+    /// Own step p50, ms.
+    pub step_p50: f64,
 }
 
 const ROOT: &str = "/bench";
 
 /// Runs the benchmark and adds its figures to `report`.
-pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Result<()> {
+pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Result<Figures> {
     anyhow::ensure!(opts.hosts >= 2, "a rollout needs at least 2 hosts");
     let bin = procfleet::sidecar_binary()?;
     let n = opts.hosts;
-    report.line(format!("== rollout: {n} sidecar processes, {} rollout(s), sidecar {}", opts.rounds, bin.display()));
+    let latency_ms = opts.latency.as_secs_f64() * 1000.0;
+    report.line(format!(
+        "== rollout: {n} sidecar processes, {} rollout(s), {latency_ms:.0} ms round trip added to ZooKeeper, sidecar {}",
+        opts.rounds,
+        bin.display()
+    ));
+    let proxy = if opts.latency.is_zero() {
+        None
+    } else {
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], bed.port));
+        Some(DelayProxy::start(upstream, opts.latency / 2)?)
+    };
+    let connect = proxy.as_ref().map_or_else(|| bed.zk.connect_string(), |p| p.addr().to_string());
     bed.stage(ROOT, "1", n).await?;
     let booting = Instant::now();
-    let hosts: Vec<ProcHost> =
-        (1..=n).map(|i| procfleet::spawn(bed, &bin, ROOT, &format!("h{i:04}"))).collect::<anyhow::Result<_>>()?;
+    let hosts: Vec<ProcHost> = (1..=n)
+        .map(|i| procfleet::spawn(bed, &bin, &connect, ROOT, &format!("h{i:04}")))
+        .collect::<anyhow::Result<_>>()?;
     bed.wait_online(ROOT, "1", n, Duration::from_secs(60 + n as u64)).await?;
     bed.wait_completed(ROOT, Duration::from_secs(30)).await?;
     report.line(format!("fleet booted at release 1 in {}", ms(booting.elapsed().as_secs_f64() * 1000.0)));
@@ -119,6 +154,7 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
     let rollout = Summary::of(&rollout_ms);
     let server = load::Server::mean(&server);
     drop(hosts);
+    drop(proxy);
 
     if let Some(h) = handoff {
         report.line(format!(
@@ -128,7 +164,11 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
             ms(h.p90),
             ms(h.p99),
             ms(h.max),
-            if h.p50 <= 10.0 { "met" } else { "MISSED" }
+            match (opts.latency.is_zero(), h.p50 <= 10.0) {
+                (false, _) => "for loopback only",
+                (true, true) => "met",
+                (true, false) => "MISSED",
+            }
         ));
     }
     if let Some(s) = step {
@@ -164,10 +204,11 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
     let max_idle = idle_all.iter().map(|f| f.rss_kib).max().unwrap_or(0);
     let mean_idle = idle_all.iter().map(|f| f.rss_kib).sum::<u64>() as f64 / idle_all.len().max(1) as f64;
     report.line(format!("idle RSS over all sidecars: mean {:.1} MiB, max {}", mean_idle / 1024.0, mib(max_idle)));
+    let key = if opts.latency.is_zero() { "rollout".to_string() } else { format!("rollout_rtt_{latency_ms:.0}ms") };
     report.set(
-        "rollout",
+        &key,
         json!({
-            "hosts": n, "rounds": opts.rounds, "service": SERVICE,
+            "hosts": n, "rounds": opts.rounds, "service": SERVICE, "added_rtt_ms": latency_ms,
             "rollout_ms": rollout.map(|s| s.json()),
             "rollout_ms_per_host": rollout.map(|s| round3(s.mean / n as f64)),
             "handoff_ms": handoff.map(|s| s.json()),
@@ -184,7 +225,44 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
             },
         }),
     );
-    Ok(())
+    Ok(Figures {
+        latency_ms,
+        per_host_ms: rollout.map_or(0.0, |s| s.mean / n as f64),
+        handoff_p50: handoff.map_or(0.0, |s| s.p50),
+        step_p50: step.map_or(0.0, |s| s.p50),
+    })
+}
+
+/// Sets runs at several added round-trip times side by side, with the sequential
+/// round trips of a handoff and a step: their growth over the run without added
+/// latency, divided by the added round trip.
+pub fn compare(runs: &[Figures], report: &mut Report) {
+    let Some(base) = runs.iter().find(|f| f.latency_ms == 0.0).copied() else { return };
+    if runs.len() < 2 {
+        return;
+    }
+    report.line("added RTT   per host   handoff p50   step p50   round trips: handoff  step");
+    let mut rows = Vec::new();
+    for f in runs {
+        let trips = |x: f64, b: f64| (f.latency_ms > 0.0).then(|| (x - b) / f.latency_ms);
+        let (h, s) = (trips(f.handoff_p50, base.handoff_p50), trips(f.step_p50, base.step_p50));
+        let show = |t: Option<f64>| t.map_or_else(|| "-".to_string(), |t| format!("{t:.1}"));
+        report.line(format!(
+            "{:>6.0} ms {:>10} {:>13} {:>10}   {:>19} {:>5}",
+            f.latency_ms,
+            ms(f.per_host_ms),
+            ms(f.handoff_p50),
+            ms(f.step_p50),
+            show(h),
+            show(s)
+        ));
+        rows.push(json!({
+            "added_rtt_ms": f.latency_ms, "per_host_ms": round3(f.per_host_ms),
+            "handoff_p50_ms": round3(f.handoff_p50), "step_p50_ms": round3(f.step_p50),
+            "handoff_round_trips": h.map(round3), "step_round_trips": s.map(round3),
+        }));
+    }
+    report.set("latency", json!(rows));
 }
 
 /// The mean of several rounds' traffic.

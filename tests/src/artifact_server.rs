@@ -86,7 +86,12 @@ pub struct ArtifactServer {
 impl ArtifactServer {
     /// Starts a server with no files on a free port of 127.0.0.1.
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+    }
+
+    /// Starts a server with no files on `listener` (e.g. one bound in a network
+    /// namespace by [`crate::netns::Net::listen`]).
+    pub fn start_on(listener: std::net::TcpListener) -> Self {
         listener.set_nonblocking(true).expect("non-blocking listener");
         let addr = listener.local_addr().expect("listener address");
         let state = Arc::new(State::default());

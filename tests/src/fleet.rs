@@ -40,6 +40,9 @@ pub struct Host {
     pub config: PathBuf,
     /// Its sidecar's log file.
     pub log: PathBuf,
+    /// The command prefix its sidecar is started with (e.g. `ip netns exec NS`, see
+    /// [`crate::netns`]); empty by default.
+    pub exec_prefix: Vec<String>,
     child: Option<Child>,
 }
 
@@ -125,7 +128,7 @@ impl Fleet {
         let port = ports[0].1;
         let config = base.join("sidecar.toml");
         let log = base.join("sidecar.log");
-        let host = Host { id: id.into(), port, ports, data_dir, config, log, child: None };
+        let host = Host { id: id.into(), port, ports, data_dir, config, log, exec_prefix: vec![], child: None };
         self.write_config(&host, "");
         self.hosts.push(host);
         self.hosts.len() - 1
@@ -175,7 +178,15 @@ impl Fleet {
         let h = &mut self.hosts[i];
         assert!(h.child.is_none(), "{} already started", h.id);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).unwrap();
-        let mut cmd = Command::new(crate::bin::path("sidecar"));
+        let sidecar = crate::bin::path("sidecar");
+        let mut cmd = match h.exec_prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(sidecar);
+                c
+            }
+            None => Command::new(sidecar),
+        };
         cmd.arg("--config")
             .arg(&h.config)
             .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "info".into()))

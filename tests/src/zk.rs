@@ -82,16 +82,20 @@ pub fn free_port() -> u16 {
 pub struct Member {
     /// The server id (`myid`), from 1.
     pub id: u32,
-    /// The client port on 127.0.0.1.
+    /// The client port.
     pub client_port: u16,
+    /// The address it serves on (127.0.0.1 unless [placed](ZkCluster::placed)).
+    pub host: String,
+    /// The command prefix it is started with (e.g. `ip netns exec NS`), often empty.
+    prefix: Vec<String>,
     dir: PathBuf,
     child: Mutex<Option<Child>>,
 }
 
 impl Member {
-    /// `127.0.0.1:<client port>`.
+    /// `<host>:<client port>`.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     /// Whether the process is running.
@@ -102,6 +106,17 @@ impl Member {
             None => false,
         }
     }
+}
+
+/// Where a member runs when it is not on loopback: the address it binds (client
+/// port 2181, quorum ports 2888 and 3888) and the command prefix that starts it
+/// there (`ip netns exec NS`, see [`crate::netns`]).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The address the member binds and is reached at.
+    pub address: String,
+    /// The command prefix (program and arguments) before `java`.
+    pub prefix: Vec<String>,
 }
 
 /// A running ZooKeeper: one standalone server or an ensemble.
@@ -126,30 +141,59 @@ impl ZkCluster {
     }
 
     fn start_new(n: usize) -> Self {
+        let loopback = Placement { address: "127.0.0.1".into(), prefix: vec![] };
+        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
+        Self::start_at(vec![loopback; n], ports)
+    }
+
+    /// Starts one member per placement (one: standalone; three or more: an
+    /// ensemble), each on ports 2181, 2888 and 3888 of its own address, and waits
+    /// until they serve.
+    pub fn placed(placements: Vec<Placement>) -> Self {
+        let n = placements.len();
+        assert!(n == 1 || (n >= 3 && n % 2 == 1), "one server or an odd number of at least 3");
+        Self::start_at(placements, vec![(2181, 2888, 3888); n])
+    }
+
+    fn start_at(placements: Vec<Placement>, ports: Vec<(u16, u16, u16)>) -> Self {
+        let n = placements.len();
         let install = find_install().unwrap_or_else(|e| panic!("{e}"));
         let tmp = tempfile::Builder::new().prefix("baton-zk-").tempdir().expect("temporary directory");
-        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
         let servers: String = if n == 1 {
             String::new()
         } else {
-            ports.iter().enumerate().map(|(i, (_, q, e))| format!("server.{}=127.0.0.1:{q}:{e}\n", i + 1)).collect()
+            ports
+                .iter()
+                .zip(&placements)
+                .enumerate()
+                .map(|(i, ((_, q, e), p))| format!("server.{}={}:{q}:{e}\n", i + 1, p.address))
+                .collect()
         };
         let members = ports
             .iter()
+            .zip(placements)
             .enumerate()
-            .map(|(i, (client, _, _))| {
+            .map(|(i, ((client, _, _), place))| {
                 let id = i as u32 + 1;
                 let dir = tmp.path().join(format!("zk{id}"));
                 std::fs::create_dir_all(dir.join("data")).unwrap();
                 std::fs::write(dir.join("data/myid"), format!("{id}\n")).unwrap();
                 let cfg = format!(
                     "tickTime={TICK_MS}\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
-                     clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\n\
+                     clientPortAddress={host}\nadmin.enableServer=false\n4lw.commands.whitelist=*\n\
                      maxSessionTimeout=20000\n{servers}",
-                    dir.join("data").display()
+                    dir.join("data").display(),
+                    host = place.address,
                 );
                 std::fs::write(dir.join("zoo.cfg"), cfg).unwrap();
-                Member { id, client_port: *client, dir, child: Mutex::new(None) }
+                Member {
+                    id,
+                    client_port: *client,
+                    host: place.address,
+                    prefix: place.prefix,
+                    dir,
+                    child: Mutex::new(None),
+                }
             })
             .collect();
         let cluster = ZkCluster { install, members, _tmp: tmp };
@@ -165,7 +209,14 @@ impl ZkCluster {
         let mut slot = m.child.lock().unwrap();
         assert!(slot.is_none(), "member {} is already running", m.id);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(m.dir.join("zk.log")).unwrap();
-        let mut cmd = Command::new(&self.install.java);
+        let mut cmd = match m.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.install.java);
+                c
+            }
+            None => Command::new(&self.install.java),
+        };
         cmd.args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"])
             .arg(format!("-Dzookeeper.log.dir={}", m.dir.display()))
             .arg("-Dzookeeper.admin.enableServer=false")
@@ -226,7 +277,7 @@ impl ZkCluster {
     /// The `Mode:` line of `srvr` for member `i`: `standalone`, `leader`, `follower`;
     /// `None` when it does not answer or does not serve.
     pub fn mode(&self, i: usize) -> Option<String> {
-        let reply = four_letter(self.members[i].client_port, "srvr")?;
+        let reply = four_letter(&self.members[i], "srvr")?;
         reply.lines().find_map(|l| l.strip_prefix("Mode: ")).map(|m| m.trim().to_string())
     }
 
@@ -266,7 +317,7 @@ impl ZkCluster {
 
     /// Sends a four-letter command to member `i` and returns the reply.
     pub fn four_letter(&self, i: usize, cmd: &str) -> Option<String> {
-        four_letter(self.members[i].client_port, cmd)
+        four_letter(&self.members[i], cmd)
     }
 }
 
@@ -278,8 +329,9 @@ impl Drop for ZkCluster {
     }
 }
 
-fn four_letter(port: u16, cmd: &str) -> Option<String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+fn four_letter(m: &Member, cmd: &str) -> Option<String> {
+    let ip: std::net::IpAddr = m.host.parse().ok()?;
+    let addr = SocketAddr::new(ip, m.client_port);
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(cmd.as_bytes()).ok()?;
