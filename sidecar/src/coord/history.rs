@@ -1,24 +1,20 @@
 //! History events written by the sidecar, always inside the transaction that makes
 //! the change they record.
 
+use crate::coord::session::Session;
 use znode_schema::{EventKind, HistoryEvent, Layout, encode, time};
 
-/// A history event about `service` by this host's sidecar.
-pub fn event(
-    service: &str,
-    kind: EventKind,
-    version: Option<&str>,
-    host: &str,
-    detail: Option<String>,
-) -> HistoryEvent {
+/// A history event about `service` by this host's sidecar, signed with the
+/// session's authenticated identity when it has one.
+pub fn event(s: &Session, service: &str, kind: EventKind, version: Option<&str>, detail: Option<String>) -> HistoryEvent {
     HistoryEvent {
         at: time::now(),
         event: kind,
         service: service.into(),
         version: version.map(str::to_string),
-        host: Some(host.into()),
+        host: Some(s.host.clone()),
         detail,
-        by: Some(format!("sidecar@{host}")),
+        by: Some(s.by()),
     }
 }
 
