@@ -78,6 +78,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         security::roles(args)?;
     }
     let connect = cli.zk.clone().filter(|z| !z.trim().is_empty()).ok_or(Invalid::NoZk)?;
+    // zookeeper-client's TLS brings two crypto providers: pick one (again is harmless).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let creds = zk::Creds { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key, digest_file: cli.digest_file };
     let mut zk = zk::Zk::connect(&connect, cli.session_timeout.0, &creds).await?;
     zk.learn(&layout).await.context("failed to read the roles of the tree")?;

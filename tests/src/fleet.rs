@@ -58,6 +58,9 @@ pub struct Fleet {
     pub hosts: Vec<Host>,
     /// Session timeout written in the configs.
     pub session_timeout: Duration,
+    /// More `[zookeeper]` lines of every host's config (`tls = {…}`, `auth = {…}`),
+    /// `{host}` replaced by the host id; empty by default.
+    pub zk_extra: String,
     dir: tempfile::TempDir,
 }
 
@@ -92,6 +95,7 @@ impl Fleet {
             services: services.iter().map(|s| s.to_string()).collect(),
             hosts: Vec::new(),
             session_timeout: Duration::from_secs(4),
+            zk_extra: String::new(),
             dir,
         }
     }
@@ -122,8 +126,9 @@ impl Fleet {
     /// An `env = {…}` in an extra replaces the default one (`PORT` is added to it).
     pub fn write_config_services(&self, h: &Host, extras: &[(&str, &str)]) {
         let mut cfg = format!(
-            "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n\n\
+            "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n{extra}\n\
              [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n",
+            extra = self.zk_extra.replace("{host}", &h.id),
             zk = self.zk,
             root = self.root,
             st = self.session_timeout.as_millis(),
@@ -135,6 +140,14 @@ impl Fleet {
             cfg.push_str(&service_table(svc, *port, &extra));
         }
         std::fs::write(&h.config, cfg).unwrap();
+    }
+
+    /// Sets [`Fleet::zk_extra`] (credentials) and rewrites every host's config with it.
+    pub fn set_zk_extra(&mut self, extra: &str) {
+        self.zk_extra = extra.into();
+        for h in &self.hosts {
+            self.write_config(h, "");
+        }
     }
 
     /// Host `i`'s port for `service`.

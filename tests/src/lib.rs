@@ -10,6 +10,7 @@
 //! - [`fleet`]: real sidecar processes, demo releases, staging by hand.
 //! - [`multi`]: hosts running several services: releases, identities, hooks, log queries.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
+//! - [`secure`]: a ZooKeeper with TLS client certificates and digest logins, a per-run CA.
 //! - [`txnlog`]: ZooKeeper's transaction logs read back: the exact history of a test.
 //! - [`invariants`]: replays that history and checks baton's guarantees.
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
@@ -23,6 +24,7 @@ pub mod invariants;
 pub mod monitor;
 pub mod multi;
 pub mod process;
+pub mod secure;
 pub mod staging;
 pub mod txnlog;
 pub mod wait;

@@ -116,6 +116,14 @@ impl Identity {
                 Some(znode_schema::decode::<Security>(&path, &data).map_err(|e| format!("unreadable roles: {e}"))?)
             }
             Err(zkc::Error::NoNode) => None,
+            Err(zkc::Error::NoAuth) => {
+                let who = if ids.is_empty() { "an unauthenticated client".into() } else { ids.join(", ") };
+                let hint = if digest.is_some() { " (is the password right?)" } else { "" };
+                return Err(format!(
+                    "zookeeper at {connect} refused {who}{hint} reading the roles of the tree at {path} (NoAuth): \
+                     this is not one of the tree's identities; check [zookeeper] tls and auth"
+                ));
+            }
             Err(e) => return Err(format!("failed to read {path}: {e}")),
         };
         let exact = |id: &String| !id.starts_with("digest:") || Some(id.as_str()) == digest;
