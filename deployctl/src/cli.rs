@@ -57,7 +57,9 @@ pub enum Command {
         --deployer x509:CN=deployer,O=baton --sidecar x509:CN=sidecar,O=baton --reader world")]
     Init(InitArgs),
     /// Report every node whose ACL grants more than the layout's (exit 3 if any, or if the tree is open).
-    #[command(after_help = "Example:\n  deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key check")]
+    #[command(
+        after_help = "Example:\n  deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key check"
+    )]
     Check,
     /// Stage a release: catalog it, make it the staged release of SERVICE and queue its rollout.
     #[command(after_help = "Examples:\n  \

@@ -151,10 +151,14 @@ pub enum Refusal {
     )]
     NotDeployer { who: String, deployers: String },
     /// `check` of a tree without roles.
-    #[error("the tree under {root} is open (no security node): anyone may change anything; secure it with `deployctl init --deployer ID --sidecar ID`")]
+    #[error(
+        "the tree under {root} is open (no security node): anyone may change anything; secure it with `deployctl init --deployer ID --sidecar ID`"
+    )]
     OpenTree { root: String },
     /// `check` found nodes with looser ACLs than the layout's.
-    #[error("{count} node(s) under {root} have an ACL looser than the layout's; `deployctl init` with the same roles tightens them")]
+    #[error(
+        "{count} node(s) under {root} have an ACL looser than the layout's; `deployctl init` with the same roles tightens them"
+    )]
     LooseAcls { root: String, count: usize },
     /// `history`/`releases` of an unknown service.
     #[error("{what} of {service} not found at {path}")]

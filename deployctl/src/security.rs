@@ -88,7 +88,9 @@ pub async fn secure(ctx: &mut Ctx, roles: Security) -> anyhow::Result<()> {
     if ctx.json {
         print_json(&json!({"root": root, "security": roles, "acl_set": changed, "acl_kept": kept}));
     } else {
-        println!("secured the tree under {root}: roles in {path}; set the ACL of {changed} node(s), {kept} already right");
+        println!(
+            "secured the tree under {root}: roles in {path}; set the ACL of {changed} node(s), {kept} already right"
+        );
     }
     Ok(())
 }

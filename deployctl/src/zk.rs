@@ -82,13 +82,16 @@ impl Creds {
         let line = text.trim();
         match line.split_once(':') {
             Some((u, p)) if !u.is_empty() && !p.is_empty() && !line.contains('\n') => Ok(Some((u.into(), p.into()))),
-            _ => Err(ZkError::Credentials(format!("--digest-file: {} must hold one line user:password", path.display()))),
+            _ => {
+                Err(ZkError::Credentials(format!("--digest-file: {} must hold one line user:password", path.display())))
+            }
         }
     }
 
     fn tls(&self) -> Result<Option<zk::TlsOptions>, ZkError> {
         let read = |flag: &str, p: &PathBuf| {
-            std::fs::read_to_string(p).map_err(|e| ZkError::Credentials(format!("{flag}: failed to read {}: {e}", p.display())))
+            std::fs::read_to_string(p)
+                .map_err(|e| ZkError::Credentials(format!("{flag}: failed to read {}: {e}", p.display())))
         };
         let bad = |flag: &str, e: ZkErr| ZkError::Credentials(format!("{flag}: {e}"));
         let Some(ca) = &self.ca else {
@@ -100,7 +103,9 @@ impl Creds {
         let options = zk::TlsOptions::new().with_pem_ca(&read("--tls-ca", ca)?).map_err(|e| bad("--tls-ca", e))?;
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Ok(Some(
-                options.with_pem_identity(&read("--tls-cert", c)?, &read("--tls-key", k)?).map_err(|e| bad("--tls-cert", e))?,
+                options
+                    .with_pem_identity(&read("--tls-cert", c)?, &read("--tls-key", k)?)
+                    .map_err(|e| bad("--tls-cert", e))?,
             )),
             (None, None) => Ok(Some(options)),
             _ => Err(ZkError::Credentials("--tls-cert and --tls-key go together".into())),
@@ -208,7 +213,14 @@ impl Zk {
                 return Err(ZkError::ConnectTimeout { connect: connect.into(), how: creds.describe(), patience });
             }
         };
-        let mut zk = Zk { client, connect: connect.into(), session_timeout, creds: creds.clone(), ids: Vec::new(), security: None };
+        let mut zk = Zk {
+            client,
+            connect: connect.into(),
+            session_timeout,
+            creds: creds.clone(),
+            ids: Vec::new(),
+            security: None,
+        };
         zk.ids = zk.whoami().await;
         Ok(zk)
     }
@@ -222,7 +234,9 @@ impl Zk {
 
     async fn whoami(&self) -> Vec<String> {
         match self.client.list_auth_users().await {
-            Ok(users) => users.iter().filter(|u| u.scheme() != "ip").map(|u| format!("{}:{}", u.scheme(), u.user())).collect(),
+            Ok(users) => {
+                users.iter().filter(|u| u.scheme() != "ip").map(|u| format!("{}:{}", u.scheme(), u.user())).collect()
+            }
             Err(_) => Vec::new(), // a server before 3.7 cannot tell
         }
     }
@@ -306,9 +320,9 @@ impl Zk {
     pub async fn ensure(&self, path: &str) -> Result<bool, ZkError> {
         let acl = self.acl(path);
         let options = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl));
-        match self.client.check_stat(path).await {
-            Ok(Some(_)) => return Ok(false),
-            Ok(None) | Err(_) => {}
+        // Existing: nothing to do (a create would need the parent's create right).
+        if let Ok(Some(_)) = self.client.check_stat(path).await {
+            return Ok(false);
         }
         match with_retry(|| self.client.create(path, b"", &options)).await {
             Ok(_) => Ok(true),
@@ -340,7 +354,11 @@ impl Zk {
         let acl = self.acl(path);
         let result = match version {
             Some(v) => self.client.set_data(path, data, Some(v)).await.map(|_| ()),
-            None => self.client.create(path, data, &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl))).await.map(|_| ()),
+            None => self
+                .client
+                .create(path, data, &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl)))
+                .await
+                .map(|_| ()),
         };
         result.map_err(|source| ZkError::Op { op: "write", path: path.into(), source })
     }

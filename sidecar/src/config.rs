@@ -258,7 +258,8 @@ impl Config {
         let mut out = format!("config {origin} is valid\n");
         out += &format!("  zookeeper {} (root {}, session timeout {})\n", zk.connect, zk.root, zk.session_timeout);
         if let Some(tls) = &zk.tls {
-            let cert = tls.cert.as_ref().map_or("no client certificate".into(), |c| format!("certificate {}", c.display()));
+            let cert =
+                tls.cert.as_ref().map_or("no client certificate".into(), |c| format!("certificate {}", c.display()));
             out += &format!("  tls: ca {}, {cert}\n", tls.ca.display());
         }
         if let Some(auth) = &zk.auth {

@@ -211,7 +211,7 @@ async fn sessions(
             layout: layout.clone(),
             host: cfg.host.id.clone(),
             previous,
-            identity,
+            identity: Arc::new(identity),
         };
         let secured = s.identity.security.is_some();
         tracing::info!(session = %zk::session_hex(s.id()), host = %s.host, identity = %s.identity.describe(), secured, "zookeeper session established");

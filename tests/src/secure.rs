@@ -29,7 +29,8 @@ pub struct Cert {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
+    let out =
+        Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
     assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -40,8 +41,22 @@ impl Pki {
         openssl(
             dir.path(),
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-                "-subj", "/O=baton/CN=baton test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/O=baton/CN=baton test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
@@ -57,7 +72,8 @@ impl Pki {
     /// server on 127.0.0.1 and localhost.
     pub fn issue(&self, name: &str) -> Cert {
         let d = self.dir.path();
-        let (key, csr, cert, ext) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let (key, csr, cert, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
         std::fs::write(
             d.join(&ext),
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
@@ -70,8 +86,22 @@ impl Pki {
         openssl(
             d,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", &serial, "-days", "2",
-                "-out", &cert, "-extfile", &ext,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                &serial,
+                "-days",
+                "2",
+                "-out",
+                &cert,
+                "-extfile",
+                &ext,
             ],
         );
         Cert { cert: d.join(cert), key: d.join(key) }

@@ -30,8 +30,21 @@ fn tls_args(z: &SecureZk, c: &Cert) -> Vec<String> {
 
 fn stage_args(a: &Artifact, version: &str, quorum: &str) -> Vec<String> {
     [
-        "stage", "api", "--version", version, "--url", &a.url, "--sha256", &a.sha256, "--size", &a.size.to_string(),
-        "--quorum", quorum, "--health-deadline", "10s", "--force",
+        "stage",
+        "api",
+        "--version",
+        version,
+        "--url",
+        &a.url,
+        "--sha256",
+        &a.sha256,
+        "--size",
+        &a.size.to_string(),
+        "--quorum",
+        quorum,
+        "--health-deadline",
+        "10s",
+        "--force",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -122,7 +135,8 @@ async fn a_rollout_over_digest_logins() {
     let sidecar = digest_file(fleet.dir(), "sidecar", "s-secret");
     ctl.global = vec!["--digest-file".into(), deployer.display().to_string()];
     fleet.set_zk_extra(&format!("auth = {{ digest_file = \"{}\" }}", sidecar.display()));
-    let init = ["init", "--deployer", &digest_id("deployer", "d-secret"), "--sidecar", &digest_id("sidecar", "s-secret")];
+    let init =
+        ["init", "--deployer", &digest_id("deployer", "d-secret"), "--sidecar", &digest_id("sidecar", "s-secret")];
     ok(&ctl, &init.map(String::from)).await;
     fleet.start_all();
     let client = z.digest_client("deployer", "d-secret").await;
@@ -200,8 +214,13 @@ async fn no_identity_a_sidecar_and_another_host_change_nothing() {
     let (h1, h2) = (z.pki.issue("web-1"), z.pki.issue("web-2"));
     let mut ctl = Ctl::on(&z.tls_connect(), "refused");
     ctl.global = tls_args(z, &deployer);
-    let roles = Security { deployer: vec![x509_id("deployer")], sidecar: vec![x509_id("web-1"), x509_id("web-2")], reader: vec![] };
-    let init = ["init", "--deployer", &x509_id("deployer"), "--sidecar", &x509_id("web-1"), "--sidecar", &x509_id("web-2")];
+    let roles = Security {
+        deployer: vec![x509_id("deployer")],
+        sidecar: vec![x509_id("web-1"), x509_id("web-2")],
+        reader: vec![],
+    };
+    let init =
+        ["init", "--deployer", &x509_id("deployer"), "--sidecar", &x509_id("web-1"), "--sidecar", &x509_id("web-2")];
     ok(&ctl, &init.map(String::from)).await;
     // Every kind of node: web-1 registers, stage (staging, release, entry, event), web-1 tickets and marks.
     let layout = ctl.layout.clone();
@@ -209,21 +228,36 @@ async fn no_identity_a_sidecar_and_another_host_change_nothing() {
     let mine = vec![x509_id("web-1")];
     let reg = layout.current_host("api", "web-1");
     let dir_acl = zk_acl(&roles.acl(Node::CurrentService, &mine));
-    c1.create(&layout.current_service("api"), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&dir_acl))).await.unwrap();
-    let reg_acl = zk_acl(&roles.acl(Node::Registration, &mine));
-    c1.create(&reg, b"{}", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::new(&reg_acl))).await.unwrap();
-    let art = Artifact { url: "file:///nonexistent".into(), sha256: "0".repeat(64), size: 1, format: znode_schema::ArtifactFormat::File };
-    ok(&ctl, &stage_args(&art, "1", "1")).await;
-    let ticket_acl = zk_acl(&roles.acl(Node::Ticket, &mine));
-    c1.create(&layout.ticket_prefix("api", "web-1"), b"{}", &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&ticket_acl)))
+    c1.create(&layout.current_service("api"), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&dir_acl)))
         .await
         .unwrap();
+    let reg_acl = zk_acl(&roles.acl(Node::Registration, &mine));
+    c1.create(&reg, b"{}", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::new(&reg_acl))).await.unwrap();
+    let art = Artifact {
+        url: "file:///nonexistent".into(),
+        sha256: "0".repeat(64),
+        size: 1,
+        format: znode_schema::ArtifactFormat::File,
+    };
+    ok(&ctl, &stage_args(&art, "1", "1")).await;
+    let ticket_acl = zk_acl(&roles.acl(Node::Ticket, &mine));
+    c1.create(
+        &layout.ticket_prefix("api", "web-1"),
+        b"{}",
+        &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::new(&ticket_acl)),
+    )
+    .await
+    .unwrap();
     let entry = c1.list_children(&layout.deploy_dir()).await.unwrap().pop().unwrap();
     let entry = znode_schema::DeployName::parse(&entry).unwrap();
     let marker_acl = zk_acl(&roles.acl(Node::Marker, &mine));
-    c1.create(&layout.upgrading(&entry, "web-1"), b"{}", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&marker_acl)))
-        .await
-        .unwrap();
+    c1.create(
+        &layout.upgrading(&entry, "web-1"),
+        b"{}",
+        &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&marker_acl)),
+    )
+    .await
+    .unwrap();
 
     let admin = z.tls_client(&deployer).await;
     let before = (snapshot(&admin, &ctl.root).await, acls(&admin, &ctl.root).await);
@@ -245,15 +279,23 @@ async fn no_identity_a_sidecar_and_another_host_change_nothing() {
         ("set staging/api", c1.set_data(&layout.staging("api"), b"{}", None).await.map(|_| ())),
         (
             "create releases/api/9",
-            c1.create(&layout.release("api", "9"), b"{}", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&reg_acl)))
-                .await
-                .map(|_| ()),
+            c1.create(
+                &layout.release("api", "9"),
+                b"{}",
+                &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&reg_acl)),
+            )
+            .await
+            .map(|_| ()),
         ),
         (
             "create a deploy entry",
-            c1.create(&layout.deploy_prefix(), b"{}", &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&reg_acl)))
-                .await
-                .map(|_| ()),
+            c1.create(
+                &layout.deploy_prefix(),
+                b"{}",
+                &zk::CreateMode::PersistentSequential.with_acls(zk::Acls::new(&reg_acl)),
+            )
+            .await
+            .map(|_| ()),
         ),
     ] {
         assert_eq!(r, Err(zk::Error::NoAuth), "{what}");
@@ -278,11 +320,24 @@ async fn init_secures_an_open_tree_in_place_and_check_finds_loose_nodes() {
     let deployer = digest_file(dir.path(), "deployer", "pw");
     ctl.global = vec!["--digest-file".into(), deployer.display().to_string()];
     ok(&ctl, &["init".to_string()]).await;
-    let art = Artifact { url: "file:///nonexistent".into(), sha256: "0".repeat(64), size: 1, format: znode_schema::ArtifactFormat::File };
+    let art = Artifact {
+        url: "file:///nonexistent".into(),
+        sha256: "0".repeat(64),
+        size: 1,
+        format: znode_schema::ArtifactFormat::File,
+    };
     ok(&ctl, &stage_args(&art, "1", "1")).await;
     let open = run(&ctl, &["check".to_string()]).await;
     assert_eq!(open.code, 3, "an open tree: {open:?}");
-    let roles = ["init", "--deployer", &digest_id("deployer", "pw"), "--sidecar", &digest_id("sidecar", "x"), "--reader", "world"];
+    let roles = [
+        "init",
+        "--deployer",
+        &digest_id("deployer", "pw"),
+        "--sidecar",
+        &digest_id("sidecar", "x"),
+        "--reader",
+        "world",
+    ];
     let secured = ok(&ctl, &roles.map(String::from)).await;
     assert!(secured.stdout.contains("secured the tree"), "{secured:?}");
     ok(&ctl, &["check".to_string()]).await;

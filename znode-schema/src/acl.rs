@@ -89,11 +89,12 @@ impl std::fmt::Display for Grant {
 
 /// `rwcda`-style text of permission bits (`-` for none).
 pub fn perms_text(perms: u32) -> String {
-    let s: String = [(perm::READ, 'r'), (perm::WRITE, 'w'), (perm::CREATE, 'c'), (perm::DELETE, 'd'), (perm::ADMIN, 'a')]
-        .iter()
-        .filter(|(bit, _)| perms & bit != 0)
-        .map(|(_, c)| *c)
-        .collect();
+    let s: String =
+        [(perm::READ, 'r'), (perm::WRITE, 'w'), (perm::CREATE, 'c'), (perm::DELETE, 'd'), (perm::ADMIN, 'a')]
+            .iter()
+            .filter(|(bit, _)| perms & bit != 0)
+            .map(|(_, c)| *c)
+            .collect();
     if s.is_empty() { "-".into() } else { s }
 }
 
@@ -109,7 +110,8 @@ pub struct AclError {
 
 fn split_id(id: &str) -> Result<(&str, &str), AclError> {
     let err = |reason| AclError { id: id.into(), reason };
-    let (scheme, rest) = id.split_once(':').ok_or_else(|| err("expected scheme:id, e.g. digest:USER:HASH or x509:CN=…"))?;
+    let (scheme, rest) =
+        id.split_once(':').ok_or_else(|| err("expected scheme:id, e.g. digest:USER:HASH or x509:CN=…"))?;
     if scheme.is_empty() || rest.is_empty() || id.chars().any(char::is_control) {
         return Err(err("expected scheme:id with both parts non-empty"));
     }
@@ -278,7 +280,8 @@ impl Security {
         actual
             .iter()
             .filter(|a| {
-                let allowed = expected.iter().filter(|e| e.scheme == a.scheme && e.id == a.id).fold(0, |p, e| p | e.perms);
+                let allowed =
+                    expected.iter().filter(|e| e.scheme == a.scheme && e.id == a.id).fold(0, |p, e| p | e.perms);
                 a.perms & !allowed != 0
             })
             .cloned()

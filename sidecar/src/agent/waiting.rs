@@ -127,10 +127,13 @@ impl Agent {
     }
 
     async fn report_download_failure(&self, s: &Session, version: &str, msg: &str) {
-        let ev = crate::coord::history::event(s, &self.cfg.name, EventKind::DownloadFailed, Some(version), Some(msg.into()));
+        let ev =
+            crate::coord::history::event(s, &self.cfg.name, EventKind::DownloadFailed, Some(version), Some(msg.into()));
         let (prefix, data) = crate::coord::history::create_op(&s.layout, &ev);
         let acl = s.acl(&prefix);
-        if let Err(err) = s.client.create(&prefix, &data, &acl.options(zookeeper_client::CreateMode::PersistentSequential)).await {
+        if let Err(err) =
+            s.client.create(&prefix, &data, &acl.options(zookeeper_client::CreateMode::PersistentSequential)).await
+        {
             tracing::warn!(error = %err, "failed to record the download failure in history");
         }
     }

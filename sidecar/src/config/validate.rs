@@ -131,7 +131,8 @@ fn tls(p: &mut Problems, raw: Option<RawTls>) -> Option<Option<TlsConfig>> {
         None => p.none("zookeeper.tls.ca", "is required with tls: the CA certificate (PEM) of the servers"),
         Some(ca) => pem_file(p, "zookeeper.tls.ca", ca, "-----BEGIN CERTIFICATE-----", "a PEM certificate"),
     };
-    let cert = |p: &mut Problems, c| pem_file(p, "zookeeper.tls.cert", c, "-----BEGIN CERTIFICATE-----", "a PEM certificate");
+    let cert =
+        |p: &mut Problems, c| pem_file(p, "zookeeper.tls.cert", c, "-----BEGIN CERTIFICATE-----", "a PEM certificate");
     let key = |p: &mut Problems, k| pem_file(p, "zookeeper.tls.key", k, "PRIVATE KEY-----", "a PEM private key");
     let (cert, key) = match (raw.cert, raw.key) {
         (Some(c), Some(k)) => (cert(p, c).map(Some), key(p, k).map(Some)),

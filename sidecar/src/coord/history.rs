@@ -6,7 +6,13 @@ use znode_schema::{EventKind, HistoryEvent, Layout, encode, time};
 
 /// A history event about `service` by this host's sidecar, signed with the
 /// session's authenticated identity when it has one.
-pub fn event(s: &Session, service: &str, kind: EventKind, version: Option<&str>, detail: Option<String>) -> HistoryEvent {
+pub fn event(
+    s: &Session,
+    service: &str,
+    kind: EventKind,
+    version: Option<&str>,
+    detail: Option<String>,
+) -> HistoryEvent {
     HistoryEvent {
         at: time::now(),
         event: kind,

@@ -100,11 +100,9 @@ impl Identity {
         digest: Option<&str>,
     ) -> Result<Identity, String> {
         let ids = match client.list_auth_users().await {
-            Ok(users) => users
-                .iter()
-                .filter(|u| u.scheme() != "ip")
-                .map(|u| format!("{}:{}", u.scheme(), u.user()))
-                .collect(),
+            Ok(users) => {
+                users.iter().filter(|u| u.scheme() != "ip").map(|u| format!("{}:{}", u.scheme(), u.user())).collect()
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "zookeeper does not say who this session is (whoami needs 3.7+)");
                 Vec::new()

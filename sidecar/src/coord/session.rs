@@ -26,7 +26,7 @@ pub struct Session {
     /// owned by it are this host's own leftovers, taken over at once.
     pub previous: Option<i64>,
     /// Who the session is to ZooKeeper, and the roles of the tree (ACLs of new nodes).
-    pub identity: Identity,
+    pub identity: std::sync::Arc<Identity>,
 }
 
 impl Session {
