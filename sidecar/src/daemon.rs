@@ -181,6 +181,9 @@ async fn sessions(
             Ok(c) => c,
             Err(err) if err.is_fatal() => return give_up(err.to_string()).await,
             Err(err) => {
+                if let Some(why) = identity::diagnose_tls(&cfg.zookeeper).await {
+                    return give_up(why).await;
+                }
                 tracing::warn!(connect = %cfg.zookeeper.connect, error = %err, "cannot reach zookeeper; retrying");
                 if !ever_up && !matches!(*link.borrow(), Link::Offline) {
                     link.send_replace(Link::Offline);

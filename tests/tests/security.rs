@@ -6,7 +6,7 @@
 
 use baton_tests::ctl::{Ctl, Run, snapshot};
 use baton_tests::fleet::{Behaviour, Fleet, deploys};
-use baton_tests::secure::{Cert, SecureZk, digest_file, x509_id};
+use baton_tests::secure::{Cert, Pki, SecureZk, digest_file, x509_id};
 use baton_tests::{eventually_async, unique_root};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -378,4 +378,23 @@ async fn a_sidecar_with_a_wrong_password_stops_with_a_clear_error() {
     assert!(log.contains("digest:sidecar") && log.contains(&z.plain_connect()), "{log}");
     assert!(log.contains("password"), "{log}");
     let _ = unique_root("unused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_whose_certificate_the_server_refuses_stops_with_a_clear_error() {
+    let z = server();
+    let other_ca = Pki::new();
+    let stranger = other_ca.issue("api-1");
+    let mut fleet = Fleet::new(&z.tls_connect(), &unique_root("stranger"), "api", 1);
+    fleet.set_zk_extra(&z.sidecar_tls(&stranger.cert.display().to_string(), &stranger.key.display().to_string()));
+    fleet.start(0);
+    let code = eventually_async("the sidecar to give up", PATIENCE, || {
+        let code = fleet.exited(0);
+        async move { code }
+    })
+    .await;
+    assert_ne!(code, Some(0));
+    let log = fleet.log(0);
+    assert!(log.contains(&format!("zookeeper at {} refused TLS", z.tls_connect())), "{log}");
+    assert!(log.contains(&stranger.cert.display().to_string()), "names the certificate: {log}");
 }

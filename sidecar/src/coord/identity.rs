@@ -5,8 +5,9 @@
 //! which the ACL of every node it creates follows.
 //!
 //! # Errors
-//! A credential that cannot be loaded, an identity the tree does not know as a
-//! sidecar, and a write ZooKeeper refuses (NoAuth) are fatal: the daemon stops with
+//! A credential that cannot be loaded, a TLS session refused by either side
+//! ([`diagnose_tls`]), an identity the tree does not know as a sidecar, and a write
+//! ZooKeeper refuses (NoAuth) are fatal: the daemon stops with
 //! an error naming the identity and the server instead of retrying forever.
 
 use crate::config::{ZkConfig, read_digest};
@@ -75,6 +76,77 @@ pub async fn connect(cfg: &ZkConfig) -> Result<zkc::Client, ConnectError> {
     }
     let connected = connector.with_tls(options).secure_connect(&cfg.connect).await;
     connected.map_err(|source| ConnectError::Connect { connect: cfg.connect.clone(), how, source })
+}
+
+/// After a failed connect over TLS: one handshake with the first server, by hand,
+/// tells whether TLS itself is refused (a certificate the server or this host does
+/// not trust, no client certificate where one is required) and why, which the client
+/// library reports only as a timeout. `None` when TLS is not the problem (the server
+/// is down or unreachable: retry).
+pub async fn diagnose_tls(cfg: &ZkConfig) -> Option<String> {
+    let tls = cfg.tls.as_ref()?;
+    let servers = cfg.connect.split('/').next().unwrap_or_default();
+    let server = servers.split(',').next()?.trim().trim_start_matches("tcp+tls://").to_string();
+    let refused = match handshake(&server, tls).await {
+        Ok(()) => return None,
+        Err(Handshake::Refused(why)) => why,
+        Err(Handshake::Config(why)) => return Some(format!("failed to load the zookeeper credentials: {why}")),
+    };
+    let cert = tls.cert.as_ref().map_or("no client certificate".into(), |c| format!("certificate {}", c.display()));
+    Some(format!(
+        "zookeeper at {server} refused TLS with {cert} (trusting {}): {refused}; check [zookeeper] tls",
+        tls.ca.display()
+    ))
+}
+
+enum Handshake {
+    /// The peer or this side refused the TLS session.
+    Refused(String),
+    /// The local files cannot be used.
+    Config(String),
+}
+
+async fn handshake(server: &str, tls: &crate::config::TlsConfig) -> Result<(), Handshake> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio::io::AsyncReadExt;
+    let patience = std::time::Duration::from_secs(5);
+    let config = |e: &dyn std::fmt::Display| Handshake::Config(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&tls.ca).map_err(|e| config(&e))? {
+        roots.add(cert.map_err(|e| config(&e))?).map_err(|e| config(&e))?;
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let client = match (&tls.cert, &tls.key) {
+        (Some(c), Some(k)) => {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(c).map_err(|e| config(&e))?.collect();
+            let key = PrivateKeyDer::from_pem_file(k).map_err(|e| config(&e))?;
+            builder.with_client_auth_cert(certs.map_err(|e| config(&e))?, key).map_err(|e| config(&e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let Some((host, _)) = server.rsplit_once(':') else { return Ok(()) };
+    let name = ServerName::try_from(host.to_string()).map_err(|e| config(&e))?;
+    // Unreachable is not a TLS problem: the caller retries.
+    let Ok(Ok(tcp)) = tokio::time::timeout(patience, tokio::net::TcpStream::connect(server)).await else {
+        return Ok(());
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let refused = |e: std::io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => Err(Handshake::Refused(tls.to_string())),
+        None => Ok(()),
+    };
+    let mut stream = match tokio::time::timeout(patience, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return refused(e),
+        Err(_) => return Ok(()),
+    };
+    // A refused client certificate shows as an alert on the first read (TLS 1.3); a
+    // server that accepted it waits silently for the session request.
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(std::time::Duration::from_secs(1), stream.read(&mut byte)).await {
+        Ok(Err(e)) => refused(e),
+        _ => Ok(()),
+    }
 }
 
 /// Who a session is, and the rules of the tree it works in.
