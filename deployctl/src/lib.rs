@@ -82,21 +82,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let creds = zk::Creds { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key, digest_file: cli.digest_file };
     let mut zk = zk::Zk::connect(&connect, cli.session_timeout.0, &creds).await?;
-    zk.learn(&layout).await.context("failed to read the roles of the tree")?;
-    // An authenticated identity is who signs, whatever --by says.
-    let by = zk.ids().first().cloned().unwrap_or(by);
-    if let Some(st) = staging.as_mut() {
-        st.staged_by = by.clone();
-    }
     let who = if zk.ids().is_empty() { "an unauthenticated client".to_string() } else { zk.ids().join(", ") };
-    let mut ctx = Ctx { zk, layout, json: cli.json, by, history_keep: cli.history_keep };
-    dispatch(&mut ctx, cli.command, staging).await.map_err(|e| match denied(&e) {
+    let explain = |e: anyhow::Error| match denied(&e) {
         true => e.context(format!(
             "ZooKeeper at {connect} refused this to {who} (NoAuth): check --tls-cert/--tls-key/--digest-file \
              and the ACLs `deployctl init` set"
         )),
         false => e,
-    })
+    };
+    zk.learn(&layout).await.context("failed to read the roles of the tree").map_err(&explain)?;
+    // An authenticated identity is who signs, whatever --by says.
+    let by = zk.ids().first().cloned().unwrap_or(by);
+    if let Some(st) = staging.as_mut() {
+        st.staged_by = by.clone();
+    }
+    let mut ctx = Ctx { zk, layout, json: cli.json, by, history_keep: cli.history_keep };
+    dispatch(&mut ctx, cli.command, staging).await.map_err(explain)
 }
 
 /// Whether ZooKeeper refused an operation for lack of rights.

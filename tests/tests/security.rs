@@ -310,6 +310,28 @@ async fn no_identity_a_sidecar_and_another_host_change_nothing() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("NoAuth") && r.stderr.contains(&x509_id("web-2")), "{r:?}");
     assert!(r.stderr.contains(&z.tls_connect()), "names the server: {r:?}");
+    // Without identity, even reading is refused (no --reader), with the same message.
+    let mut nobody = ctl.clone();
+    nobody.connect = z.plain_connect();
+    nobody.global.clear();
+    let r = nobody.run(&["status"]).await;
+    assert!(r.code == 1 && r.stderr.contains("refused this to an unauthenticated client (NoAuth)"), "{r:?}");
+
+    // The deployer does everything deployctl does in the secured tree.
+    for args in [
+        vec!["status", "api", "--hosts"],
+        vec!["pause", "api", "--reason", "checking"],
+        vec!["resume", "api"],
+        vec!["unlock", "api", "web-1", "--force"],
+        vec!["history", "api"],
+        vec!["releases", "api"],
+        vec!["abort", "api"],
+    ] {
+        ctl.ok(&args).await;
+    }
+    ok(&ctl, &stage_args(&art, "2", "1")).await;
+    ok(&ctl, &["rollback".to_string(), "api".into(), "--to".into(), "1".into()]).await;
+    ok(&ctl, &["check".to_string()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
