@@ -81,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // zookeeper-client's TLS brings two crypto providers: pick one (again is harmless).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let creds = zk::Creds { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key, digest_file: cli.digest_file };
+    creds.check().map_err(|e| Invalid::Flag(e.to_string()))?;
     let mut zk = zk::Zk::connect(&connect, cli.session_timeout.0, &creds).await?;
     let who = if zk.ids().is_empty() { "an unauthenticated client".to_string() } else { zk.ids().join(", ") };
     let explain = |e: anyhow::Error| match denied(&e) {

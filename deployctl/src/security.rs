@@ -128,3 +128,27 @@ pub async fn check(ctx: &Ctx) -> anyhow::Result<()> {
         n => Err(Refusal::LooseAcls { root, count: n }.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(deployer: &[&str], sidecar: &[&str], reader: &[&str]) -> InitArgs {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        InitArgs { deployer: v(deployer), sidecar: v(sidecar), reader: v(reader) }
+    }
+
+    #[test]
+    fn no_roles_is_an_open_init() {
+        assert_eq!(roles(&args(&[], &[], &[])).unwrap(), None);
+    }
+
+    #[test]
+    fn world_reads_and_ids_are_checked() {
+        let r = roles(&args(&["digest:d:h="], &["x509:CN=web-01,O=baton"], &["world"])).unwrap().unwrap();
+        assert_eq!(r.reader, vec![WORLD.to_string()]);
+        assert!(roles(&args(&["deployer"], &["x509:CN=a"], &[])).is_err(), "no scheme");
+        assert!(roles(&args(&["digest:d:h="], &[], &[])).is_err(), "no sidecar");
+        assert!(roles(&args(&[], &["x509:CN=a"], &[])).is_err(), "no deployer");
+    }
+}

@@ -112,6 +112,12 @@ impl Creds {
         }
     }
 
+    /// Reads and parses every credential file, before connecting.
+    pub fn check(&self) -> Result<(), ZkError> {
+        self.digest()?;
+        self.tls().map(|_| ())
+    }
+
     /// How the connection is made, for messages.
     fn describe(&self) -> String {
         let mut how = String::new();
