@@ -1,5 +1,7 @@
-//! The ZooKeeper connection: connect with a bounded patience, reads that ride out a
-//! short `ConnectionLoss`, idempotent directory creation, and transactions.
+//! The ZooKeeper connection: connect with a bounded patience and the credentials of
+//! [`Creds`] (TLS, digest), who the server says this session is, reads that ride out
+//! a short `ConnectionLoss`, idempotent directory creation, and transactions. Every
+//! node created here gets the ACL the tree's roles give its path ([`Zk::acl`]).
 //!
 //! # ConnectionLoss
 //! Reads and idempotent creates (`ensure`) are retried a few times with a growing

@@ -1,5 +1,6 @@
-//! ZooKeeper plumbing shared by the sidecar's modules: connecting, idempotent
-//! directories, reads that decode payloads, and how errors are classified.
+//! ZooKeeper plumbing shared by the sidecar's modules: idempotent directories (with
+//! the layout's ACLs), reads that decode payloads, and how errors are classified.
+//! Connecting, with credentials, is [`crate::coord::identity`]'s.
 //!
 //! # ConnectionLoss
 //! zookeeper-client does not retry: a call that fails with `ConnectionLoss` may or
