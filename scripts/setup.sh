@@ -17,6 +17,19 @@ fi
 if ! command -v minisign >/dev/null 2>&1; then
   need_apt+=(minisign)
 fi
+# The TLS tests: Netty's jars on ZooKeeper's classpath (Debian's zookeeper.jar lacks
+# them) and openssl to make a CA and certificates per run.
+if [[ ! -f /usr/share/java/netty-codec.jar && -z "${ZOOKEEPER_HOME:-}" ]]; then
+  need_apt+=(libnetty-java)
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+  need_apt+=(openssl)
+fi
+
+# The network-fault tests put hosts and ZooKeeper members in namespaces (`ip netns`).
+if ! command -v ip >/dev/null 2>&1; then
+  need_apt+=(iproute2)
+fi
 
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} from Debian's packages" >&2

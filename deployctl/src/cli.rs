@@ -30,6 +30,18 @@ pub struct Cli {
     /// ZooKeeper session timeout (the server clamps it to 2..20 ticks).
     #[arg(long, default_value = "10s", global = true)]
     pub session_timeout: HumanDuration,
+    /// Connect over TLS, trusting the servers' certificates signed by this CA (PEM).
+    #[arg(long, env = "BATON_ZK_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for TLS: an x509 identity such as CN=deployer.
+    #[arg(long, env = "BATON_ZK_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "BATON_ZK_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Log in with a digest identity: a file holding user:password (use it over TLS).
+    #[arg(long, env = "BATON_ZK_DIGEST_FILE", global = true)]
+    pub digest_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -38,9 +50,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create baton's tree under the root (idempotent).
-    #[command(after_help = "Example:\n  deployctl --zk zk1:2181 init")]
-    Init,
+    /// Create baton's tree under the root (idempotent); with --deployer and --sidecar,
+    /// secure it: record the roles and set every node's ACL (an open tree is upgraded in place).
+    #[command(after_help = "Examples:\n  deployctl --zk zk1:2181 init\n  \
+        deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key init \\\n    \
+        --deployer x509:CN=deployer,O=baton --sidecar x509:CN=sidecar,O=baton --reader world")]
+    Init(InitArgs),
+    /// Report every node whose ACL grants more than the layout's (exit 3 if any, or if the tree is open).
+    #[command(
+        after_help = "Example:\n  deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key check"
+    )]
+    Check,
     /// Stage a release: catalog it, make it the staged release of SERVICE and queue its rollout.
     #[command(after_help = "Examples:\n  \
         deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --size 12345\n  \
@@ -78,6 +98,20 @@ pub enum Command {
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  deployctl completions bash > /etc/bash_completion.d/deployctl")]
     Completions(CompletionsArgs),
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// ZooKeeper ACL id of the deployers (repeat for several): digest:USER:HASH, x509:CN=….
+    #[arg(long, value_name = "ID")]
+    pub deployer: Vec<String>,
+    /// ACL id of the sidecars: one shared id, or repeat it once per host (x509:CN=<host>,…).
+    #[arg(long, value_name = "ID")]
+    pub sidecar: Vec<String>,
+    /// Who else may read everything: an ACL id, or `world` for anyone [default: nobody].
+    #[arg(long, value_name = "ID|world")]
+    pub reader: Vec<String>,
 }
 
 /// A service name.

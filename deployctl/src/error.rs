@@ -147,6 +147,22 @@ pub enum Refusal {
     /// `watch` of a service without a rollout that is not complete either.
     #[error("no unfinished rollout of {service} to watch ({detail})")]
     NothingToWatch { service: String, detail: String },
+    /// `init` with roles that do not include the identity running it.
+    #[error(
+        "ZooKeeper authenticated this deployctl as {who}, which is not one of the deployers ({deployers}): \
+         securing the tree would lock it out; connect as a deployer (--tls-cert/--digest-file)"
+    )]
+    NotDeployer { who: String, deployers: String },
+    /// `check` of a tree without roles.
+    #[error(
+        "the tree under {root} is open (no security node): anyone may change anything; secure it with `deployctl init --deployer ID --sidecar ID`"
+    )]
+    OpenTree { root: String },
+    /// `check` found nodes with looser ACLs than the layout's.
+    #[error(
+        "{count} node(s) under {root} have an ACL looser than the layout's; `deployctl init` with the same roles tightens them"
+    )]
+    LooseAcls { root: String, count: usize },
     /// `history`/`releases` of an unknown service.
     #[error("{what} of {service} not found at {path}")]
     NotFound { what: String, service: String, path: String },

@@ -8,6 +8,7 @@
 //! - [`stage`], [`status`], [`watch`], [`control`] (pause, resume, abort, unlock),
 //!   [`rollback`], [`history`], [`catalog`] (releases): one module per command family.
 //! - [`output`]: tables and JSON.
+//! - [`security`]: `init --deployer … --sidecar …` (roles and ACLs of the tree) and `check`.
 
 pub mod artifact;
 pub mod catalog;
@@ -18,6 +19,7 @@ pub mod history;
 pub mod model;
 pub mod output;
 pub mod rollback;
+pub mod security;
 pub mod stage;
 pub mod status;
 pub mod watch;
@@ -38,7 +40,8 @@ pub struct Ctx {
     pub layout: Layout,
     /// `--json`.
     pub json: bool,
-    /// Who writes (`user@host`).
+    /// Who writes: the authenticated identity (`x509:CN=…`, `digest:USER`), else
+    /// `--by` (`user@host`).
     pub by: String,
     /// History events kept per service.
     pub history_keep: usize,
@@ -66,20 +69,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if by.trim().is_empty() || by.chars().any(char::is_control) {
         return Err(Invalid::Flag(format!("--by {by:?} must be a non-empty single line")).into());
     }
-    // Every input of `stage` is checked (and a local artifact hashed) before connecting.
-    let staging = match &cli.command {
+    // Every input of `stage` (and `init`'s ids) is checked before connecting.
+    let mut staging = match &cli.command {
         Command::Stage(args) => Some(stage::plan(args, &by, &znode_schema::time::now())?),
         _ => None,
     };
+    if let Command::Init(args) = &cli.command {
+        security::roles(args)?;
+    }
     let connect = cli.zk.clone().filter(|z| !z.trim().is_empty()).ok_or(Invalid::NoZk)?;
-    let zk = zk::Zk::connect(&connect, cli.session_timeout.0).await?;
+    // zookeeper-client's TLS brings two crypto providers: pick one (again is harmless).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let creds = zk::Creds { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key, digest_file: cli.digest_file };
+    creds.check().map_err(|e| Invalid::Flag(e.to_string()))?;
+    let mut zk = zk::Zk::connect(&connect, cli.session_timeout.0, &creds).await?;
+    let who = if zk.ids().is_empty() { "an unauthenticated client".to_string() } else { zk.ids().join(", ") };
+    let explain = |e: anyhow::Error| match denied(&e) {
+        true => e.context(format!(
+            "ZooKeeper at {connect} refused this to {who} (NoAuth): check --tls-cert/--tls-key/--digest-file \
+             and the ACLs `deployctl init` set"
+        )),
+        false => e,
+    };
+    zk.learn(&layout).await.context("failed to read the roles of the tree").map_err(&explain)?;
+    // An authenticated identity is who signs, whatever --by says.
+    let by = zk.ids().first().cloned().unwrap_or(by);
+    if let Some(st) = staging.as_mut() {
+        st.staged_by = by.clone();
+    }
     let mut ctx = Ctx { zk, layout, json: cli.json, by, history_keep: cli.history_keep };
-    dispatch(&mut ctx, cli.command, staging).await
+    dispatch(&mut ctx, cli.command, staging).await.map_err(explain)
+}
+
+/// Whether ZooKeeper refused an operation for lack of rights.
+fn denied(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        matches!(c.downcast_ref::<zk::ZkErr>(), Some(zk::ZkErr::NoAuth))
+            || matches!(
+                c.downcast_ref::<zk::MultiWriteError>(),
+                Some(zk::MultiWriteError::OperationFailed { source: zk::ZkErr::NoAuth, .. })
+                    | Some(zk::MultiWriteError::RequestFailed { source: zk::ZkErr::NoAuth })
+            )
+    })
 }
 
 async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema::Staging>) -> anyhow::Result<()> {
     match command {
-        Command::Init => init(ctx).await,
+        Command::Init(a) => {
+            init(ctx).await?;
+            match security::roles(&a)? {
+                Some(roles) => security::secure(ctx, roles).await,
+                None => Ok(()),
+            }
+        }
+        Command::Check => security::check(ctx).await,
         Command::Stage(a) => {
             let staging = staging.context("the stage plan is built before connecting")?;
             stage::run(ctx, &a, staging).await.with_context(|| format!("failed to stage {} {}", a.service, a.version))

@@ -18,8 +18,10 @@
 //! short backoff; no step starts meanwhile, because a fence needs the server. A
 //! terminal error (session expired) makes the agent wait for the daemon's next
 //! session. An unreadable payload is logged and re-evaluated later, never a reason
-//! to drop a session. Only [`ZkError::Duplicate`] (this host id belongs to another
-//! live sidecar) ends the agent with an error.
+//! to drop a session. Only a write ZooKeeper refuses to this session's identity
+//! (NoAuth: wrong credentials or ACLs, see [`ZkError::is_fatal`]) ends the agent with
+//! an error; a host id held by another live session is waited for
+//! ([`register::claim`]), never a reason to stop.
 //!
 //! The transitions live in [`waiting`] (boot, idle, download, queue, completion)
 //! and [`stepping`] (the step, its commit, recovery).

@@ -43,6 +43,29 @@ pub struct ZkConfig {
     pub root: String,
     /// The session timeout asked for (default 10s).
     pub session_timeout: HumanDuration,
+    /// `tls = { ca, cert, key }`: connect over TLS (none: plaintext).
+    pub tls: Option<TlsConfig>,
+    /// `auth = { digest_file }`: log in with a digest identity (none: no login).
+    pub auth: Option<AuthConfig>,
+}
+
+/// TLS to ZooKeeper. The files are read again for every new session, so replacing
+/// them rotates the credentials without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA certificates (PEM) that signed the servers' certificates.
+    pub ca: PathBuf,
+    /// This client's certificate (PEM), for `ssl.clientAuth` and x509 identities.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// A digest login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// A file holding `user:password` (one line).
+    pub digest_file: PathBuf,
 }
 
 /// Whom releases must come from.
@@ -241,6 +264,19 @@ impl ServiceConfig {
     }
 }
 
+/// Reads a digest file: one line `user:password` (surrounding whitespace ignored).
+/// The error names the file and never shows the password.
+pub fn read_digest(path: &Path) -> Result<(String, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("failed to read {}: {err}", path.display()))?;
+    let line = text.trim();
+    match line.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() && !line.contains('\n') => {
+            Ok((user.to_string(), password.to_string()))
+        }
+        _ => Err(format!("{} must hold one line user:password", path.display())),
+    }
+}
+
 /// `sidecar check --config FILE`: validates the file and summarises it.
 pub fn check(path: &Path) -> Result<String, ConfigError> {
     let config = Config::load(path)?;
@@ -253,6 +289,14 @@ impl Config {
         let (zk, host) = (&self.zookeeper, &self.host);
         let mut out = format!("config {origin} is valid\n");
         out += &format!("  zookeeper {} (root {}, session timeout {})\n", zk.connect, zk.root, zk.session_timeout);
+        if let Some(tls) = &zk.tls {
+            let cert =
+                tls.cert.as_ref().map_or("no client certificate".into(), |c| format!("certificate {}", c.display()));
+            out += &format!("  tls: ca {}, {cert}\n", tls.ca.display());
+        }
+        if let Some(auth) = &zk.auth {
+            out += &format!("  auth: digest from {}\n", auth.digest_file.display());
+        }
         out += &format!(
             "  host {} (data dir {}, keep {} releases)\n",
             host.id,

@@ -3,7 +3,7 @@
 //! A live session and its error classes, this host's registrations and tickets,
 //! the one reader of the deploy queue, eligibility as a pure decision, the fence,
 //! the transactions that end a step and the one decider of completion, boot's
-//! version choice, and history events. Nothing here runs a process or touches the
+//! version choice, history events, and who the session is (credentials, ACLs). Nothing here runs a process or touches the
 //! local disk beyond the recorded session id; the host half (`crate::host`) never
 //! talks to ZooKeeper.
 
@@ -12,6 +12,7 @@ pub mod commit;
 pub mod deploys;
 pub mod fence;
 pub mod history;
+pub mod identity;
 pub mod queue;
 pub mod register;
 pub mod session;

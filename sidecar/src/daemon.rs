@@ -10,10 +10,14 @@
 //! (SIGTERM/SIGINT) agents stop at their next safe point (a step in flight finishes
 //! and commits first), each service is kept running or stopped per its
 //! `on_shutdown`, and the session is closed so this host's ephemeral nodes vanish
-//! at once. A host id held by another live sidecar stops the daemon with an error.
+//! at once. A host id held by another live session is waited for (and reported),
+//! never a reason to stop; credentials that cannot be loaded, an identity the tree
+//! does not accept and a write ZooKeeper refuses (NoAuth) stop the daemon with an
+//! error naming the identity and the server.
 
 use crate::agent::{Agent, Link};
 use crate::config::Config;
+use crate::coord::identity::{self, Identity};
 use crate::coord::session::Session;
 use crate::coord::{register, zk};
 use crate::host::download::{Fetcher, Pace, RetryPolicy};
@@ -77,9 +81,10 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
         let span = tracing::info_span!("agent", service = %a.service());
         tasks.spawn(async move { a.run(link, stop).await.map_err(|e| (a.service().to_string(), e)) }.instrument(span));
     }
+    let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
     let session_task = {
         let (cfg, shutdown, stop) = (cfg.clone(), shutdown.clone(), stop_rx.clone());
-        tokio::spawn(async move { sessions(&cfg, layout, names, link_tx, shutdown, stop).await })
+        tokio::spawn(async move { sessions(&cfg, layout, names, link_tx, shutdown, stop, fatal_tx).await })
     };
     let mut signal = shutdown.clone();
     let mut result = Ok(());
@@ -88,12 +93,27 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
             _ = signal.changed() => {
                 let _ = stop_tx.send(true);
             }
+            Ok(()) = fatal_rx.changed() => {
+                let why = fatal_rx.borrow().clone().unwrap_or_default();
+                tracing::error!(error = %why, "fatal: stopping the sidecar");
+                result = Err(anyhow::anyhow!("{why}"));
+                let _ = stop_tx.send(true);
+            }
             joined = tasks.join_next() => match joined {
                 None => break,
                 Some(Ok(Ok(()))) => {}
                 Some(Ok(Err((service, err)))) => {
-                    tracing::error!(%service, error = %err, "fatal: stopping the sidecar");
-                    result = Err(anyhow::anyhow!("service {service}: {err}"));
+                    let who = match &*link_rx.borrow() {
+                        Link::Up(s) => s.identity.describe(),
+                        _ => "this sidecar".into(),
+                    };
+                    let err = format!(
+                        "service {service}: zookeeper at {} refused {who}: {err}; check [zookeeper] tls and auth, \
+                         and the ACLs `deployctl init` set",
+                        cfg.zookeeper.connect
+                    );
+                    tracing::error!(error = %err, "fatal: stopping the sidecar");
+                    result = Err(anyhow::anyhow!("{err}"));
                     let _ = stop_tx.send(true);
                 }
                 Some(Err(join)) => {
@@ -146,8 +166,12 @@ async fn sessions(
     link: watch::Sender<Link>,
     mut shutdown: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
+    fatal: watch::Sender<Option<String>>,
 ) {
-    let timeout = cfg.zookeeper.session_timeout.0;
+    let give_up = |why: String| {
+        fatal.send_replace(Some(why));
+        std::future::pending::<()>()
+    };
     let mut previous = register::previous_session(&cfg.host.data_dir);
     let mut backoff = Duration::from_millis(200);
     let mut ever_up = false;
@@ -158,13 +182,17 @@ async fn sessions(
             std::future::pending::<()>().await;
         }
         let client = tokio::select! {
-            c = zk::connect(&cfg.zookeeper.connect, timeout) => c,
+            c = identity::connect(&cfg.zookeeper) => c,
             _ = stop.changed() => continue,
             _ = shutdown.changed() => continue,
         };
         let client = match client {
             Ok(c) => c,
+            Err(err) if err.is_fatal() => return give_up(err.to_string()).await,
             Err(err) => {
+                if let Some(why) = identity::diagnose_tls(&cfg.zookeeper).await {
+                    return give_up(why).await;
+                }
                 tracing::warn!(connect = %cfg.zookeeper.connect, error = %err, "cannot reach zookeeper; retrying");
                 if !ever_up && !matches!(*link.borrow(), Link::Offline) {
                     link.send_replace(Link::Offline);
@@ -180,17 +208,32 @@ async fn sessions(
             }
         };
         backoff = Duration::from_millis(200);
+        let digest = identity::digest_id(&cfg.zookeeper);
+        let identity = match Identity::learn(&client, &layout, &cfg.zookeeper.connect, digest.as_deref()).await {
+            Ok(identity) => identity,
+            Err(why) if client.state().is_terminated() => {
+                tracing::warn!(error = %why, "zookeeper session lost while starting; opening a new one");
+                continue;
+            }
+            Err(why) => return give_up(why).await,
+        };
         let s = Session {
             timeout: client.session_timeout(),
             client,
             layout: layout.clone(),
             host: cfg.host.id.clone(),
             previous,
+            identity: Arc::new(identity),
         };
-        tracing::info!(session = %zk::session_hex(s.id()), host = %s.host, "zookeeper session established");
+        let secured = s.identity.security.is_some();
+        tracing::info!(session = %zk::session_hex(s.id()), host = %s.host, identity = %s.identity.describe(), secured, "zookeeper session established");
         register::record_session(&cfg.host.data_dir, s.id());
         previous = Some(s.id());
         if let Err(err) = s.ensure_tree(&names).await {
+            if err.is_fatal() {
+                let who = s.identity.describe();
+                return give_up(format!("zookeeper at {} refused {who}: {err}", cfg.zookeeper.connect)).await;
+            }
             tracing::warn!(error = %err, "failed to create the znode tree; retrying");
             continue;
         }

@@ -32,6 +32,8 @@ pub struct Ctl {
     pub root: String,
     /// Its layout.
     pub layout: Layout,
+    /// More global options (credentials: `--tls-ca`, `--digest-file`...), empty by default.
+    pub global: Vec<String>,
 }
 
 impl Ctl {
@@ -43,14 +45,17 @@ impl Ctl {
     /// A unique root on the server at `connect`.
     pub fn on(connect: &str, name: &str) -> Ctl {
         let root = unique_root(name);
-        Ctl { connect: connect.into(), layout: Layout::new(&root).expect("a valid root"), root }
+        Ctl { connect: connect.into(), layout: Layout::new(&root).expect("a valid root"), root, global: Vec::new() }
     }
 
     /// The command with `--zk`, `--root` and `--by` set, not yet started.
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(crate::bin::path("deployctl"));
-        cmd.args(["--zk", &self.connect, "--root", &self.root, "--by", BY]).args(args);
+        cmd.args(["--zk", &self.connect, "--root", &self.root, "--by", BY]).args(&self.global).args(args);
         cmd.env_remove("BATON_ZK").env_remove("BATON_ROOT").env_remove("BATON_BY");
+        for var in ["BATON_ZK_TLS_CA", "BATON_ZK_TLS_CERT", "BATON_ZK_TLS_KEY", "BATON_ZK_DIGEST_FILE"] {
+            cmd.env_remove(var);
+        }
         cmd.stdin(Stdio::null());
         cmd
     }

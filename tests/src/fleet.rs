@@ -63,6 +63,9 @@ pub struct Fleet {
     pub session_timeout: Duration,
     /// Host-level tables (`[trust]`, `[limits]`…) written in every config after `[host]`.
     pub host_config: String,
+    /// More `[zookeeper]` lines of every host's config (`tls = {…}`, `auth = {…}`),
+    /// `{host}` replaced by the host id; empty by default.
+    pub zk_extra: String,
     dir: tempfile::TempDir,
 }
 
@@ -98,6 +101,7 @@ impl Fleet {
             hosts: Vec::new(),
             session_timeout: Duration::from_secs(4),
             host_config: default_host_config(),
+            zk_extra: String::new(),
             dir,
         }
     }
@@ -145,8 +149,9 @@ impl Fleet {
     /// An `env = {…}` in an extra replaces the default one (`PORT` is added to it).
     pub fn write_config_services(&self, h: &Host, extras: &[(&str, &str)]) {
         let mut cfg = format!(
-            "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n\n\
+            "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}ms\"\n{extra}\n\
              [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n",
+            extra = self.zk_extra.replace("{host}", &h.id),
             zk = self.zk,
             root = self.root,
             st = self.session_timeout.as_millis(),
@@ -161,6 +166,14 @@ impl Fleet {
             cfg.push_str(&service_table(svc, *port, &extra));
         }
         std::fs::write(&h.config, cfg).unwrap();
+    }
+
+    /// Sets [`Fleet::zk_extra`] (credentials) and rewrites every host's config with it.
+    pub fn set_zk_extra(&mut self, extra: &str) {
+        self.zk_extra = extra.into();
+        for h in &self.hosts {
+            self.write_config(h, "");
+        }
     }
 
     /// Host `i`'s port for `service`.

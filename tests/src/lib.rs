@@ -13,6 +13,7 @@
 //! - [`netns`]: a network the test owns (a namespace per node on a bridge), cut and healed.
 //! - [`netbed`]: ZooKeeper members and sidecar hosts each in their own namespace.
 //! - [`process`]: spawn children that die with the test binary, even after a panic.
+//! - [`secure`]: a ZooKeeper with TLS client certificates and digest logins, a per-run CA.
 //! - [`txnlog`]: ZooKeeper's transaction logs read back: the exact history of a test.
 //! - [`invariants`]: replays that history and checks baton's guarantees.
 //! - [`wait`]: `eventually`, waiting for a fact with a bounded patience.
@@ -29,6 +30,7 @@ pub mod multi;
 pub mod netbed;
 pub mod netns;
 pub mod process;
+pub mod secure;
 pub mod signing;
 pub mod staging;
 pub mod txnlog;

@@ -77,6 +77,27 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
 }
 
+/// What a test server needs beyond the defaults (see [`ZkCluster::standalone_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Serve TLS on a `secureClientPort` (Netty, PEM stores, `ssl.clientAuth=need`,
+    /// x509 authentication) besides the plain client port.
+    pub tls: Option<ServerTls>,
+    /// More `zoo.cfg` lines (`authProvider.N=…`, ...).
+    pub extra_config: String,
+    /// More JVM arguments (`-Dzookeeper.DigestAuthenticationProvider.superDigest=…`).
+    pub jvm_args: Vec<String>,
+}
+
+/// The server side of TLS: PEM files (their names must end in `.pem`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's PKCS#8 key followed by its certificate.
+    pub keystore: PathBuf,
+    /// The CA certificate that signed the clients' certificates.
+    pub truststore: PathBuf,
+}
+
 /// One ZooKeeper server of a cluster.
 #[derive(Debug)]
 pub struct Member {
@@ -88,6 +109,8 @@ pub struct Member {
     pub host: String,
     /// The command prefix it is started with (e.g. `ip netns exec NS`), often empty.
     prefix: Vec<String>,
+    /// The TLS client port (`secureClientPort`), when the server serves TLS.
+    pub secure_port: Option<u16>,
     dir: PathBuf,
     child: Mutex<Option<Child>>,
 }
@@ -96,6 +119,11 @@ impl Member {
     /// `<host>:<client port>`.
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.client_port)
+    }
+
+    /// `127.0.0.1:<secure port>`, when the server serves TLS.
+    pub fn secure_address(&self) -> Option<String> {
+        self.secure_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// Whether the process is running.
@@ -124,6 +152,7 @@ pub struct Placement {
 pub struct ZkCluster {
     install: Install,
     members: Vec<Member>,
+    jvm_args: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -140,10 +169,22 @@ impl ZkCluster {
         Self::start_new(n)
     }
 
+    /// Starts a standalone server with `options` (TLS, authentication providers) and
+    /// waits until it serves on its plain port.
+    pub fn standalone_with(options: ServerOptions) -> Self {
+        Self::start_with(1, options)
+    }
+
     fn start_new(n: usize) -> Self {
         let loopback = Placement { address: "127.0.0.1".into(), prefix: vec![] };
         let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
-        Self::start_at(vec![loopback; n], ports)
+        Self::start_at(vec![loopback; n], ports, ServerOptions::default())
+    }
+
+    fn start_with(n: usize, options: ServerOptions) -> Self {
+        let loopback = Placement { address: "127.0.0.1".into(), prefix: vec![] };
+        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
+        Self::start_at(vec![loopback; n], ports, options)
     }
 
     /// Starts one member per placement (one: standalone; three or more: an
@@ -152,10 +193,10 @@ impl ZkCluster {
     pub fn placed(placements: Vec<Placement>) -> Self {
         let n = placements.len();
         assert!(n == 1 || (n >= 3 && n % 2 == 1), "one server or an odd number of at least 3");
-        Self::start_at(placements, vec![(2181, 2888, 3888); n])
+        Self::start_at(placements, vec![(2181, 2888, 3888); n], ServerOptions::default())
     }
 
-    fn start_at(placements: Vec<Placement>, ports: Vec<(u16, u16, u16)>) -> Self {
+    fn start_at(placements: Vec<Placement>, ports: Vec<(u16, u16, u16)>, options: ServerOptions) -> Self {
         let n = placements.len();
         let install = find_install().unwrap_or_else(|e| panic!("{e}"));
         let tmp = tempfile::Builder::new().prefix("baton-zk-").tempdir().expect("temporary directory");
@@ -175,20 +216,33 @@ impl ZkCluster {
             .enumerate()
             .map(|(i, ((client, _, _), place))| {
                 let id = i as u32 + 1;
+                let secure_port = options.tls.as_ref().map(|_| free_port());
+                let tls = match (&options.tls, secure_port) {
+                    (Some(t), Some(port)) => format!(
+                        "secureClientPort={port}\nserverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+                         ssl.keyStore.location={}\nssl.trustStore.location={}\nssl.clientAuth=need\n\
+                         authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider\n",
+                        t.keystore.display(),
+                        t.truststore.display()
+                    ),
+                    _ => String::new(),
+                };
                 let dir = tmp.path().join(format!("zk{id}"));
                 std::fs::create_dir_all(dir.join("data")).unwrap();
                 std::fs::write(dir.join("data/myid"), format!("{id}\n")).unwrap();
                 let cfg = format!(
                     "tickTime={TICK_MS}\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
                      clientPortAddress={host}\nadmin.enableServer=false\n4lw.commands.whitelist=*\n\
-                     maxSessionTimeout=20000\n{servers}",
+                     maxSessionTimeout=20000\n{servers}{tls}{}",
                     dir.join("data").display(),
+                    options.extra_config,
                     host = place.address,
                 );
                 std::fs::write(dir.join("zoo.cfg"), cfg).unwrap();
                 Member {
                     id,
                     client_port: *client,
+                    secure_port,
                     host: place.address,
                     prefix: place.prefix,
                     dir,
@@ -196,7 +250,7 @@ impl ZkCluster {
                 }
             })
             .collect();
-        let cluster = ZkCluster { install, members, _tmp: tmp };
+        let cluster = ZkCluster { install, members, jvm_args: options.jvm_args, _tmp: tmp };
         for i in 0..n {
             cluster.spawn(i);
         }
@@ -220,6 +274,7 @@ impl ZkCluster {
         cmd.args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"])
             .arg(format!("-Dzookeeper.log.dir={}", m.dir.display()))
             .arg("-Dzookeeper.admin.enableServer=false")
+            .args(&self.jvm_args)
             .args(["-cp", &self.install.classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
             .arg(m.dir.join("zoo.cfg"))
             .stdin(Stdio::null())
@@ -236,6 +291,17 @@ impl ZkCluster {
     /// The connect string of every member: `127.0.0.1:p1,127.0.0.1:p2,...`.
     pub fn connect_string(&self) -> String {
         self.members.iter().map(Member::address).collect::<Vec<_>>().join(",")
+    }
+
+    /// The TLS connect string of every member (`127.0.0.1:<secure port>,...`); empty
+    /// when the cluster serves no TLS.
+    pub fn secure_connect_string(&self) -> String {
+        self.members.iter().filter_map(Member::secure_address).collect::<Vec<_>>().join(",")
+    }
+
+    /// Member `i`'s server log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.members[i].dir.join("zk.log")).unwrap_or_default()
     }
 
     /// Kills member `i` with SIGKILL (a crash).

@@ -217,7 +217,7 @@ async fn a_host_cut_off_mid_step_and_unlocked_by_an_operator_commits_after_the_h
         (!registered(&bed, &client, "api", victim).await).then_some(())
     })
     .await;
-    let ctl = Ctl { connect: bed.zk.connect_string(), root: root.clone(), layout: layout.clone() };
+    let ctl = Ctl { connect: bed.zk.connect_string(), root: root.clone(), layout: layout.clone(), global: Vec::new() };
     ctl.ok(&["unlock", "web", &id]).await;
     let other = eventually_async("another host to take the freed slot", PATIENCE, || async {
         let m = client.list_children(&layout.upgrading_dir(&entry)).await.unwrap_or_default();

@@ -211,6 +211,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
             host: format!("h{i}"),
             timeout: Duration::from_secs(10),
             previous: None,
+            identity: Default::default(),
         };
         let cur = znode_schema::Current {
             host: s.host.clone(),

@@ -1,6 +1,6 @@
 //! The sidecar on its own host (SPEC steps 2, 9, 10): membership follows the
 //! service's health, sessions come back, bad artifacts are reported and never
-//! installed, boot picks the right version, duplicate host ids are refused.
+//! installed, boot picks the right version, a duplicate host id is waited for and reported.
 
 use baton_tests::fleet::{Behaviour, Fleet, deploys, online, stage};
 use baton_tests::{eventually_async, shared_server, unique_root};
@@ -205,7 +205,7 @@ async fn boot_with_nobody_online_uses_the_last_active_release() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_duplicate_host_id_is_refused() {
+async fn a_duplicate_host_id_is_waited_for_and_reported() {
     let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("dup"), "api", 1);
     fleet.session_timeout = Duration::from_secs(2);
     fleet.write_config(&fleet.hosts[0], "");
@@ -213,22 +213,25 @@ async fn a_duplicate_host_id_is_refused() {
     let v1 = fleet.artifact("1", Behaviour::Good);
     stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
     fleet.start(0);
-    wait_current(&client, &fleet, "api-1", "registration", |c| c.is_some()).await;
+    let original = wait_current(&client, &fleet, "api-1", "registration", |c| c.is_some()).await.unwrap();
     // A second machine configured with the same host id (its own data dir and port).
     let i = fleet.add_host("api-1-twin");
     let twin_cfg =
         std::fs::read_to_string(&fleet.hosts[i].config).unwrap().replace("id = \"api-1-twin\"", "id = \"api-1\"");
     std::fs::write(&fleet.hosts[i].config, twin_cfg).unwrap();
     fleet.start(i);
-    let code = eventually_async("the twin to give up", PATIENCE, || {
-        let code = fleet.exited(i);
-        async move { code }
+    // It reports the session holding its registration (after waiting out a session
+    // timeout), and keeps running instead of exiting.
+    let log = eventually_async("the twin to report the other session", PATIENCE, || {
+        let log = fleet.log(i);
+        async move { log.contains("already registered").then_some(log) }
     })
     .await;
-    assert_ne!(code, Some(0));
-    let log = fleet.log(i);
-    assert!(log.contains("already registered"), "{log}");
-    assert!(current(&client, &fleet, "api-1").await.is_some(), "the original keeps its registration");
+    let (_, stat) = client.get_data(&fleet.layout().current_host("api", "api-1")).await.unwrap();
+    assert!(log.contains(&format!("{:#x}", stat.ephemeral_owner)), "names the session: {log}");
+    assert_eq!(fleet.exited(i), None, "the twin keeps running:\n{log}");
+    let now = current(&client, &fleet, "api-1").await.unwrap();
+    assert_eq!(now.pid, original.pid, "the original keeps its registration");
 }
 
 #[test]

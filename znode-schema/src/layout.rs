@@ -8,6 +8,7 @@
 //! <root>/deploy/deploy-<seq>/upgrading/<host>  persistent (slot marker)
 //! <root>/releases/<service>/<version>          persistent (immutable catalog)
 //! <root>/history/<service>/event-<seq>         persistent-sequential (audit trail)
+//! <root>/security                              persistent (roles of a secured tree, optional)
 //! ```
 //!
 //! Callers validate names (see [`crate::name`]) before building paths from them.
@@ -78,6 +79,12 @@ impl Layout {
     /// The five top-level directories, parents first (for `init`).
     pub fn top_dirs(&self) -> Vec<String> {
         ["current", "staging", "deploy", "releases", "history"].iter().map(|d| format!("{}/{d}", self.base)).collect()
+    }
+
+    /// `<root>/security`: the roles of a secured tree (see [`crate::acl`]); absent
+    /// in an open tree.
+    pub fn security(&self) -> String {
+        format!("{}/security", self.base)
     }
 
     /// `<root>/current`

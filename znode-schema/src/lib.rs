@@ -10,7 +10,9 @@
 //! - [`policy`]: rollout policy values (quorum, human durations).
 //! - [`codec`]: encoding and decoding with errors that name the path and field.
 //! - [`seq`]: sequential node names (tickets, deploy entries) and their order.
+//! - [`acl`]: the roles of a secured tree and the ACL of every node.
 
+pub mod acl;
 pub mod codec;
 pub mod layout;
 pub mod name;
@@ -19,6 +21,7 @@ pub mod policy;
 pub mod seq;
 pub mod time;
 
+pub use acl::Security;
 pub use codec::{DecodeError, decode, encode};
 pub use layout::Layout;
 pub use name::{NameError, validate_host, validate_service, validate_version};

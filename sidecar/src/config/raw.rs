@@ -12,6 +12,22 @@ pub(super) struct RawZk {
     pub connect: Option<String>,
     pub root: Option<String>,
     pub session_timeout: Option<String>,
+    pub tls: Option<RawTls>,
+    pub auth: Option<RawAuth>,
+}
+
+/// `tls = { ... }` in `[zookeeper]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `auth = { ... }` in `[zookeeper]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAuth {
+    pub digest_file: Option<PathBuf>,
 }
 
 /// `[host]`.

@@ -31,6 +31,29 @@ fn minimal_config_gets_the_defaults() {
 }
 
 #[test]
+fn tls_and_auth_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca = file("ca.pem", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
+    let key = file("key.pem", "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n");
+    let digest = file("digest", "sidecar:s3cret\n");
+    let text = format!(
+        "[zookeeper]\nconnect = \"zk1:2281\"\ntls = {{ ca = \"{ca}\", cert = \"{ca}\", key = \"{key}\" }}\n\
+         auth = {{ digest_file = \"{digest}\" }}\n[host]\nid = \"h\"\n[[service]]\n{RUN}"
+    );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let tls = config.zookeeper.tls.clone().unwrap();
+    assert_eq!((tls.ca.display().to_string(), tls.key.unwrap().display().to_string()), (ca, key));
+    assert_eq!(read_digest(&config.zookeeper.auth.clone().unwrap().digest_file).unwrap().0, "sidecar");
+    assert!(check_summary_mentions(&config, &["tls: ca", "auth: digest"]));
+    assert_eq!(Config::parse(&with_service(""), "t").unwrap().zookeeper.tls, None, "open by default");
+}
+
+#[test]
 fn host_id_defaults_to_the_hostname() {
     let text = format!("[zookeeper]\nconnect = \"zk1:2181\"\n[[service]]\n{RUN}");
     let config = Config::parse(&text, "test.toml").unwrap();
@@ -95,6 +118,16 @@ fn check_summary_mentions(config: &Config, words: &[&str]) -> bool {
 #[test_case("connect = \"zk1:2181\"\nsession_timeout = \"0s\"", "zookeeper.session_timeout: must be greater than zero"; "zero timeout")]
 #[test_case("connect = \"zk1:2181\"\nchroot = \"/x\"", "zookeeper.chroot: unknown field `chroot`"; "unknown key")]
 #[test_case("connect = 2181", "zookeeper.connect: invalid type"; "wrong type")]
+#[test_case("connect = \"zk1:2181\"\ntls = { cert = \"/c\", key = \"/k\" }", "zookeeper.tls.ca: is required with tls"; "tls without ca")]
+#[test_case("connect = \"zk1:2181\"\ntls = { ca = \"ca.pem\" }", "zookeeper.tls.ca: must be an absolute path"; "relative ca")]
+#[test_case("connect = \"zk1:2181\"\ntls = { ca = \"/nonexistent/ca.pem\" }", "zookeeper.tls.ca: failed to read /nonexistent/ca.pem"; "missing ca")]
+#[test_case("connect = \"zk1:2181\"\ntls = { ca = \"/etc/hostname\" }", "zookeeper.tls.ca: /etc/hostname is not a PEM certificate"; "ca not pem")]
+#[test_case("connect = \"zk1:2181\"\ntls = { ca = \"/etc/hostname\", cert = \"/c\" }", "zookeeper.tls.key: is required with cert"; "cert without key")]
+#[test_case("connect = \"zk1:2181\"\ntls = { ca = \"/etc/hostname\", key = \"/k\" }", "zookeeper.tls.cert: is required with key"; "key without cert")]
+#[test_case("connect = \"zk1:2181\"\ntls = { ca = \"/c\", crt = \"/c\" }", "zookeeper.tls.crt: unknown field `crt`"; "unknown tls key")]
+#[test_case("connect = \"zk1:2181\"\nauth = {}", "zookeeper.auth.digest_file: is required with auth"; "auth without file")]
+#[test_case("connect = \"zk1:2181\"\nauth = { digest_file = \"/nonexistent/d\" }", "zookeeper.auth.digest_file: failed to read /nonexistent/d"; "missing digest file")]
+#[test_case("connect = \"zk1:2181\"\nauth = { digest_file = \"/etc/hostname\" }", "zookeeper.auth.digest_file: /etc/hostname must hold one line user:password"; "digest file without colon")]
 fn zookeeper_problems(zk: &str, expected: &str) {
     let text = format!("[zookeeper]\n{zk}\n[host]\nid = \"h\"\n[[service]]\n{RUN}");
     let found = problems(&text);

@@ -1,6 +1,8 @@
 //! From the raw tables to a [`Config`], collecting every problem with its key.
 
-use super::raw::{self, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawService, RawSize, RawTrust, RawZk};
+use super::raw::{
+    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawService, RawSize, RawTls, RawTrust, RawZk,
+};
 use super::*;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -216,7 +218,55 @@ fn zookeeper(p: &mut Problems, raw: RawZk) -> Option<ZkConfig> {
     let root_ok = Layout::new(&root).map_err(|e| p.push("zookeeper.root", e)).is_ok();
     let timeout = p.duration("zookeeper.session_timeout", raw.session_timeout.as_deref(), default_session_timeout());
     let session_timeout = HumanDuration(timeout?);
-    root_ok.then_some(ZkConfig { connect: connect?, root, session_timeout })
+    let tls = tls(p, raw.tls);
+    let auth = auth(p, raw.auth);
+    root_ok.then_some(ZkConfig { connect: connect?, root, session_timeout, tls: tls?, auth: auth? })
+}
+
+/// `tls = { ca, cert, key }`; `Some(None)` when absent, `None` after a problem.
+fn tls(p: &mut Problems, raw: Option<RawTls>) -> Option<Option<TlsConfig>> {
+    let Some(raw) = raw else { return Some(None) };
+    let ca = match raw.ca {
+        None => p.none("zookeeper.tls.ca", "is required with tls: the CA certificate (PEM) of the servers"),
+        Some(ca) => pem_file(p, "zookeeper.tls.ca", ca, "-----BEGIN CERTIFICATE-----", "a PEM certificate"),
+    };
+    let cert =
+        |p: &mut Problems, c| pem_file(p, "zookeeper.tls.cert", c, "-----BEGIN CERTIFICATE-----", "a PEM certificate");
+    let key = |p: &mut Problems, k| pem_file(p, "zookeeper.tls.key", k, "PRIVATE KEY-----", "a PEM private key");
+    let (cert, key) = match (raw.cert, raw.key) {
+        (Some(c), Some(k)) => (cert(p, c).map(Some), key(p, k).map(Some)),
+        (None, None) => (Some(None), Some(None)),
+        (Some(_), None) => (Some(None), p.none("zookeeper.tls.key", "is required with cert")),
+        (None, Some(_)) => (p.none("zookeeper.tls.cert", "is required with key"), Some(None)),
+    };
+    Some(Some(TlsConfig { ca: ca?, cert: cert?, key: key? }))
+}
+
+/// An absolute path to a readable file containing `marker`.
+fn pem_file(p: &mut Problems, key: &str, path: PathBuf, marker: &str, what: &str) -> Option<PathBuf> {
+    if !path.is_absolute() {
+        return p.none(key, format!("must be an absolute path, not {}", path.display()));
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.contains(marker) => Some(path),
+        Ok(_) => p.none(key, format!("{} is not {what}", path.display())),
+        Err(err) => p.none(key, format!("failed to read {}: {err}", path.display())),
+    }
+}
+
+/// `auth = { digest_file }`; `Some(None)` when absent, `None` after a problem.
+fn auth(p: &mut Problems, raw: Option<RawAuth>) -> Option<Option<AuthConfig>> {
+    let Some(raw) = raw else { return Some(None) };
+    let Some(path) = raw.digest_file else {
+        return p.none("zookeeper.auth.digest_file", "is required with auth: a file holding user:password");
+    };
+    if !path.is_absolute() {
+        return p.none("zookeeper.auth.digest_file", format!("must be an absolute path, not {}", path.display()));
+    }
+    match read_digest(&path) {
+        Ok(_) => Some(Some(AuthConfig { digest_file: path })),
+        Err(err) => p.none("zookeeper.auth.digest_file", err),
+    }
 }
 
 /// `host:port[,host:port...][/chroot]`.

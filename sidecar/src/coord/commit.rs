@@ -33,13 +33,13 @@ async fn exists(s: &Session, path: &str) -> Result<bool, ZkError> {
 
 /// Success: register at the new version, drop marker and ticket, record `host_upgraded`.
 pub async fn success(s: &Session, end: &StepEnd<'_>, version: &str) -> Result<(), ZkError> {
-    let ev = history::event(end.service, EventKind::HostUpgraded, Some(version), &s.host, None);
+    let ev = history::event(s, end.service, EventKind::HostUpgraded, Some(version), None);
     finish(s, end, None, ev, None).await
 }
 
 /// Undo after a crash or session loss mid-step, not counted as a failure.
 pub async fn undo(s: &Session, end: &StepEnd<'_>, version: Option<&str>, detail: String) -> Result<(), ZkError> {
-    let ev = history::event(end.service, EventKind::HostFailed, version, &s.host, Some(detail));
+    let ev = history::event(s, end.service, EventKind::HostFailed, version, Some(detail));
     finish(s, end, None, ev, None).await
 }
 
@@ -52,7 +52,7 @@ pub async fn failure(
     max_failures: u32,
     cause: &str,
 ) -> Result<Option<DeployState>, ZkError> {
-    let ev = history::event(end.service, EventKind::HostFailed, Some(version), &s.host, Some(cause.into()));
+    let ev = history::event(s, end.service, EventKind::HostFailed, Some(version), Some(cause.into()));
     let mut last = None;
     let count = |entry: &mut DeployEntry| {
         entry.failures += 1;
@@ -106,6 +106,7 @@ async fn finish(
             })?,
             None => None,
         };
+        let (cur_acl, ev_acl) = (s.acl(&current), s.acl(&s.layout.history_prefix(end.service)));
         let mut txn = s.client.new_multi_writer();
         let mut extra = Vec::new();
         let built = (|| {
@@ -115,7 +116,7 @@ async fn finish(
                 txn.add_set_data(&entry_path, &encode(&e), Some(stat.version))?;
                 if state == Some(DeployState::Halted) && before != DeployState::Halted {
                     let detail = e.reason.clone();
-                    extra.push(history::event(end.service, EventKind::Halted, Some(&e.version), &s.host, detail));
+                    extra.push(history::event(s, end.service, EventKind::Halted, Some(&e.version), detail));
                 }
             }
             if has_marker {
@@ -128,12 +129,12 @@ async fn finish(
                 if registered {
                     txn.add_set_data(&current, &encode(cur), None)?;
                 } else {
-                    txn.add_create(&current, &encode(cur), &zk::ephemeral())?;
+                    txn.add_create(&current, &encode(cur), &cur_acl.options(zkc::CreateMode::Ephemeral))?;
                 }
             }
             for e in std::iter::once(&ev).chain(extra.iter()) {
                 let (prefix, data) = history::create_op(&s.layout, e);
-                txn.add_create(&prefix, &data, &zk::persistent_sequential())?;
+                txn.add_create(&prefix, &data, &ev_acl.options(zkc::CreateMode::PersistentSequential))?;
             }
             Ok::<_, zkc::Error>(())
         })();
@@ -235,9 +236,10 @@ pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployNa
         details.push(format!("failed hosts: {}", entry.failed_hosts.join(", ")));
     }
     let detail = (!details.is_empty()).then(|| details.join("; "));
-    let ev = history::event(service, EventKind::Completed, Some(version), &s.host, detail);
+    let ev = history::event(s, service, EventKind::Completed, Some(version), detail);
     let (prefix, data) = history::create_op(&s.layout, &ev);
     let has_history = exists(s, &s.layout.history(service)).await?;
+    let ev_acl = s.acl(&prefix);
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
         if let Some(st) = up_stat {
@@ -245,7 +247,7 @@ pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployNa
         }
         txn.add_delete(&entry_path, Some(stat.version))?;
         if has_history {
-            txn.add_create(&prefix, &data, &zk::persistent_sequential())?;
+            txn.add_create(&prefix, &data, &ev_acl.options(zkc::CreateMode::PersistentSequential))?;
         }
         Ok::<_, zkc::Error>(())
     })();

@@ -88,7 +88,7 @@ pub async fn commit(
             // Not mkdir -p: that would re-create an entry an operator just deleted
             // (abort), with empty data, at the head of the queue.
             let dir = s.layout.upgrading_dir(&head.name);
-            match s.client.create(&dir, b"", &zk::persistent()).await {
+            match s.client.create(&dir, b"", &s.acl(&dir).options(zkc::CreateMode::Persistent)).await {
                 Ok(_) | Err(zkc::Error::NodeExists) => {}
                 Err(zkc::Error::NoNode) => return Ok(Fenced::Moved),
                 Err(e) => return Err(ZkError::call("create", dir, e)),
@@ -111,11 +111,12 @@ async fn try_commit(
     let marker_path = s.layout.upgrading(&head.name, &s.host);
     let ticket_path = s.layout.ticket(service, ticket);
     let current = s.layout.current_host(service, &s.host);
+    let marker_acl = s.acl(&marker_path);
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
         txn.add_set_data(&entry, &head.raw, Some(head.version))?;
         txn.add_check_version(&ticket_path, 0)?;
-        txn.add_create(&marker_path, &encode(marker), &zk::persistent())?;
+        txn.add_create(&marker_path, &encode(marker), &marker_acl.options(zkc::CreateMode::Persistent))?;
         if self_online {
             txn.add_delete(&current, None)?;
         }

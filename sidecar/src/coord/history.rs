@@ -3,15 +3,15 @@
 //! coalesced: one event per host and release, its count and latest error updated.
 
 use crate::coord::session::Session;
-use crate::coord::zk;
 use znode_schema::{EventKind, HistoryEvent, Layout, encode, time};
 
-/// A history event about `service` by this host's sidecar.
+/// A history event about `service` by this host's sidecar, signed with the
+/// session's authenticated identity when it has one.
 pub fn event(
+    s: &Session,
     service: &str,
     kind: EventKind,
     version: Option<&str>,
-    host: &str,
     detail: Option<String>,
 ) -> HistoryEvent {
     HistoryEvent {
@@ -19,9 +19,9 @@ pub fn event(
         event: kind,
         service: service.into(),
         version: version.map(str::to_string),
-        host: Some(host.into()),
+        host: Some(s.host.clone()),
         detail,
-        by: Some(format!("sidecar@{host}")),
+        by: Some(s.by()),
         count: None,
     }
 }
@@ -60,7 +60,7 @@ pub async fn record_failure(
     detail: &str,
     last: Option<Coalesced>,
 ) -> Option<Coalesced> {
-    let mut ev = event(service, EventKind::DownloadFailed, Some(version), &s.host, Some(detail.into()));
+    let mut ev = event(s, service, EventKind::DownloadFailed, Some(version), Some(detail.into()));
     if let Some(mut last) = last.filter(|l| l.version == version) {
         last.count += 1;
         ev.count = Some(last.count);
@@ -76,7 +76,8 @@ pub async fn record_failure(
         ev.count = None;
     }
     let (prefix, data) = create_op(&s.layout, &ev);
-    match s.client.create(&prefix, &data, &zk::persistent_sequential()).await {
+    let acl = s.acl(&prefix);
+    match s.client.create(&prefix, &data, &acl.options(zookeeper_client::CreateMode::PersistentSequential)).await {
         Ok((_, seq)) => {
             let name = format!("{}{seq}", znode_schema::layout::EVENT_PREFIX);
             if seq.to_string().parse::<u64>().is_ok_and(|n| n % PRUNE_EVERY == 0) {

@@ -46,7 +46,8 @@ pub async fn ensure(s: &Session, service: &str, version: &str) -> Result<TicketN
     }
     let ticket = Ticket { host: s.host.clone(), version: version.into(), at: time::now() };
     let prefix = s.layout.ticket_prefix(service, &s.host);
-    match s.client.create(&prefix, &encode(&ticket), &zk::ephemeral_sequential()).await {
+    let acl = s.acl(&prefix);
+    match s.client.create(&prefix, &encode(&ticket), &acl.options(zkc::CreateMode::EphemeralSequential)).await {
         Ok((_, seq)) => Ok(TicketName { host: s.host.clone(), seq: seq.into_i64() as u64 }),
         Err(zkc::Error::ConnectionLoss) => {
             // The create may have landed: look for it by our prefix before retrying.

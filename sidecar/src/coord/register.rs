@@ -3,9 +3,12 @@
 //!
 //! Also the duplicate host id guard (SPEC step 10): an ephemeral node of this host id
 //! owned by another session is either this host's own previous session (recorded in
-//! the data dir: taken over at once) or another machine with the same id (waited out
-//! for the old session's timeout, then refused with [`ZkError::Duplicate`]). The guard
-//! runs at session start and again whenever a registration meets a foreign node.
+//! the data dir: taken over at once) or another machine with the same id, or a
+//! foreign client squatting on the path: waited for, for as long as it lives, with an
+//! error in the log naming the session that holds it (again every few minutes). The
+//! sidecar neither exits nor touches the node meanwhile; the services it runs keep
+//! running. The guard runs at session start and again whenever a registration
+//! meets a foreign node.
 
 use crate::coord::session::Session;
 use crate::coord::zk::{self, ZkError};
@@ -34,12 +37,17 @@ pub fn previous_session(data_dir: &Path) -> Option<i64> {
     i64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
 }
 
+/// How often a node held by another live session is reported again.
+const REPORT_EVERY: Duration = Duration::from_secs(300);
+
 /// Makes sure no other session holds the ephemeral node at `path`: deletes it when
-/// it belongs to `previous` (this host's own earlier session), waits for it to vanish
-/// otherwise, and fails with [`RegisterError::Duplicate`] after `patience`.
+/// it belongs to `previous` (this host's own earlier session), and otherwise waits
+/// for it to vanish, reporting the session that holds it when it outlives `patience`
+/// (an old session of this host would have expired by then).
 pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), ZkError> {
     let previous = s.previous;
-    let deadline = tokio::time::Instant::now() + patience;
+    let mut deadline = tokio::time::Instant::now() + patience;
+    let mut seen = None;
     loop {
         let (stat, watcher) = match s.client.check_and_watch_stat(path).await {
             Ok(r) => r,
@@ -68,14 +76,21 @@ pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), Zk
                 Err(e) => return Err(ZkError::call("delete", path, e)),
             }
         }
-        tracing::warn!(path, owner = %zk::session_hex(owner), "host id held by another session; waiting for it to expire");
+        if seen != Some(owner) {
+            tracing::warn!(path, owner = %zk::session_hex(owner), "host id held by another session; waiting for it to expire");
+            seen = Some(owner);
+        }
         if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
-            return Err(ZkError::Duplicate {
-                host: s.host.clone(),
-                path: path.into(),
-                owner: zk::session_hex(owner),
-                waited: patience,
-            });
+            tracing::error!(
+                host = %s.host,
+                path,
+                owner = %zk::session_hex(owner),
+                "host id {} is already registered at {path} by another live session ({}): is another sidecar \
+                 running with the same [host] id? The services here keep running; waiting for that session to end",
+                s.host,
+                zk::session_hex(owner),
+            );
+            deadline = tokio::time::Instant::now() + REPORT_EVERY;
         }
     }
 }
@@ -108,8 +123,9 @@ impl Registration {
             },
             Some(cur) => {
                 let data = encode(cur);
+                let acl = s.acl(&path);
                 loop {
-                    match s.client.create(&path, &data, &zk::ephemeral()).await {
+                    match s.client.create(&path, &data, &acl.options(zkc::CreateMode::Ephemeral)).await {
                         Ok(_) => break,
                         Err(zkc::Error::NodeExists) => match zk::owner(&s.client, &path).await? {
                             Some(owner) if owner == s.id() => {

@@ -4,6 +4,7 @@
 //! running across sessions; the daemon opens a new session and every agent
 //! re-registers, re-creates its ticket and re-evaluates (SPEC step 10).
 
+use crate::coord::identity::{Acl, Identity};
 use crate::coord::zk::{self, ZkError};
 use std::time::Duration;
 use znode_schema::Layout;
@@ -24,6 +25,8 @@ pub struct Session {
     /// the data dir, or this run's previous session): ephemeral nodes of this host id
     /// owned by it are this host's own leftovers, taken over at once.
     pub previous: Option<i64>,
+    /// Who the session is to ZooKeeper, and the roles of the tree (ACLs of new nodes).
+    pub identity: std::sync::Arc<Identity>,
 }
 
 impl Session {
@@ -37,15 +40,28 @@ impl Session {
         self.client.state().is_terminated()
     }
 
+    /// The ACL of a node this session creates at `path`.
+    pub fn acl(&self, path: &str) -> Acl {
+        self.identity.acl(&self.layout, path)
+    }
+
+    /// `by` in this session's history events.
+    pub fn by(&self) -> String {
+        self.identity.by(&self.host)
+    }
+
     /// Creates the top-level tree and the per-service directories, idempotently.
+    /// In a secured tree `releases/<service>` is deployctl's to create.
     pub async fn ensure_tree(&self, services: &[String]) -> Result<(), ZkError> {
         for dir in self.layout.top_dirs() {
-            zk::mkdir_p(&self.client, &dir).await?;
+            zk::mkdir_p(self, &dir).await?;
         }
         for s in services {
-            zk::mkdir_p(&self.client, &self.layout.current_service(s)).await?;
-            zk::mkdir_p(&self.client, &self.layout.history(s)).await?;
-            zk::mkdir_p(&self.client, &self.layout.releases(s)).await?;
+            zk::mkdir_p(self, &self.layout.current_service(s)).await?;
+            zk::mkdir_p(self, &self.layout.history(s)).await?;
+            if self.identity.security.is_none() {
+                zk::mkdir_p(self, &self.layout.releases(s)).await?;
+            }
         }
         Ok(())
     }

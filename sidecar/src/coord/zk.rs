@@ -1,5 +1,6 @@
-//! ZooKeeper plumbing shared by the sidecar's modules: connecting, idempotent
-//! directories, reads that decode payloads, and how errors are classified.
+//! ZooKeeper plumbing shared by the sidecar's modules: idempotent directories (with
+//! the layout's ACLs), reads that decode payloads, and how errors are classified.
+//! Connecting, with credentials, is [`crate::coord::identity`]'s.
 //!
 //! # ConnectionLoss
 //! zookeeper-client does not retry: a call that fails with `ConnectionLoss` may or
@@ -8,7 +9,7 @@
 //! followed by a re-read that finds out whether it landed (tickets carry the host
 //! prefix; fences leave a marker).
 
-use std::time::Duration;
+use crate::coord::session::Session;
 use znode_schema::{DecodeError, codec};
 use zookeeper_client as zk;
 
@@ -29,21 +30,6 @@ pub enum ZkError {
     /// A payload could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// Another live session holds this host id (SPEC step 10): fatal for the sidecar.
-    #[error(
-        "host id {host:?} is already registered at {path} by another live session ({owner}); \
-         waited {waited:?} for it to expire. Is another sidecar running with the same [host] id?"
-    )]
-    Duplicate {
-        /// This host's id.
-        host: String,
-        /// The ephemeral node held by the other session.
-        path: String,
-        /// The other session's id.
-        owner: String,
-        /// How long the sidecar waited for it to vanish.
-        waited: Duration,
-    },
 }
 
 impl ZkError {
@@ -56,7 +42,7 @@ impl ZkError {
     pub fn zk(&self) -> Option<&zk::Error> {
         match self {
             ZkError::Call { source, .. } => Some(source),
-            ZkError::Decode(_) | ZkError::Duplicate { .. } => None,
+            ZkError::Decode(_) => None,
         }
     }
 
@@ -68,9 +54,11 @@ impl ZkError {
         )
     }
 
-    /// This host id belongs to another live sidecar: the daemon must stop.
+    /// ZooKeeper refused a write to this session's identity (NoAuth): the
+    /// credentials or the tree's ACLs are wrong, and retrying cannot help. The
+    /// daemon stops with an error naming the identity and the server.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ZkError::Duplicate { .. })
+        matches!(self.zk(), Some(zk::Error::NoAuth))
     }
 
     /// A transient failure: the same call may succeed after a reconnect.
@@ -79,38 +67,28 @@ impl ZkError {
     }
 }
 
-/// Connects with a session timeout; the connect string may hold several servers
-/// and a chroot (`h1:2181,h2:2181/chroot`).
-pub async fn connect(servers: &str, session_timeout: Duration) -> Result<zk::Client, zk::Error> {
-    zk::Client::connector().with_session_timeout(session_timeout).connect(servers).await
-}
-
-/// Options for persistent nodes (open ACL: baton relies on network access control).
-pub fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
-}
-
-/// Options for ephemeral nodes.
-pub fn ephemeral() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
-}
-
-/// Options for ephemeral sequential nodes (tickets).
-pub fn ephemeral_sequential() -> zk::CreateOptions<'static> {
-    zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all())
-}
-
-/// Options for persistent sequential nodes (history events).
-pub fn persistent_sequential() -> zk::CreateOptions<'static> {
-    zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all())
-}
-
-/// Creates `path` and its missing parents; existing nodes are left alone.
-pub async fn mkdir_p(client: &zk::Client, path: &str) -> Result<(), ZkError> {
+/// Creates `path` and its missing parents with the ACL each one's place implies;
+/// existing nodes are left alone (and not written to: a create of an existing node
+/// needs the parent's create permission, which a sidecar may lack).
+pub async fn mkdir_p(s: &Session, path: &str) -> Result<(), ZkError> {
     if path == "/" {
         return Ok(());
     }
-    client.mkdir(path, &persistent()).await.map_err(|e| ZkError::call("mkdir", path, e))
+    let mut prefix = String::new();
+    for seg in path[1..].split('/') {
+        prefix = format!("{prefix}/{seg}");
+        match s.client.check_stat(&prefix).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(ZkError::call("exists", &prefix, e)),
+        }
+        let acl = s.acl(&prefix);
+        match s.client.create(&prefix, b"", &acl.options(zk::CreateMode::Persistent)).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(ZkError::call("create", &prefix, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads and decodes `path`; `Ok(None)` when it does not exist.
