@@ -51,8 +51,21 @@ pub async fn prune(ctx: &Ctx, service: &str) {
 async fn try_prune(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
     let events = sorted_events(ctx, service).await?.unwrap_or_default();
     let excess = events.len().saturating_sub(ctx.history_keep);
-    for (_, name) in events.into_iter().take(excess) {
-        ctx.zk.delete(&ctx.layout.history_event(service, &name), None).await?;
+    for (_, name) in &events[..excess] {
+        ctx.zk.delete(&ctx.layout.history_event(service, name), None).await?;
+    }
+    // Then by age, oldest first, up to the first event young enough to keep.
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    for (_, name) in &events[excess..] {
+        let path = ctx.layout.history_event(service, name);
+        match ctx.zk.stat(&path).await? {
+            Some(stat) if now_ms - stat.ctime > znode_schema::HISTORY_MAX_AGE.as_millis() as i64 => {
+                ctx.zk.delete(&path, None).await?;
+            }
+            Some(_) => break,
+            None => {}
+        }
     }
     Ok(())
 }

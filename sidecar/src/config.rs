@@ -85,13 +85,16 @@ pub struct LimitsConfig {
     pub unpack: crate::host::unpack::UnpackLimits,
 }
 
-/// How long a download may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How downloads go.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadConfig {
     /// The longest a whole download (every attempt) may take.
     pub deadline: Duration,
     /// The slowest transfer accepted, bytes per second, averaged over 30 s.
     pub min_rate: u64,
+    /// A PEM bundle of CA certificates trusted for https downloads, beside the
+    /// system's trust store and the bundled public roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// This machine.
@@ -124,6 +127,9 @@ pub struct ServiceConfig {
     pub output: Output,
     /// What a sidecar shutdown does to the service.
     pub on_shutdown: OnShutdown,
+    /// The user its run/start/stop commands run as (the sidecar's own when `None`);
+    /// hooks and health checks stay with the sidecar's user.
+    pub user: Option<crate::host::command::RunAs>,
 }
 
 /// How a service is run.

@@ -51,7 +51,15 @@ fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
         tracing::info!(keys = cfg.trust.minisign_keys.len(), "only releases signed by a trusted key are installed");
     }
     let pace = Pace { deadline: Some(cfg.download.deadline), min_rate: cfg.download.min_rate, ..Pace::default() };
-    let fetcher = Fetcher::new(RetryPolicy::default()).trusting(trust).limited(cfg.limits.download.clone()).paced(pace);
+    let roots = match &cfg.download.ca {
+        Some(path) => crate::host::download::read_ca_bundle(path).map_err(|e| anyhow::anyhow!("[download] ca: {e}"))?,
+        None => Vec::new(),
+    };
+    let fetcher = Fetcher::new(RetryPolicy::default())
+        .trusting(trust)
+        .with_roots(roots)
+        .limited(cfg.limits.download.clone())
+        .paced(pace);
     let fetcher = Arc::new(fetcher);
     cfg.services
         .iter()

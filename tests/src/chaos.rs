@@ -199,7 +199,10 @@ pub async fn verify(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let completed = report.completed_with_failures.clone();
-    report.violations.extend(invariants::end_with(&state, &layout, services, paused_ok, &completed));
+    let online_at_end = report.completed_online.clone();
+    let (violations, notes) = invariants::end_with(&state, &layout, services, paused_ok, &completed, &online_at_end);
+    report.violations.extend(violations);
+    report.notes.extend(notes);
     report.assert_ok(root);
     eprintln!(
         "invariants hold over {} transactions, {} fences (max markers {}, fewest online at a fence {:?}, \

@@ -65,6 +65,11 @@ pub struct Report {
     /// Per service: the version and `failed_hosts` of its last entry deleted while
     /// listing failed hosts (a completion that counted them).
     pub completed_with_failures: BTreeMap<String, (String, Vec<String>)>,
+    /// Per service: the version of its last entry deleted (completed or superseded)
+    /// and the hosts registered online at that moment. A host that was not among them
+    /// missed the rollout while dark and stays on its release: a known gap
+    /// (docs/guarantees.md, "left behind"), reported as a note, not a violation.
+    pub completed_online: BTreeMap<String, (String, Vec<String>)>,
 }
 
 impl Report {
@@ -199,6 +204,8 @@ pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
             if let Op::Delete { path, .. } = op {
                 let gone = DeployName::from_path(path).filter(|n| layout.deploy_entry(n) == *path);
                 if let Some(e) = gone.and_then(|n| before.get::<DeployEntry>(&layout.deploy_entry(&n))) {
+                    let online = before.online(layout, &e.service).into_keys().collect();
+                    report.completed_online.insert(e.service.clone(), (e.version.clone(), online));
                     if !e.failed_hosts.is_empty() {
                         report.completed_with_failures.insert(e.service.clone(), (e.version, e.failed_hosts));
                     }

@@ -551,3 +551,57 @@ async fn a_trickling_server_is_cut_by_the_minimum_rate_and_by_the_deadline() {
     fetcher(1).fetch(&artifact, &dest).await.unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes, "resumed after the trickle, verified");
 }
+
+/// An https server of the test's own CA: `openssl s_server -WWW` serving `dir`.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(dir: &Path, cert: &baton_tests::secure::Cert) -> TlsServer {
+        let port = baton_tests::zk::free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept", &port.to_string(), "-cert"])
+            .arg(&cert.cert)
+            .arg("-key")
+            .arg(&cert.key)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        baton_tests::eventually("openssl s_server to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        TlsServer { child, port }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn https_from_an_internal_ca_needs_its_bundle() {
+    let pki = baton_tests::secure::Pki::new();
+    let cert = pki.issue("artifacts");
+    let served = TempDir::new().unwrap();
+    let bytes = payload();
+    std::fs::write(served.path().join("app.bin"), &bytes).unwrap();
+    let server = TlsServer::start(served.path(), &cert);
+    let art = artifact(format!("https://localhost:{}/app.bin", server.port), &bytes, ArtifactFormat::File);
+    let tmp = TempDir::new().unwrap();
+    let (dest, _) = dest(&tmp);
+    let err = fetcher(1).fetch(&art, &dest).await.unwrap_err();
+    assert!(error_chain(&err).to_lowercase().contains("certificate"), "{}", error_chain(&err));
+    let roots = baton_sidecar::host::download::read_ca_bundle(&pki.ca()).unwrap();
+    fetcher(1).with_roots(roots).fetch(&art, &dest).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    let err = baton_sidecar::host::download::read_ca_bundle(&cert.key).unwrap_err();
+    assert!(err.contains("holds no certificate") || err.contains("not a PEM bundle"), "{err}");
+}

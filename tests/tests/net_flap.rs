@@ -6,8 +6,8 @@
 //! flapping stops, so the rollout cannot complete while the flapping host is dark
 //! (a host offline at completion is left behind: see net_partition).
 //!
-//! `BATON_NET_FLAP_SECS` sets how long the link flaps (default 20). Skipped (with a
-//! message) where network namespaces cannot be created.
+//! `BATON_NET_FLAP_SECS` sets how long the link flaps (default 60 s). Skipped (with
+//! a message) where network namespaces cannot be created.
 
 use baton_tests::chaos::{PATIENCE, policy, verify, wait_service_done, wait_service_versions};
 use baton_tests::fleet::stage;
@@ -29,7 +29,7 @@ async fn a_flapping_link_makes_no_double_step_and_no_stuck_rollout() {
         }
     };
     let flap_for =
-        Duration::from_secs(std::env::var("BATON_NET_FLAP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20));
+        Duration::from_secs(std::env::var("BATON_NET_FLAP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
     let mut bed = NetBed::new(net, "net-flap", 1, &["api", "web"], HOSTS, Duration::from_secs(3));
     // host-4's web step waits in its drain hook until the flapping is over.
     let gate = bed.fleet.dir().join("gate");

@@ -268,3 +268,27 @@ fn sidecar_check_lists_every_problem_and_exits_non_zero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_a_user_runs_as_that_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("user"), "api", 1);
+    // The release lies under the fleet's directory: let the user traverse it.
+    std::fs::set_permissions(fleet.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    fleet.write_config(&fleet.hosts[0], "user = \"nobody\"");
+    let client = fleet.client().await;
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
+    fleet.start(0);
+    let c =
+        wait_current(&client, &fleet, "api-1", "registration at v1", |c| c.as_ref().is_some_and(|c| c.version == "1"))
+            .await
+            .unwrap();
+    let pid = c.pid.expect("run mode reports the pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid =
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap().to_string();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw().to_string();
+    assert_eq!(uid, nobody, "the service runs as nobody:\n{status}");
+    fleet.stop(0);
+}

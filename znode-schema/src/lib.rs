@@ -31,3 +31,7 @@ pub use seq::{DeployName, SeqName, TicketName};
 
 /// The schema number written into every payload by this version of baton.
 pub const SCHEMA: u32 = 1;
+
+/// History events older than this are pruned by whoever prunes (the sidecar and
+/// deployctl), whatever their count.
+pub const HISTORY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);

@@ -67,6 +67,7 @@ pub(super) struct RawLimits {
 pub(super) struct RawDownload {
     pub deadline: Option<String>,
     pub min_rate: Option<RawSize>,
+    pub ca: Option<PathBuf>,
 }
 
 /// One `[[service]]`.
@@ -82,6 +83,7 @@ pub(super) struct RawService {
     pub env: Option<BTreeMap<String, String>>,
     pub output: Option<String>,
     pub on_shutdown: Option<String>,
+    pub user: Option<String>,
 }
 
 /// `health = { ... }`.

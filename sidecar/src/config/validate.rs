@@ -206,7 +206,17 @@ fn download(p: &mut Problems, raw: RawDownload) -> Option<DownloadConfig> {
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => p.none("download.min_rate", e),
     };
-    Some(DownloadConfig { deadline: deadline?, min_rate: min_rate? })
+    let ca = match raw.ca {
+        None => Some(None),
+        Some(path) if !path.is_absolute() => {
+            p.none("download.ca", format!("{} must be an absolute path", path.display()))
+        }
+        Some(path) => match crate::host::download::read_ca_bundle(&path) {
+            Ok(_) => Some(Some(path)),
+            Err(e) => p.none("download.ca", e),
+        },
+    };
+    Some(DownloadConfig { deadline: deadline?, min_rate: min_rate?, ca: ca? })
 }
 
 fn zookeeper(p: &mut Problems, raw: RawZk) -> Option<ZkConfig> {
@@ -366,6 +376,13 @@ fn service(p: &mut Problems, key: &str, raw: RawService) -> Option<ServiceConfig
         Some("stop") => Some(OnShutdown::Stop),
         Some(other) => p.none(&format!("{key}.on_shutdown"), format!("expected \"keep\" or \"stop\", not {other:?}")),
     };
+    let user = match raw.user {
+        None => Some(None),
+        Some(name) => match crate::host::command::RunAs::lookup(&name) {
+            Ok(user) => Some(Some(user)),
+            Err(e) => p.none(&format!("{key}.user"), e),
+        },
+    };
     Some(ServiceConfig {
         name: name?,
         mode: mode?,
@@ -375,6 +392,7 @@ fn service(p: &mut Problems, key: &str, raw: RawService) -> Option<ServiceConfig
         env: env?,
         output: output?,
         on_shutdown: on_shutdown?,
+        user: user?,
     })
 }
 

@@ -265,7 +265,9 @@ pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployNa
     }
 }
 
-/// Deletes the oldest history events of `service` beyond [`history::KEEP`]; best effort.
+/// Deletes the oldest history events of `service` beyond [`history::KEEP`], and then
+/// those older than [`znode_schema::HISTORY_MAX_AGE`] (oldest first, stopping at the
+/// first younger one); best effort.
 pub async fn prune_history(s: &Session, service: &str) {
     let dir = s.layout.history(service);
     let Ok(children) = zk::children(&s.client, &dir).await else { return };
@@ -273,11 +275,22 @@ pub async fn prune_history(s: &Session, service: &str) {
         .into_iter()
         .filter_map(|c| SeqName::parse(&c, znode_schema::layout::EVENT_PREFIX).map(|n| (n, c)))
         .collect();
-    if events.len() <= history::KEEP {
-        return;
-    }
     events.sort();
-    for (_, name) in &events[..events.len() - history::KEEP] {
+    let excess = events.len().saturating_sub(history::KEEP);
+    for (_, name) in &events[..excess] {
         let _ = s.client.delete(&s.layout.history_event(service, name), None).await;
+    }
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let max_age_ms = znode_schema::HISTORY_MAX_AGE.as_millis() as i64;
+    for (_, name) in &events[excess..] {
+        let path = s.layout.history_event(service, name);
+        match s.client.check_stat(&path).await {
+            Ok(Some(stat)) if now_ms - stat.ctime > max_age_ms => {
+                let _ = s.client.delete(&path, None).await;
+            }
+            Ok(None) => {}
+            _ => break,
+        }
     }
 }

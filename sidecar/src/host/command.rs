@@ -26,6 +26,32 @@ pub struct CommandContext {
     pub cwd: PathBuf,
     /// Variables added to the sidecar's own environment.
     pub env: BTreeMap<String, String>,
+    /// The user to run as (the sidecar's own when `None`).
+    pub user: Option<RunAs>,
+}
+
+/// A user a service runs as: its ids, resolved when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its home directory.
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(RunAs { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir }),
+            Ok(None) => Err(format!("no such user {name:?}")),
+            Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+        }
+    }
 }
 
 /// Why a command did not run to a clean exit.
@@ -111,6 +137,11 @@ pub fn resolve_program(program: &str, cwd: &Path) -> PathBuf {
 pub fn build(argv: &[String], ctx: &CommandContext) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(resolve_program(&argv[0], &ctx.cwd));
     cmd.args(&argv[1..]).current_dir(&ctx.cwd).envs(&ctx.env).stdin(Stdio::null()).process_group(0);
+    if let Some(user) = &ctx.user {
+        // Supplementary groups are dropped by std when root changes the uid.
+        cmd.uid(user.uid).gid(user.gid);
+        cmd.env("USER", &user.name).env("LOGNAME", &user.name).env("HOME", &user.home);
+    }
     cmd.kill_on_drop(false);
     cmd
 }
@@ -219,7 +250,7 @@ mod tests {
     }
 
     fn root() -> CommandContext {
-        CommandContext { cwd: "/".into(), env: BTreeMap::new() }
+        CommandContext { cwd: "/".into(), env: BTreeMap::new(), user: None }
     }
 
     #[test]
@@ -239,7 +270,8 @@ mod tests {
     #[tokio::test]
     async fn runs_in_the_directory_with_the_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = CommandContext { cwd: dir.path().into(), env: [("X".to_string(), "42".to_string())].into() };
+        let ctx =
+            CommandContext { cwd: dir.path().into(), env: [("X".to_string(), "42".to_string())].into(), user: None };
         run(&sh("echo $X > out"), &ctx, Duration::from_secs(10)).await.unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("out")).unwrap(), "42\n");
     }
@@ -258,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_directory_is_blamed() {
-        let ctx = CommandContext { cwd: "/nonexistent/release".into(), env: BTreeMap::new() };
+        let ctx = CommandContext { cwd: "/nonexistent/release".into(), env: BTreeMap::new(), user: None };
         let err = run(&sh("true"), &ctx, Duration::from_secs(1)).await.unwrap_err().to_string();
         assert!(err.contains("working directory /nonexistent/release is missing"), "{err}");
     }

@@ -124,14 +124,27 @@ pub struct Fetcher {
     trust: Trust,
     limits: DownloadLimits,
     pace: Pace,
+    roots: Vec<reqwest::Certificate>,
 }
 
 /// The most redirects followed.
 const MAX_REDIRECTS: usize = 5;
 
-/// The HTTP client: `timeouts.connect`, and redirects followed only to https (or
-/// from http to http) within `limits`' prefixes, at most [`MAX_REDIRECTS`].
-fn client(timeouts: Timeouts, limits: &DownloadLimits) -> reqwest::Client {
+/// Reads a PEM bundle of CA certificates: at least one, every one valid.
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM bundle of certificates: {}", path.display(), chain(&e)))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The HTTP client: `timeouts.connect`; the bundled public roots, the system's trust
+/// store and `roots`; redirects followed only to https (or from http to http) within
+/// `limits`' prefixes, at most [`MAX_REDIRECTS`].
+fn client(timeouts: Timeouts, limits: &DownloadLimits, roots: &[reqwest::Certificate]) -> reqwest::Client {
     let limits = limits.clone();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
@@ -146,7 +159,11 @@ fn client(timeouts: Timeouts, limits: &DownloadLimits) -> reqwest::Client {
             attempt.follow()
         }
     });
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
         .connect_timeout(timeouts.connect)
         .redirect(redirects)
         .user_agent(concat!("baton-sidecar/", env!("CARGO_PKG_VERSION")))
@@ -196,14 +213,21 @@ impl Fetcher {
     /// If the TLS backend cannot be initialised.
     pub fn with_timeouts(retry: RetryPolicy, timeouts: Timeouts) -> Self {
         let limits = DownloadLimits::permissive();
-        let client = client(timeouts, &limits);
-        Fetcher { client, retry, timeouts, trust: Trust::default(), limits, pace: Pace::default() }
+        let client = client(timeouts, &limits, &[]);
+        Fetcher { client, retry, timeouts, trust: Trust::default(), limits, pace: Pace::default(), roots: Vec::new() }
     }
 
     /// This fetcher, downloading only what `limits` allow.
     pub fn limited(mut self, limits: DownloadLimits) -> Self {
-        self.client = client(self.timeouts, &limits);
+        self.client = client(self.timeouts, &limits, &self.roots);
         self.limits = limits;
+        self
+    }
+
+    /// This fetcher, also trusting the CA certificates `roots` for https.
+    pub fn with_roots(mut self, roots: Vec<reqwest::Certificate>) -> Self {
+        self.client = client(self.timeouts, &self.limits, &roots);
+        self.roots = roots;
         self
     }
 

@@ -151,7 +151,7 @@ mod tests {
     }
 
     fn here() -> CommandContext {
-        CommandContext { cwd: std::env::temp_dir(), env: Default::default() }
+        CommandContext { cwd: std::env::temp_dir(), env: Default::default(), user: None }
     }
 
     #[tokio::test]
@@ -200,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn exec_runs_in_the_release_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = CommandContext { cwd: dir.path().into(), env: Default::default() };
+        let ctx = CommandContext { cwd: dir.path().into(), env: Default::default(), user: None };
         let check = HealthCheck::Exec(vec!["test".into(), "-f".into(), "ready".into()]);
         let err = check_once(&check, SECOND, &ctx).await.unwrap_err();
         assert_eq!(err.to_string(), "failed to run the check command (test -f ready): exited with code 1");

@@ -32,7 +32,7 @@ pub async fn run_hook(
     env: &std::collections::BTreeMap<String, String>,
     timeout: Duration,
 ) -> Result<(), HookError> {
-    let ctx = CommandContext { cwd: cwd.to_path_buf(), env: env.clone() };
+    let ctx = CommandContext { cwd: cwd.to_path_buf(), env: env.clone(), user: None };
     tracing::info!(hook = name, command = %cmd.join(" "), "running hook");
     match command::run(cmd, &ctx, timeout).await {
         Ok(_) => Ok(()),

@@ -149,7 +149,11 @@ impl Supervisor {
         }
         let shared = &self.shared;
         std::fs::create_dir_all(&shared.dir).map_err(io_err("create", &shared.dir))?;
-        let ctx = CommandContext { cwd: release_dir.into(), env: shared.service.command_env(version, release_dir) };
+        let ctx = CommandContext {
+            cwd: release_dir.into(),
+            env: shared.service.command_env(version, release_dir),
+            user: shared.service.user.clone(),
+        };
         *shared.diag.lock().unwrap_or_else(|e| e.into_inner()) = Diag::default();
         let launched = match &shared.service.mode {
             RunMode::Run(argv) => self.start_process(argv, &ctx, version).await,
@@ -208,7 +212,11 @@ impl Supervisor {
         match &shared.service.mode {
             RunMode::Run(_) => shared.stop_recorded().await?,
             RunMode::StartStop { stop, .. } => {
-                let ctx = CommandContext { cwd: shared.dir.clone(), env: shared.service.env.clone() };
+                let ctx = CommandContext {
+                    cwd: shared.dir.clone(),
+                    env: shared.service.env.clone(),
+                    user: shared.service.user.clone(),
+                };
                 std::fs::create_dir_all(&shared.dir).map_err(io_err("create", &shared.dir))?;
                 shared.run_command("stop", stop, &ctx, shared.service.stop_timeout.0).await?;
             }
