@@ -74,7 +74,30 @@ fn which(cmd: &str) -> Option<PathBuf> {
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
+    // Below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by
+    // default): a port the kernel hands out with bind(0) may be taken again by any
+    // outgoing connection between this check and the server's own bind, which with
+    // hundreds of sidecars and clients in a parallel test run happens. A random
+    // port of 10000–32767 that binds now is only ever taken by another test.
+    let (low, high) = ephemeral_range();
+    let (from, to) = if low > 11_000 { (10_000, low - 1) } else { (high.saturating_add(1).max(1024), u16::MAX) };
+    for _ in 0..200 {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), from..=to);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+/// The kernel's ephemeral port range.
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut parts = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(low), Some(high)) if low <= high => (low, high),
+        _ => (32768, 60999),
+    }
 }
 
 /// What a test server needs beyond the defaults (see [`ZkCluster::standalone_with`]).

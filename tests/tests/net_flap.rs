@@ -36,7 +36,10 @@ async fn a_flapping_link_makes_no_double_step_and_no_stuck_rollout() {
     let hook_log = bed.fleet.dir().join("web-hooks.log");
     for h in &bed.fleet.hosts {
         let g = (h.id == "host-4").then_some(gate.as_path());
-        let web = hooks(&h.id, &hook_log, g);
+        // The held drain must outlast the flapping (hooks time out after 30 s by default).
+        let mut web = hooks(&h.id, &hook_log, g);
+        let end = web.rfind(" }").expect("a hooks table");
+        web.replace_range(end.., &format!(", timeout = \"{}s\" }}", flap_for.as_secs() + 60));
         bed.fleet.write_config_services(h, &[("web", web.as_str())]);
     }
     let client = bed.client().await;
