@@ -45,18 +45,29 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), Invalid> {
 /// The longest signature file read.
 const MAX_SIGNATURE: u64 = 4096;
 
-/// The signature to store for `service`'s release `version`, read from `signature`:
-/// its trusted comment checked, and verified over `file` with one of `trust_keys`
-/// when any are given.
+/// The signature to store for `service`'s release `version`: read from `signature`,
+/// or made over `file` with the secret key `sign_key` by the `minisign` tool; its
+/// trusted comment checked, and verified over `file` with one of `trust_keys` when
+/// any are given.
 pub fn signature(
     service: &str,
     version: &str,
     signature: Option<&Path>,
+    sign_key: Option<&Path>,
     file: Option<&Path>,
     trust_keys: &[String],
 ) -> Result<Option<String>, Invalid> {
     let bad = Invalid::Signature;
     let expected = znode_schema::Artifact::trusted_comment(service, version);
+    let made;
+    let signature = match (signature, sign_key, file) {
+        (Some(path), _, _) => Some(path),
+        (None, Some(key), Some(file)) => {
+            made = sign(key, file, &expected)?;
+            Some(made.path())
+        }
+        _ => None,
+    };
     let text = match signature {
         Some(path) => {
             let err = |e: std::io::Error| bad(format!("failed to read the signature {}: {e}", path.display()));
@@ -69,7 +80,7 @@ pub fn signature(
             text
         }
         None if !trust_keys.is_empty() => {
-            return Err(bad("--trust-key needs a signature: give --signature FILE".into()));
+            return Err(bad("--trust-key needs a signature: give --signature FILE or --sign-key FILE".into()));
         }
         None => return Ok(None),
     };
@@ -117,6 +128,33 @@ fn verify(signature: &minisign_verify::Signature, file: &Path, keys: &[String]) 
         });
     }
     Err(bad(format!("the signature was made by none of the trusted keys {tried:?}")))
+}
+
+/// Signs `file` with the `minisign` tool and the secret key `key`, trusted comment
+/// `comment`; returns the signature file (removed when dropped). The tool asks for
+/// the key's password on the terminal when it has one.
+fn sign(key: &Path, file: &Path, comment: &str) -> Result<tempfile::NamedTempFile, Invalid> {
+    let bad = Invalid::Signature;
+    let out = tempfile::Builder::new()
+        .prefix("deployctl-")
+        .suffix(".minisig")
+        .tempfile()
+        .map_err(|e| bad(format!("failed to create a temporary file for the signature: {e}")))?;
+    let status = std::process::Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(key)
+        .arg("-m")
+        .arg(file)
+        .arg("-x")
+        .arg(out.path())
+        .args(["-t", comment])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| bad(format!("failed to run minisign (Debian package minisign) to sign with --sign-key: {e}")))?;
+    if !status.success() {
+        return Err(bad(format!("minisign failed to sign {} with {} ({status})", file.display(), key.display())));
+    }
+    Ok(out)
 }
 
 /// `file://` + the absolute path of a local file.

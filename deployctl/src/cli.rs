@@ -170,8 +170,12 @@ pub struct StageArgs {
     /// A minisign signature of the artifact (`minisign -S -m ARTIFACT -t "baton SERVICE
     /// VERSION"`): stored as `artifact.signature`; its trusted comment must be exactly
     /// `baton SERVICE VERSION`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "sign_key")]
     pub signature: Option<PathBuf>,
+    /// Sign the artifact (given with --file) with this minisign secret key, by
+    /// running the `minisign` tool (it asks for the key's password, if any).
+    #[arg(long, value_name = "FILE", requires = "file")]
+    pub sign_key: Option<PathBuf>,
     /// A minisign public key (base64, or a minisign.pub file) the signature must
     /// verify with over the local --file before anything is written; repeatable.
     #[arg(long, value_name = "KEY", requires = "file")]

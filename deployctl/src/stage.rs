@@ -70,8 +70,14 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
         (None, None) => return Err(Invalid::NoUrl),
     };
     check_url(&url)?;
-    let signature =
-        signature(&args.service, &args.version, args.signature.as_deref(), args.file.as_deref(), &args.trust_key)?;
+    let signature = signature(
+        &args.service,
+        &args.version,
+        args.signature.as_deref(),
+        args.sign_key.as_deref(),
+        args.file.as_deref(),
+        &args.trust_key,
+    )?;
     let format = match args.format.as_deref() {
         Some("tar.gz") => ArtifactFormat::TarGz,
         Some(_) => ArtifactFormat::File,

@@ -76,15 +76,28 @@ fn which(cmd: &str) -> Option<PathBuf> {
 pub fn free_port() -> u16 {
     // Below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by
     // default): a port the kernel hands out with bind(0) may be taken again by any
-    // outgoing connection between this check and the server's own bind, which with
-    // hundreds of sidecars and clients in a parallel test run happens. A random
-    // port of 10000–32767 that binds now is only ever taken by another test.
+    // outgoing connection between this check and the server's own bind. Ports are
+    // handed out in turn from a counter that every test process of the machine
+    // shares (a file under the temporary directory, under `flock`), so two tests
+    // running at once never get the same one until the range wraps; each must also
+    // bind right now.
+    use std::io::{Read, Seek, Write};
     let (low, high) = ephemeral_range();
-    let (from, to) = if low > 11_000 { (10_000, low - 1) } else { (high.saturating_add(1).max(1024), u16::MAX) };
-    for _ in 0..200 {
-        let port = rand::Rng::gen_range(&mut rand::thread_rng(), from..=to);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    let (from, to) = if low > 11_000 { (10_000u16, low - 1) } else { (high.saturating_add(1).max(1024), u16::MAX) };
+    let path = std::env::temp_dir().join("baton-test-ports");
+    let counter = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+    let locked = counter.ok().and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    if let Some(mut file) = locked {
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let mut next = text.trim().parse::<u16>().ok().filter(|p| (from..=to).contains(p)).unwrap_or(from);
+        for _ in 0..2000 {
+            let port = next;
+            next = if next >= to { from } else { next + 1 };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| write!(file, "{next}"));
+                return port;
+            }
         }
     }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")

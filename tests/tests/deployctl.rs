@@ -407,6 +407,14 @@ async fn stage_stores_a_signature_only_when_it_is_for_this_release_and_verifies(
     assert_eq!(r.code, 2, "signed by another key than the one trusted: {r:?}");
     assert!(r.stderr.contains("made by none of the trusted keys"), "{r:?}");
     ctl.ok(&[&stage_web[..], &["--trust-key", public.to_str().unwrap()]].concat()).await;
+    // --sign-key signs with the minisign tool, the trusted comment made right.
+    let sign_db = ["stage", "db", "--version", "7", "--file", f, "--sign-key", secret.to_str().unwrap()];
+    let r = ctl.run(&[&sign_db[..], &["--trust-key", &key]].concat()).await;
+    assert_eq!(r.code, 2, "signed by a key other than the trusted one: {r:?}");
+    ctl.ok(&[&sign_db[..], &["--trust-key", public.to_str().unwrap()]].concat()).await;
+    let (data, _) = c.get_data(&ctl.layout.staging("db")).await.unwrap();
+    let staged: znode_schema::Staging = znode_schema::decode("staging", &data).unwrap();
+    assert!(staged.artifact.signature.is_some_and(|s| s.contains("trusted comment: baton db 7")));
     let (data, _) = c.get_data(&ctl.layout.staging("web")).await.unwrap();
     let staged: znode_schema::Staging = znode_schema::decode("staging", &data).unwrap();
     let signature = staged.artifact.signature.expect("signed");
