@@ -55,12 +55,10 @@ async fn try_prune(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
         ctx.zk.delete(&ctx.layout.history_event(service, name), None).await?;
     }
     // Then by age, oldest first, up to the first event young enough to keep.
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     for (_, name) in &events[excess..] {
         let path = ctx.layout.history_event(service, name);
         match ctx.zk.stat(&path).await? {
-            Some(stat) if now_ms - stat.ctime > znode_schema::HISTORY_MAX_AGE.as_millis() as i64 => {
+            Some(stat) if znode_schema::history_expired(stat.ctime) => {
                 ctx.zk.delete(&path, None).await?;
             }
             Some(_) => break,

@@ -351,4 +351,39 @@ pub fn file_artifact(path: &Path) -> Artifact {
     }
 }
 
+/// Host `host`'s registration of `service`, when it exists and decodes.
+pub async fn registration(client: &zk::Client, fleet: &Fleet, service: &str, host: &str) -> Option<Current> {
+    let path = fleet.layout().current_host(service, host);
+    let (data, _) = client.get_data(&path).await.ok()?;
+    decode(&path, &data).ok()
+}
+
+/// Waits (at most 60 s) until every host's registration of `service` satisfies `f`,
+/// and returns them in host order; panics naming `what`, with the fleet's logs.
+pub async fn wait_registrations(
+    client: &zk::Client,
+    fleet: &Fleet,
+    service: &str,
+    what: &str,
+    f: impl Fn(&Current) -> bool,
+) -> Vec<Current> {
+    let r = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut all = Vec::new();
+            for h in &fleet.hosts {
+                match registration(client, fleet, service, &h.id).await {
+                    Some(c) if f(&c) => all.push(c),
+                    _ => break,
+                }
+            }
+            if all.len() == fleet.hosts.len() {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("timed out waiting for {what}\n{}", fleet.logs()))
+}
+
 pub use crate::staging::{deploys, online, set_state, stage};

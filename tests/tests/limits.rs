@@ -3,7 +3,7 @@
 //! once and SIGTERM stops it within its stop timeout.
 
 use baton_tests::artifact_server::{ArtifactServer, Fault};
-use baton_tests::fleet::{Behaviour, Fleet, stage};
+use baton_tests::fleet::{Behaviour, Fleet, stage, wait_registrations};
 use baton_tests::{shared_server, unique_root};
 use std::time::{Duration, Instant};
 use znode_schema::{Artifact, ArtifactFormat, Current, HumanDuration, Policy, Quorum, decode};
@@ -15,30 +15,8 @@ fn policy() -> Policy {
     Policy { quorum: Quorum::Count(0), max_parallel: 2, health_deadline: HumanDuration::secs(10), ..Policy::default() }
 }
 
-async fn current(client: &zk::Client, fleet: &Fleet, host: &str) -> Option<Current> {
-    let path = fleet.layout().current_host(&fleet.service, host);
-    let (data, _) = client.get_data(&path).await.ok()?;
-    decode(&path, &data).ok()
-}
-
 async fn wait_all(client: &zk::Client, fleet: &Fleet, what: &str, f: impl Fn(&Current) -> bool) {
-    let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.id.clone()).collect();
-    let r = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let mut ok = 0;
-            for h in &hosts {
-                if current(client, fleet, h).await.is_some_and(|c| f(&c)) {
-                    ok += 1;
-                }
-            }
-            if ok == hosts.len() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    r.unwrap_or_else(|_| panic!("timed out waiting for {what}\n{}", fleet.logs()))
+    wait_registrations(client, fleet, &fleet.service, what, f).await;
 }
 
 /// The demo release `version` served over HTTP by `server` at `/<version>/demo`.

@@ -4,51 +4,17 @@
 //! host's registration; a correctly signed one rolls out; the other service of the
 //! host is never touched.
 
-use baton_tests::fleet::{Behaviour, Fleet, stage};
+use baton_tests::fleet::{Behaviour, Fleet, registration, stage, wait_registrations};
 use baton_tests::signing::Signer;
 use baton_tests::{shared_server, unique_root};
 use std::time::Duration;
-use znode_schema::{Artifact, Current, HumanDuration, Policy, Quorum, decode};
-use zookeeper_client as zk;
+use znode_schema::{Artifact, Current, HumanDuration, Policy, Quorum};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const HOSTS: [&str; 3] = ["host-1", "host-2", "host-3"];
 
 fn policy() -> Policy {
     Policy { quorum: Quorum::Count(1), max_parallel: 2, health_deadline: HumanDuration::secs(10), ..Policy::default() }
-}
-
-async fn current(client: &zk::Client, fleet: &Fleet, svc: &str, host: &str) -> Option<Current> {
-    let path = fleet.layout().current_host(svc, host);
-    let (data, _) = client.get_data(&path).await.ok()?;
-    decode(&path, &data).ok()
-}
-
-/// Waits until every host's registration of `svc` satisfies `f`.
-async fn wait_all(
-    client: &zk::Client,
-    fleet: &Fleet,
-    svc: &str,
-    what: &str,
-    f: impl Fn(&Current) -> bool,
-) -> Vec<Current> {
-    let r = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let mut all = Vec::new();
-            for h in HOSTS {
-                match current(client, fleet, svc, h).await {
-                    Some(c) if f(&c) => all.push(c),
-                    _ => break,
-                }
-            }
-            if all.len() == HOSTS.len() {
-                return all;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    r.unwrap_or_else(|_| panic!("timed out waiting for {what}\n{}", fleet.logs()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -63,8 +29,8 @@ async fn only_releases_signed_for_their_service_and_version_by_a_trusted_key_are
         stage(&client, &layout, svc, "1", &v1, policy()).await;
     }
     fleet.start_all();
-    let web_before = wait_all(&client, &fleet, "web", "web at 1", |c| c.version == "1").await;
-    wait_all(&client, &fleet, "api", "api at 1", |c| c.version == "1").await;
+    let web_before = wait_registrations(&client, &fleet, "web", "web at 1", |c| c.version == "1").await;
+    wait_registrations(&client, &fleet, "api", "api at 1", |c| c.version == "1").await;
 
     // Each refused the same way: reported by every host, nothing installed, no ticket.
     let tampered = {
@@ -94,7 +60,7 @@ async fn only_releases_signed_for_their_service_and_version_by_a_trusted_key_are
     ];
     for (version, artifact, reason) in cases {
         stage(&client, &layout, "api", version, &artifact, policy()).await;
-        let reports = wait_all(&client, &fleet, "api", &format!("every host refusing {version}"), |c| {
+        let reports = wait_registrations(&client, &fleet, "api", &format!("every host refusing {version}"), |c| {
             c.last_error.as_deref().is_some_and(|e| e.contains(&format!("release {version}")) && e.contains(reason))
         })
         .await;
@@ -113,8 +79,8 @@ async fn only_releases_signed_for_their_service_and_version_by_a_trusted_key_are
     // Signed right, it rolls out; web's processes were never touched.
     let v7 = signer.signed(&fleet.artifact("7", Behaviour::Good), "api", "7");
     stage(&client, &layout, "api", "7", &v7, policy()).await;
-    wait_all(&client, &fleet, "api", "api at 7", |c| c.version == "7" && c.last_error.is_none()).await;
-    let web_after = wait_all(&client, &fleet, "web", "web at 1", |c| c.version == "1").await;
+    wait_registrations(&client, &fleet, "api", "api at 7", |c| c.version == "7" && c.last_error.is_none()).await;
+    let web_after = wait_registrations(&client, &fleet, "web", "web at 1", |c| c.version == "1").await;
     let pids = |cs: &[Current]| cs.iter().map(|c| c.pid).collect::<Vec<_>>();
     assert_eq!(pids(&web_after), pids(&web_before), "web kept its processes");
     for i in 0..HOSTS.len() {
@@ -142,7 +108,7 @@ async fn a_host_that_boots_with_trusted_keys_refuses_an_unsigned_catalog_version
     .await;
     r.unwrap_or_else(|_| panic!("the boot refusal was not logged\n{}", fleet.logs()));
     assert!(!fleet.hosts[0].data_dir.join("api/releases/1").exists(), "nothing installed");
-    let c = current(&client, &fleet, "api", "api-1").await;
+    let c = registration(&client, &fleet, "api", "api-1").await;
     assert!(c.as_ref().is_none_or(|c| c.version != "1"), "not registered at the unsigned release: {c:?}");
     fleet.stop(0);
 }

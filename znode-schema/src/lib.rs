@@ -35,3 +35,11 @@ pub const SCHEMA: u32 = 1;
 /// History events older than this are pruned by whoever prunes (the sidecar and
 /// deployctl), whatever their count.
 pub const HISTORY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Whether a history event created at `ctime_ms` (a znode's ctime, ms since the
+/// epoch) is older than [`HISTORY_MAX_AGE`] now.
+pub fn history_expired(ctime_ms: i64) -> bool {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    now_ms - ctime_ms > HISTORY_MAX_AGE.as_millis() as i64
+}

@@ -36,7 +36,7 @@ pub fn create_op(layout: &Layout, ev: &HistoryEvent) -> (String, Vec<u8>) {
 pub const KEEP: usize = 200;
 
 /// See [`KEEP`].
-pub const PRUNE_EVERY: u64 = 50;
+pub const PRUNE_EVERY: i64 = 50;
 
 /// A failure event of this host, to count the next failures of the same release in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub async fn record_failure(
     match s.client.create(&prefix, &data, &acl.options(zookeeper_client::CreateMode::PersistentSequential)).await {
         Ok((_, seq)) => {
             let name = format!("{}{seq}", znode_schema::layout::EVENT_PREFIX);
-            if seq.to_string().parse::<u64>().is_ok_and(|n| n % PRUNE_EVERY == 0) {
+            if seq.into_i64() % PRUNE_EVERY == 0 {
                 crate::coord::commit::prune_history(s, service).await;
             }
             Some(Coalesced { version: version.into(), name, count: 1 })

@@ -99,20 +99,8 @@ impl Trust {
         if !self.is_enforced() {
             return Ok(());
         }
-        let (key, signature) = self.signature_for(artifact, service, version)?;
-        let io_err = |source| SignatureError::Io { path: file.to_path_buf(), source };
-        let mut verifier =
-            key.1.verify_stream(&signature).map_err(|e| SignatureError::Malformed { reason: e.to_string() })?;
-        let mut input = std::fs::File::open(file).map_err(io_err)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = input.read(&mut buf).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            verifier.update(&buf[..n]);
-        }
-        verifier.finalize().map_err(|_| SignatureError::Invalid { key: key.0.clone() })
+        let input = std::fs::File::open(file).map_err(|source| SignatureError::Io { path: file.into(), source })?;
+        self.check_reader(input, file, artifact, service, version)
     }
 
     /// Checks `bytes` (a whole artifact in memory).
@@ -123,11 +111,33 @@ impl Trust {
         service: &str,
         version: &str,
     ) -> Result<(), SignatureError> {
+        self.check_reader(bytes, Path::new("<memory>"), artifact, service, version)
+    }
+
+    /// Checks the signature over everything `input` (named `path` in errors) holds.
+    fn check_reader(
+        &self,
+        mut input: impl Read,
+        path: &Path,
+        artifact: &Artifact,
+        service: &str,
+        version: &str,
+    ) -> Result<(), SignatureError> {
         if !self.is_enforced() {
             return Ok(());
         }
         let (key, signature) = self.signature_for(artifact, service, version)?;
-        key.1.verify(bytes, &signature, false).map_err(|_| SignatureError::Invalid { key: key.0.clone() })
+        let mut verifier =
+            key.1.verify_stream(&signature).map_err(|e| SignatureError::Malformed { reason: e.to_string() })?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = input.read(&mut buf).map_err(|source| SignatureError::Io { path: path.into(), source })?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]);
+        }
+        verifier.finalize().map_err(|_| SignatureError::Invalid { key: key.0.clone() })
     }
 
     /// The decoded signature, its comment checked, and the trusted key it names.
@@ -166,9 +176,10 @@ pub fn decode(text: &str) -> Result<Signature, SignatureError> {
 /// The key id a signature names, in minisign's hex form (for messages); `?` when the
 /// text cannot be read.
 fn key_id(text: &str) -> String {
+    use base64::Engine;
     use std::fmt::Write;
     let line = text.lines().nth(1).unwrap_or_default().trim();
-    let bytes = base64_decode(line).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(line).unwrap_or_default();
     if bytes.len() < 10 {
         return "?".into();
     }
@@ -177,30 +188,6 @@ fn key_id(text: &str) -> String {
         let _ = write!(s, "{b:02X}");
         s
     })
-}
-
-/// Standard base64 (with padding), enough for a signature line.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let text = text.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for &c in text {
-        acc = (acc << 6) | u32::from(value(c)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
