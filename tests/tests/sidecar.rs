@@ -276,8 +276,15 @@ async fn a_service_with_a_user_runs_as_that_user() {
     // The release lies under the fleet's directory: let the user traverse it.
     std::fs::set_permissions(fleet.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     fleet.write_config(&fleet.hosts[0], "user = \"nobody\"");
+    // The service's own program must be reachable by the user too, wherever the
+    // checkout lies (a 0700 temporary directory in CI): a copy beside the release.
+    let demo = fleet.dir().join("baton-demo-service");
+    std::fs::copy(baton_tests::bin::path("baton-demo-service"), &demo).unwrap();
+    std::fs::set_permissions(&demo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = fleet.dir().join("demo");
+    std::fs::write(&script, format!("#!/bin/sh\nexec {} --version 1\n", demo.display())).unwrap();
+    let v1 = baton_tests::fleet::file_artifact(&script);
     let client = fleet.client().await;
-    let v1 = fleet.artifact("1", Behaviour::Good);
     stage(&client, &fleet.layout(), "api", "1", &v1, policy(0)).await;
     fleet.start(0);
     let c =
