@@ -79,6 +79,9 @@ pub enum Command {
     /// Resume a paused or halted rollout of SERVICE and reset its failure count.
     #[command(after_help = "Example:\n  deployctl resume api")]
     Resume(ServiceArg),
+    /// Promote SERVICE's rollout past its canary phase: every other host steps now.
+    #[command(after_help = "Example:\n  deployctl promote api")]
+    Promote(ServiceArg),
     /// Abort SERVICE's rollout: hosts keep what they run; the staged release goes back
     /// to the release most online hosts run.
     #[command(after_help = "Example:\n  deployctl abort api")]
@@ -160,6 +163,17 @@ pub struct StageArgs {
     /// Host failures tolerated before the rollout halts [default: 0].
     #[arg(long)]
     pub max_failures: Option<u32>,
+    /// The first N hosts step, then the rollout pauses (reason `canary`) until
+    /// `deployctl promote` [default: 0, no canary phase].
+    #[arg(long, value_name = "N")]
+    pub canary: Option<u32>,
+    /// With --canary: promote on its own once the canaries stayed healthy this long.
+    #[arg(long, value_name = "DURATION", requires = "canary")]
+    pub auto_promote: Option<HumanDuration>,
+    /// What a failed step does to its host: `rollback` (go back) or `stay` (keep the
+    /// new release, for releases that cannot be undone; the rollout halts) [default: rollback].
+    #[arg(long, value_name = "rollback|stay")]
+    pub on_failure: Option<znode_schema::OnFailure>,
     /// Supersede the service's unfinished rollout (its deploy entry is deleted).
     #[arg(long)]
     pub replace: bool,

@@ -73,11 +73,16 @@ fn pause_or_resume(by: &str, d: &DeployEntry, pause: bool, reason: Option<&str>)
             new.state = DeployState::Paused;
             new.reason = Some(reason.map(String::from).unwrap_or_else(|| format!("paused by {by}")));
         }
+        (false, DeployState::Paused) if d.awaits_promotion() => {
+            return Err(Refusal::AwaitsPromotion { service, version, canaries: d.canaries_done.join(", ") });
+        }
         (false, DeployState::Active) if d.failures == 0 => return Err(Refusal::NothingToResume { service, version }),
         (false, _) => {
             new.state = DeployState::Active;
             new.reason = None;
             new.failures = 0;
+            // A canary whose step failed steps again: its canary step is not done.
+            new.canaries_done.retain(|h| !d.failed_hosts.contains(h));
             new.failed_hosts.clear();
         }
     }
@@ -125,6 +130,70 @@ pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&st
         } else {
             let verb = if pause { "paused" } else { "resumed" };
             println!("{verb} {service}'s rollout to {} ({})", new.version, entry.node.path);
+        }
+        return Ok(());
+    }
+    Err(contention(&what))
+}
+
+/// `deployctl promote SERVICE`: ends the canary phase. A rollout paused after its
+/// canaries goes on at once; one whose canaries still step lets every host step.
+pub async fn promote(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
+    validate_service(service).map_err(Invalid::from)?;
+    let what = format!("promote {service}");
+    for _ in 0..ATTEMPTS {
+        let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
+        let (entry, d) = entry_of(&queue, service)?;
+        let view = ServiceView::read(&ctx.zk, &ctx.layout, service).await?;
+        let canary = view
+            .staging
+            .as_ref()
+            .and_then(|s| s.ok())
+            .filter(|s| s.version == d.version)
+            .map_or(0, |s| s.policy.canary);
+        let refuse = |why: &str| Refusal::NothingToPromote {
+            service: service.into(),
+            version: d.version.clone(),
+            why: why.into(),
+        };
+        if canary == 0 {
+            return Err(refuse("has no canary phase").into());
+        }
+        if let Some(by) = &d.promoted_by {
+            return Err(refuse(&format!("was promoted by {by}")).into());
+        }
+        let mut new = d.clone();
+        new.promoted_by = Some(ctx.by.clone());
+        if d.awaits_promotion() {
+            new.state = DeployState::Active;
+            new.reason = None;
+        }
+        let data = encode(&new);
+        let mut txn = Txn::default();
+        txn.push(Op::Set { path: entry.node.path.clone(), data: data.clone(), version: entry.node.version });
+        let detail = format!(
+            "canaries {}{}",
+            if d.canaries.is_empty() { "none yet".to_string() } else { d.canaries.join(", ") },
+            if d.awaits_promotion() { "" } else { " (promoted before the canary phase ended)" }
+        );
+        let ev = crate::history::event(ctx, EventKind::Promoted, service, Some(&d.version), Some(detail));
+        crate::history::add(ctx, &mut txn, &ev);
+        match commit(ctx, service, &txn, &what).await? {
+            Outcome::Done(_) => {}
+            Outcome::Retry => continue,
+            Outcome::Unknown => {
+                let now = ctx.zk.get(&entry.node.path).await?;
+                if now.map(|(raw, _)| raw) != Some(data) {
+                    continue;
+                }
+            }
+        }
+        crate::history::prune(ctx, service).await;
+        if ctx.json {
+            print_json(&json!({"service": service, "path": entry.node.path, "entry": new}));
+        } else {
+            let state = if new.state == DeployState::Active { String::new() } else { format!(" (still {})", new.state) };
+            println!("promoted {service}'s rollout to {}: every host steps now{state} ({})", new.version, entry.node.path);
         }
         return Ok(());
     }

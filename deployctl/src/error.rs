@@ -115,6 +115,15 @@ pub enum Refusal {
     /// The service has no deploy entry.
     #[error("no unfinished rollout of {service}")]
     NoRollout { service: String },
+    /// Promote of a rollout without a canary phase, or promoted already.
+    #[error("{service}'s rollout to {version} {why}: nothing to promote")]
+    NothingToPromote { service: String, version: String, why: String },
+    /// Resume of a rollout that waits for promotion after its canaries.
+    #[error(
+        "{service}'s rollout to {version} is paused after its canary phase (canaries: {canaries}): \
+         promote it with `deployctl promote {service}`, or abort or roll back"
+    )]
+    AwaitsPromotion { service: String, version: String, canaries: String },
     /// Pause of a paused rollout.
     #[error("{service}'s rollout to {version} is already paused")]
     AlreadyPaused { service: String, version: String },

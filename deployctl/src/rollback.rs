@@ -83,9 +83,9 @@ pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>) -> anyhow::Result<(
             state: DeployState::Active,
             reason: None,
             failures: 0,
-            failed_hosts: Vec::new(),
             created_at: now.clone(),
             created_by: ctx.by.clone(),
+            ..DeployEntry::default()
         };
         let plan = build(ctx, &queue, &view, &staging, &entry);
         let results = match commit(ctx, service, &plan.txn, &what).await? {

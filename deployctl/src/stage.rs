@@ -90,6 +90,9 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
         bake: args.bake.unwrap_or(defaults.bake),
         health_deadline: args.health_deadline.unwrap_or(defaults.health_deadline),
         max_failures: args.max_failures.unwrap_or(defaults.max_failures),
+        canary: args.canary.unwrap_or(defaults.canary),
+        auto_promote: args.auto_promote.or(defaults.auto_promote),
+        on_failure: args.on_failure.unwrap_or(defaults.on_failure),
     };
     policy.validate()?;
     Ok(Staging {
@@ -122,9 +125,9 @@ pub async fn run(ctx: &Ctx, args: &StageArgs, staging: Staging) -> anyhow::Resul
         state: DeployState::Active,
         reason: None,
         failures: 0,
-        failed_hosts: Vec::new(),
         created_at: now.clone(),
         created_by: ctx.by.clone(),
+        ..DeployEntry::default()
     };
     for _ in 0..ATTEMPTS {
         let before = read_before(ctx, &staging).await?;

@@ -80,6 +80,7 @@ pub struct Agent {
     pub store: ReleaseStore,
     fetcher: Arc<Fetcher>,
     keep_releases: usize,
+    host_id: String,
     /// The history event counting this host's failures to download the staged release.
     failure_event: std::sync::Mutex<Option<crate::coord::history::Coalesced>>,
 }
@@ -93,7 +94,15 @@ impl Agent {
         store: ReleaseStore,
         fetcher: Arc<Fetcher>,
     ) -> Self {
-        Agent { cfg, supervisor, store, fetcher, keep_releases: host.keep_releases, failure_event: Default::default() }
+        Agent {
+            cfg,
+            supervisor,
+            store,
+            fetcher,
+            keep_releases: host.keep_releases,
+            host_id: host.id.clone(),
+            failure_event: Default::default(),
+        }
     }
 
     /// The service name.
@@ -107,7 +116,7 @@ impl Agent {
     }
 
     fn parts(&self) -> Parts<'_> {
-        Parts { cfg: &self.cfg, supervisor: &self.supervisor, store: &self.store }
+        Parts { host: &self.host_id, cfg: &self.cfg, supervisor: &self.supervisor, store: &self.store }
     }
 
     /// Drives the lifecycle until shutdown (at a safe point: a step in flight
@@ -253,6 +262,7 @@ impl Agent {
             }
             Lifecycle::Upgraded(step) => self.upgraded(c, step).await,
             Lifecycle::Reverted { step, cause } => self.reverted(c, step, cause).await,
+            Lifecycle::Stayed { step, cause } => self.stayed(c, step, cause).await,
             Lifecycle::Undone(step) => self.undone(c, step).await,
             Lifecycle::Completing { entry, version } => self.completing(c, entry, version).await,
             Lifecycle::Recovering { entry, marker } => self.recover(c, entry, marker).await,

@@ -119,8 +119,10 @@ pub struct ServiceConfig {
     pub stop_timeout: HumanDuration,
     /// Its health check.
     pub health: HealthConfig,
-    /// Its drain and undrain hooks.
+    /// Its hooks: prepare, drain, undrain, verify.
     pub hooks: HooksConfig,
+    /// How a step puts a new release to work: restart (the default) or reload.
+    pub apply: Apply,
     /// Extra environment for run/start/stop, hooks and exec health checks.
     pub env: BTreeMap<String, String>,
     /// Where the output of run/start/stop goes.
@@ -171,12 +173,45 @@ pub struct HealthConfig {
 /// Commands run around an upgrade step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HooksConfig {
+    /// Run before drain, in the new release's directory (validate it); a failure
+    /// fails the step before the service is touched.
+    pub prepare: Option<Hook>,
     /// Run before the service is stopped for an upgrade.
-    pub drain: Option<Vec<String>>,
+    pub drain: Option<Hook>,
     /// Run once the new release is healthy and baked.
-    pub undrain: Option<Vec<String>>,
-    /// Time allowed to each hook (default 30s).
+    pub undrain: Option<Hook>,
+    /// Run after undrain (check the host through the load balancer); a failure fails
+    /// the step: drain, roll back, undrain.
+    pub verify: Option<Hook>,
+}
+
+/// One hook: its command and the time it is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// The command.
+    pub command: Vec<String>,
+    /// Time allowed (the hook's own `<name>_timeout`, else `timeout`, default 30s).
     pub timeout: Duration,
+}
+
+/// How a step puts a new release to work.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Apply {
+    /// Stop the service, switch the active release, start it (the default).
+    #[default]
+    Restart,
+    /// Switch the active release and tell the running service to pick it up; the
+    /// process keeps running (same pid).
+    Reload(Reload),
+}
+
+/// How a reload is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Run this command in the new release's directory (`reload = [...]`).
+    Command(Vec<String>),
+    /// Send this signal to the service's process (`reload_signal = "HUP"`, run mode).
+    Signal(nix::sys::signal::Signal),
 }
 
 /// Where a service's output goes.

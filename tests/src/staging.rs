@@ -46,9 +46,9 @@ pub async fn stage(
         state: DeployState::Active,
         reason: None,
         failures: 0,
-        failed_hosts: vec![],
         created_at: now.clone(),
         created_by: "test@harness".into(),
+        ..DeployEntry::default()
     };
     let ev = HistoryEvent {
         at: now,

@@ -242,11 +242,11 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
                 // The session is handed back so its ephemeral nodes outlive the task.
                 loop {
                     let (front, _q, _w) = fence::front(&s, "api", "2").await.unwrap();
-                    if turn::decide(&staging, &front) != turn::Verdict::Go {
+                    if turn::decide(&staging, &front, &s.host) != turn::Verdict::Go {
                         return (false, s);
                     }
                     let head = front.head.unwrap();
-                    match fence::commit(&s, "api", &head, &ticket, front.self_online, Some("1"), "2").await.unwrap() {
+                    match fence::commit(&s, "api", &head, &ticket, front.self_online, Some("1"), "2", 0).await.unwrap() {
                         fence::Fenced::Won => return (true, s),
                         fence::Fenced::Moved => continue,
                     }

@@ -118,10 +118,11 @@ pub struct Ticket {
 }
 
 /// The state of a deploy entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployState {
     /// Hosts take turns.
+    #[default]
     Active,
     /// An operator paused it: no new step starts.
     Paused,
@@ -140,7 +141,7 @@ impl std::fmt::Display for DeployState {
 }
 
 /// `deploy/deploy-<seq>` (persistent sequential): one service rollout in the order queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployEntry {
     /// The service.
     pub service: String,
@@ -158,10 +159,41 @@ pub struct DeployEntry {
     /// again for this entry); absent when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_hosts: Vec<String>,
+    /// The hosts fenced during the canary phase (at most the policy's `canary`);
+    /// absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<String>,
+    /// The canaries whose step ended (upgraded or failed); when all `canary` of them
+    /// did, the rollout pauses with reason `canary`. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries_done: Vec<String>,
+    /// When the canary phase ended and the rollout paused for promotion (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_paused_at: Option<String>,
+    /// Who promoted the rollout past its canary phase (`user@host`, or
+    /// `sidecar@<host> (auto_promote)`); absent while it is not promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_by: Option<String>,
     /// When it was created.
     pub created_at: String,
     /// Who created it.
     pub created_by: String,
+}
+
+/// The reason of a rollout paused after its canary phase.
+pub const CANARY_REASON: &str = "canary";
+
+impl DeployEntry {
+    /// Whether the rollout is in its canary phase under a policy's `canary`: it has
+    /// one and nobody promoted it yet.
+    pub fn canary_phase(&self, canary: u32) -> bool {
+        canary > 0 && self.promoted_by.is_none()
+    }
+
+    /// Whether it paused because its canaries stepped, waiting for promotion.
+    pub fn awaits_promotion(&self) -> bool {
+        self.state == DeployState::Paused && self.canary_paused_at.is_some() && self.promoted_by.is_none()
+    }
 }
 
 /// `deploy/deploy-<seq>/upgrading/<host>` (persistent): a host holds an upgrade slot.
@@ -208,6 +240,10 @@ pub enum EventKind {
     Unlocked,
     /// A host could not download or verify the staged release.
     DownloadFailed,
+    /// The canaries stepped: the rollout paused for promotion.
+    CanaryPaused,
+    /// A rollout was promoted past its canary phase (by an operator or `auto_promote`).
+    Promoted,
 }
 
 impl std::fmt::Display for EventKind {

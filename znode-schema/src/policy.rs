@@ -18,6 +18,12 @@ pub enum PolicyError {
     /// `max_parallel` of zero.
     #[error("max_parallel must be at least 1")]
     MaxParallel,
+    /// An `on_failure` that is neither `rollback` nor `stay`.
+    #[error("invalid on_failure {0:?}: expected \"rollback\" or \"stay\"")]
+    OnFailure(String),
+    /// `auto_promote` without a canary phase.
+    #[error("auto_promote needs a canary phase (canary of at least 1)")]
+    AutoPromote,
 }
 
 /// The minimum number of online hosts that must stay up while hosts upgrade.
@@ -163,6 +169,59 @@ pub struct Policy {
     /// Host failures tolerated before the rollout halts. Default 0.
     #[serde(default)]
     pub max_failures: u32,
+    /// The first this many hosts step, then the rollout pauses with reason `canary`
+    /// until it is promoted. Default 0: no canary phase.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub canary: u32,
+    /// After the canaries stepped, promote on its own once they stayed healthy this
+    /// long. Default: wait for `deployctl promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promote: Option<HumanDuration>,
+    /// What a failed step does to its host. Default `rollback`.
+    #[serde(default, skip_serializing_if = "OnFailure::is_default")]
+    pub on_failure: OnFailure,
+}
+
+/// What a host whose step failed does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Go back to the release it ran before (the default).
+    #[default]
+    Rollback,
+    /// Keep the new release (one that cannot be undone, such as a schema migration):
+    /// the rollout halts for a human, who rolls forward.
+    Stay,
+}
+
+impl OnFailure {
+    fn is_default(&self) -> bool {
+        *self == OnFailure::Rollback
+    }
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFailure::Rollback => "rollback",
+            OnFailure::Stay => "stay",
+        })
+    }
+}
+
+impl FromStr for OnFailure {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rollback" => Ok(OnFailure::Rollback),
+            "stay" => Ok(OnFailure::Stay),
+            other => Err(PolicyError::OnFailure(other.into())),
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_max_parallel() -> u32 {
@@ -181,6 +240,9 @@ impl Default for Policy {
             bake: HumanDuration::default(),
             health_deadline: default_health_deadline(),
             max_failures: 0,
+            canary: 0,
+            auto_promote: None,
+            on_failure: OnFailure::Rollback,
         }
     }
 }
@@ -190,6 +252,9 @@ impl Policy {
     pub fn validate(&self) -> Result<(), PolicyError> {
         if self.max_parallel == 0 {
             return Err(PolicyError::MaxParallel);
+        }
+        if self.auto_promote.is_some() && self.canary == 0 {
+            return Err(PolicyError::AutoPromote);
         }
         Ok(())
     }

@@ -5,7 +5,8 @@
 //!            v                                                           │
 //! Booting → Idle → Downloading → Queued ──fence──> Upgrading ──ok──> Upgraded → Completing → Idle
 //!   │        ^         │ (retry,                      │                  ^
-//!   │        │         │  backoff)                    └─fail─> RollingBack → Reverted ─┘
+//!   │        │         │  backoff)                    ├─fail─> RollingBack → Reverted ─┤
+//!   │        │         │                              └─fail, on_failure = stay─> Stayed ─┘
 //!   │        │         v                                                  ^
 //!   └─(a marker of this service at session start)─> Recovering           │
 //!                                  │  new release active ──> Verifying ──┴─ok─> Upgraded
@@ -83,6 +84,17 @@ pub enum Lifecycle {
         step: Step,
         /// Why it failed.
         cause: String,
+        /// Whether the host was undrained when it failed (a failed verify hook):
+        /// drain it before going back.
+        drain: bool,
+    },
+    /// The step failed with `cause` under `on_failure = "stay"`: the host keeps the
+    /// new release; one transaction counts the failure and halts the rollout.
+    Stayed {
+        /// The step.
+        step: Step,
+        /// Why it failed.
+        cause: String,
     },
     /// Back on `from` after a failed step: one transaction counts the failure.
     Reverted {
@@ -126,6 +138,7 @@ impl Lifecycle {
             Lifecycle::Upgraded(_) => "upgraded",
             Lifecycle::RollingBack { .. } => "rolling_back",
             Lifecycle::Reverted { .. } => "reverted",
+            Lifecycle::Stayed { .. } => "stayed",
             Lifecycle::Undoing(_) => "undoing",
             Lifecycle::Undone(_) => "undone",
             Lifecycle::Completing { .. } => "completing",
@@ -150,6 +163,7 @@ impl Lifecycle {
                 self,
                 Lifecycle::Upgraded(_)
                     | Lifecycle::Reverted { .. }
+                    | Lifecycle::Stayed { .. }
                     | Lifecycle::Undone(_)
                     | Lifecycle::Recovering { .. }
             )

@@ -9,14 +9,15 @@ use super::lifecycle::{Lifecycle, Step};
 use super::{Agent, Ctx};
 use crate::coord::commit::{self, StepEnd};
 use crate::coord::zk::ZkError;
-use crate::host::step::StepError;
-use znode_schema::{DeployName, Policy, Upgrading};
+use crate::host::step::{Move, Phase, StepError};
+use znode_schema::{DeployName, OnFailure, Policy, Upgrading};
 
 impl Agent {
     /// Runs a local state to its end (no ZooKeeper call).
     pub(super) async fn local(&self, state: Lifecycle) -> Lifecycle {
         match state {
-            Lifecycle::Upgrading(step) => match self.parts().upgrade(&step.to, &step.policy).await {
+            Lifecycle::Upgrading(step) => match self.parts().upgrade(step.from.as_deref(), &step.to, &step.policy).await
+            {
                 Ok(()) => Lifecycle::Upgraded(step),
                 Err(err) => self.failed(step, err),
             },
@@ -24,8 +25,8 @@ impl Agent {
                 Ok(()) => Lifecycle::Upgraded(step),
                 Err(err) => self.failed(step, err),
             },
-            Lifecycle::RollingBack { step, cause } => {
-                if let Err(err) = self.parts().revert(step.from.as_deref(), &step.policy).await {
+            Lifecycle::RollingBack { step, cause, drain } => {
+                if let Err(err) = self.parts().revert(step.from.as_deref(), &step.to, &step.policy, drain).await {
                     tracing::error!(error = %err, "rollback of the failed step failed too");
                 }
                 Lifecycle::Reverted { step, cause }
@@ -38,9 +39,21 @@ impl Agent {
         }
     }
 
+    /// Where a failed step goes: nothing to undo after a failed prepare (the service
+    /// was not touched); the new release kept under `on_failure = "stay"`; otherwise
+    /// back to the old release.
     fn failed(&self, step: Step, err: StepError) -> Lifecycle {
+        let cause = err.to_string();
+        if !err.touched() {
+            tracing::error!(error = %err, to = %step.to, "upgrade step failed before touching the service");
+            return Lifecycle::Reverted { step, cause };
+        }
+        if step.policy.on_failure == OnFailure::Stay {
+            tracing::error!(error = %err, to = %step.to, "upgrade step failed; on_failure = stay: keeping the new release");
+            return Lifecycle::Stayed { step, cause };
+        }
         tracing::error!(error = %err, to = %step.to, "upgrade step failed; rolling back");
-        Lifecycle::RollingBack { step, cause: err.to_string() }
+        Lifecycle::RollingBack { step, cause, drain: err.undrained() }
     }
 
     /// The rest of an interrupted step whose new release is active: adopt it (or
@@ -54,7 +67,9 @@ impl Agent {
             .await
             .map_err(|e| StepError::Health { version: step.to.clone(), reason: e.to_string() })?;
         self.parts().bake(&step.to, step.policy.bake.0).await?;
-        self.parts().undrain().await
+        let m = Move { from: step.from.as_deref(), to: &step.to, phase: Phase::Step };
+        self.parts().undrain(m).await?;
+        self.parts().verify(m).await
     }
 
     /// Goes back to `from` after an interrupted step whose new release is not active.
@@ -69,13 +84,14 @@ impl Agent {
                 tracing::error!(error = %err, "failed to adopt the old release");
             }
             if self.supervisor.wait_healthy(step.policy.health_deadline.0).await.is_ok() {
-                if let Err(err) = self.parts().undrain().await {
+                let m = Move { from: step.from.as_deref(), to: &step.to, phase: Phase::Rollback };
+                if let Err(err) = self.parts().undrain(m).await {
                     tracing::error!(error = %err, "undrain after the interrupted step failed");
                 }
                 return;
             }
         }
-        if let Err(err) = self.parts().revert(back.as_deref(), &step.policy).await {
+        if let Err(err) = self.parts().revert(back.as_deref(), &step.to, &step.policy, false).await {
             tracing::error!(error = %err, "undoing the interrupted step failed");
         }
     }
@@ -89,7 +105,7 @@ impl Agent {
             ticket: step.ticket.as_ref(),
             register: cur.as_ref(),
         };
-        commit::success(&c.s, &end, &step.to).await?;
+        commit::success(&c.s, &end, &step.to, step.policy.canary).await?;
         c.reg.assume(cur);
         tracing::info!(version = %step.to, "host upgraded");
         self.prune_releases();
@@ -105,9 +121,31 @@ impl Agent {
             ticket: step.ticket.as_ref(),
             register: cur.as_ref(),
         };
-        let state = commit::failure(&c.s, &end, &step.to, step.policy.max_failures, &cause).await?;
+        let state =
+            commit::failure(&c.s, &end, &step.to, step.policy.max_failures, &cause, step.policy.canary).await?;
         c.reg.assume(cur);
         tracing::warn!(?state, "failure counted on the rollout");
+        Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
+    }
+
+    /// Commits a failed step that keeps the new release (`on_failure = "stay"`):
+    /// registered at the new version if it is healthy, the failure counted and the
+    /// rollout halted whatever `max_failures` says (the release cannot be undone).
+    pub(super) async fn stayed(&self, c: &mut Ctx, step: Step, cause: String) -> Result<Lifecycle, ZkError> {
+        let cur = self.registration(&c.s, &step.to, None);
+        let end = StepEnd {
+            service: &self.cfg.name,
+            entry: &step.entry,
+            ticket: step.ticket.as_ref(),
+            register: cur.as_ref(),
+        };
+        let why = format!(
+            "{cause}; release {} cannot be undone (on_failure = stay): {} keeps it; fix forward, then resume or stage a new release",
+            step.to, c.s.host
+        );
+        let state = commit::failure(&c.s, &end, &step.to, 0, &why, step.policy.canary).await?;
+        c.reg.assume(cur);
+        tracing::warn!(?state, "failure counted on the rollout; the host keeps the new release");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }
 

@@ -5,6 +5,7 @@ use super::{Agent, Ctx, REEVALUATE};
 use crate::coord::commit::{self, Completion};
 use crate::coord::deploys::{Queue, Slot};
 use crate::coord::fence::{self, Fenced};
+use crate::coord::promote::{self, Promotion};
 use crate::coord::turn::{self, Verdict};
 use crate::coord::zk::{self, ZkError};
 use crate::coord::{queue, session::Session};
@@ -26,6 +27,7 @@ impl Agent {
     pub(super) async fn idle(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
         let (staged, w) = self.staging(&c.s).await?;
         let mut watches = vec![w];
+        let mut timer = REEVALUATE;
         if let Some(st) = &staged {
             let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
             if let Some(slot) = self.wants(&c.s, st, &q) {
@@ -40,12 +42,14 @@ impl Agent {
                 if slot.failed_here(&c.s.host) {
                     tracing::info!(entry = %slot.name, version = %st.version, "waiting: this host's step failed in this rollout (until resume or a new stage)");
                     watches.extend(self.watch_entry(&c.s, &slot.name).await?);
-                } else if let Some(w) = self.designated_completer(c, st, slot).await? {
-                    watches.push(w);
+                } else {
+                    let (w, t) = self.designated_completer(c, st, slot).await?;
+                    watches.extend(w);
+                    timer = t.unwrap_or(REEVALUATE);
                 }
             }
         }
-        self.wait(c, watches, sd, REEVALUATE, None).await?;
+        self.wait(c, watches, sd, timer, None).await?;
         Ok(Lifecycle::Idle)
     }
 
@@ -60,25 +64,31 @@ impl Agent {
 
     /// A rollout this host is already done with: the online host with the smallest id
     /// decides completion (a rollout in which nobody needs to step, or one resumed
-    /// after every host finished) and watches the entry; the others only watch staging,
-    /// so the fleet reads the hosts once, not N times.
+    /// after every host finished) and auto-promotion (a canary phase that took every
+    /// host that needed a step), and watches the entry; the others only watch staging,
+    /// so the fleet reads the hosts once, not N times. Returns the watch and a timer.
     async fn designated_completer(
         &self,
         c: &mut Ctx,
         st: &Staging,
         slot: &Slot,
-    ) -> Result<Option<OneshotWatcher>, ZkError> {
+    ) -> Result<(Option<OneshotWatcher>, Option<Duration>), ZkError> {
         self.reconcile(c, None).await?;
         let hosts = zk::children(&c.s.client, &c.s.layout.current_service(&st.service)).await?;
         if hosts.iter().min() != Some(&c.s.host) {
-            return Ok(None);
+            return Ok((None, None));
         }
         match commit::complete(&c.s, &st.service, &st.version, &slot.name).await? {
             Completion::NotDone(why) => {
                 tracing::debug!(entry = %slot.name, %why, "rollout not complete");
-                self.watch_entry(&c.s, &slot.name).await
+                let timer = match promote::auto_promote(&c.s, st, slot).await? {
+                    Promotion::Wait(left) => Some(left),
+                    Promotion::Done => Some(Duration::ZERO),
+                    _ => None,
+                };
+                Ok((self.watch_entry(&c.s, &slot.name).await?, timer))
             }
-            _ => Ok(None),
+            _ => Ok((None, None)),
         }
     }
 
@@ -178,13 +188,22 @@ impl Agent {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
         }
-        let verdict = turn::decide(&st, &front);
+        let verdict = turn::decide(&st, &front, &c.s.host);
         if verdict == Verdict::Go {
             let head = front.head.clone().expect("Go implies a head");
             let from = self.active();
             let won = front.own_marker
-                || fence::commit(&c.s, &self.cfg.name, &head, &ticket, front.self_online, from.as_deref(), &version)
-                    .await?
+                || fence::commit(
+                    &c.s,
+                    &self.cfg.name,
+                    &head,
+                    &ticket,
+                    front.self_online,
+                    from.as_deref(),
+                    &version,
+                    st.policy.canary,
+                )
+                .await?
                     == Fenced::Won;
             if !won {
                 return Ok(again(waiting, None));
@@ -197,11 +216,27 @@ impl Agent {
         watches.extend(front_watches);
         let (why, vacuous_since, timer) = match &verdict {
             Verdict::NotHead => self.behind_head(c, &q, vacuous_since).await?,
-            Verdict::Inactive(state) => (format!("the rollout is {state}"), None, REEVALUATE),
+            Verdict::Inactive(state) => match front.head.as_ref() {
+                Some(head) => match promote::auto_promote(&c.s, &st, head).await? {
+                    Promotion::Done => return Ok(again(waiting, None)),
+                    Promotion::Wait(left) => {
+                        let why = format!("paused after the canary phase; auto_promote in {}s", left.as_secs());
+                        (why, None, left.min(REEVALUATE))
+                    }
+                    Promotion::Unhealthy(why) => {
+                        (format!("paused after the canary phase; not promoting on its own: {why}"), None, REEVALUATE)
+                    }
+                    Promotion::NotWaiting => (format!("the rollout is {state}"), None, REEVALUATE),
+                },
+                None => (format!("the rollout is {state}"), None, REEVALUATE),
+            },
             Verdict::Quorum { online, required } => {
                 (format!("quorum: {online} online, {required} must stay online"), None, REEVALUATE)
             }
             Verdict::Slots { upgrading } => (format!("slots: {upgrading} host(s) stepping"), None, REEVALUATE),
+            Verdict::Canary { canaries } => {
+                (format!("canary phase: {canaries} canary host(s) step first, then promotion"), None, REEVALUATE)
+            }
             other => (format!("{other:?}"), None, REEVALUATE),
         };
         self.log_wait(&waiting, &why);

@@ -84,6 +84,9 @@ pub(super) struct RawService {
     pub output: Option<String>,
     pub on_shutdown: Option<String>,
     pub user: Option<String>,
+    pub apply: Option<String>,
+    pub reload: Option<Vec<String>>,
+    pub reload_signal: Option<String>,
 }
 
 /// `health = { ... }`.
@@ -99,9 +102,15 @@ pub(super) struct RawHealth {
 /// `hooks = { ... }`.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawHooks {
+    pub prepare: Option<Vec<String>>,
     pub drain: Option<Vec<String>>,
     pub undrain: Option<Vec<String>>,
+    pub verify: Option<Vec<String>>,
     pub timeout: Option<String>,
+    pub prepare_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub undrain_timeout: Option<String>,
+    pub verify_timeout: Option<String>,
 }
 
 /// The top-level keys, in the order they are documented.

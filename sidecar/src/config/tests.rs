@@ -25,7 +25,8 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(s.stop_timeout, HumanDuration::secs(10));
     assert_eq!(s.health.interval, Duration::from_millis(500));
     assert_eq!(s.health.timeout, Duration::from_secs(2));
-    assert_eq!(s.hooks, HooksConfig { drain: None, undrain: None, timeout: Duration::from_secs(30) });
+    assert_eq!(s.hooks, HooksConfig { prepare: None, drain: None, undrain: None, verify: None });
+    assert_eq!(s.apply, Apply::Restart);
     assert!(s.env.is_empty());
     assert_eq!((s.output, s.on_shutdown), (Output::File, OnShutdown::Keep));
 }
@@ -77,7 +78,9 @@ fn full_config_is_read() {
         run = ["bin/api", "--port", "8080"]
         stop_timeout = "3s"
         health = { http = "http://127.0.0.1:8080/health", interval = "1s", timeout = "300ms" }
-        hooks = { drain = ["bin/drain"], undrain = ["bin/undrain"], timeout = "5s" }
+        hooks = { drain = ["bin/drain"], undrain = ["bin/undrain"], timeout = "5s", prepare = ["bin/t"], prepare_timeout = "1m" }
+        apply = "reload"
+        reload_signal = "HUP"
         env = { PORT = "8080" }
         output = "inherit"
         on_shutdown = "stop"
@@ -93,7 +96,11 @@ fn full_config_is_read() {
     let api = &config.services[0];
     assert_eq!(api.health.check, HealthCheck::Http("http://127.0.0.1:8080/health".into()));
     assert_eq!(api.health.timeout, Duration::from_millis(300));
-    assert_eq!(api.hooks.drain, Some(vec!["bin/drain".to_string()]));
+    let drain = Hook { command: vec!["bin/drain".to_string()], timeout: Duration::from_secs(5) };
+    assert_eq!(api.hooks.drain, Some(drain));
+    let prepare = Hook { command: vec!["bin/t".to_string()], timeout: Duration::from_secs(60) };
+    assert_eq!(api.hooks.prepare, Some(prepare), "a hook's own timeout wins");
+    assert_eq!(api.apply, Apply::Reload(Reload::Signal(nix::sys::signal::Signal::SIGHUP)));
     assert_eq!(api.env.get("PORT").map(String::as_str), Some("8080"));
     assert_eq!((api.output, api.on_shutdown), (Output::Inherit, OnShutdown::Stop));
     let db = &config.services[1];
@@ -166,6 +173,12 @@ fn host_problems(host: &str, expected: &str) {
 #[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nstop_timeout = \"ever\"", "service[0].stop_timeout: invalid duration"; "bad stop timeout")]
 #[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nhooks = { drain = [] }", "service[0].hooks.drain: must not be empty"; "empty drain")]
 #[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nhooks = { drian = [\"x\"] }", "service[0].hooks.drian: unknown field `drian`"; "unknown hook")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nhooks = { verify_timeout = \"1s\" }", "service[0].hooks.verify_timeout: is set but there is no verify hook"; "timeout without hook")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\napply = \"reload\"", "service[0].apply: apply = \"reload\" needs reload = [...] or reload_signal"; "reload without how")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nreload = [\"x\"]", "service[0].apply: reload and reload_signal need apply = \"reload\""; "reload without apply")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\napply = \"reload\"\nreload_signal = \"HUPP\"", "service[0].reload_signal: unknown signal \"HUPP\""; "bad signal")]
+#[test_case("name = \"api\"\nstart = [\"a\"]\nstop = [\"b\"]\nhealth = { tcp = \"h:1\" }\napply = \"reload\"\nreload_signal = \"HUP\"", "service[0].reload_signal: a start/stop service has no process to signal"; "signal without process")]
+#[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\napply = \"hot\"", "service[0].apply: expected \"restart\" or \"reload\", not \"hot\""; "bad apply")]
 #[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nenv = { BATON_VERSION = \"1\" }", "service[0].env.BATON_VERSION: the BATON_ prefix is reserved"; "reserved env")]
 #[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\nenv = { PORT = 8080 }", "service[0].env.PORT: invalid type"; "env not a string")]
 #[test_case("name = \"api\"\nrun = [\"a\"]\nhealth = { tcp = \"h:1\" }\noutput = \"syslog\"", "service[0].output: expected \"file\" or \"inherit\", not \"syslog\""; "bad output")]

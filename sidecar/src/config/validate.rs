@@ -365,6 +365,7 @@ fn service(p: &mut Problems, key: &str, raw: RawService) -> Option<ServiceConfig
     let stop_timeout = p.duration(&format!("{key}.stop_timeout"), raw.stop_timeout.as_deref(), default_stop_timeout());
     let health = health(p, &format!("{key}.health"), raw.health);
     let hooks = hooks(p, &format!("{key}.hooks"), raw.hooks.unwrap_or_default());
+    let apply = apply(p, key, mode.as_ref(), raw.apply, raw.reload, raw.reload_signal);
     let env = env(p, &format!("{key}.env"), raw.env.unwrap_or_default());
     let output = match raw.output.as_deref() {
         None | Some("file") => Some(Output::File),
@@ -389,6 +390,7 @@ fn service(p: &mut Problems, key: &str, raw: RawService) -> Option<ServiceConfig
         stop_timeout: HumanDuration(stop_timeout?),
         health: health?,
         hooks: hooks?,
+        apply: apply?,
         env: env?,
         output: output?,
         on_shutdown: on_shutdown?,
@@ -444,14 +446,65 @@ fn check_url(url: &str) -> Result<(), String> {
 }
 
 fn hooks(p: &mut Problems, key: &str, raw: RawHooks) -> Option<HooksConfig> {
-    let drain = raw.drain.map(|argv| p.command(&format!("{key}.drain"), argv));
-    let undrain = raw.undrain.map(|argv| p.command(&format!("{key}.undrain"), argv));
     let timeout = p.duration(&format!("{key}.timeout"), raw.timeout.as_deref(), default_hook_timeout());
-    Some(HooksConfig {
-        drain: drain.map_or(Some(None), |d| d.map(Some))?,
-        undrain: undrain.map_or(Some(None), |u| u.map(Some))?,
-        timeout: timeout?,
-    })
+    let mut hook = |name: &str, argv: Option<Vec<String>>, own: Option<String>| -> Option<Option<Hook>> {
+        let own_key = format!("{key}.{name}_timeout");
+        if argv.is_none() && own.is_some() {
+            p.push(own_key.clone(), format!("is set but there is no {name} hook"));
+        }
+        let limit = p.duration(&own_key, own.as_deref(), timeout.unwrap_or_else(default_hook_timeout));
+        let command = argv.map(|argv| p.command(&format!("{key}.{name}"), argv));
+        match command {
+            None => limit.map(|_| None),
+            Some(c) => Some(Some(Hook { command: c?, timeout: limit? })),
+        }
+    };
+    let prepare = hook("prepare", raw.prepare, raw.prepare_timeout);
+    let drain = hook("drain", raw.drain, raw.drain_timeout);
+    let undrain = hook("undrain", raw.undrain, raw.undrain_timeout);
+    let verify = hook("verify", raw.verify, raw.verify_timeout);
+    timeout?;
+    Some(HooksConfig { prepare: prepare?, drain: drain?, undrain: undrain?, verify: verify? })
+}
+
+fn apply(
+    p: &mut Problems,
+    key: &str,
+    mode: Option<&RunMode>,
+    apply: Option<String>,
+    reload: Option<Vec<String>>,
+    signal: Option<String>,
+) -> Option<Apply> {
+    let reload = reload.map(|argv| p.command(&format!("{key}.reload"), argv));
+    let signal = signal.map(|name| {
+        let full = if name.starts_with("SIG") { name.clone() } else { format!("SIG{name}") };
+        full.parse::<nix::sys::signal::Signal>()
+            .map_err(|_| p.push(format!("{key}.reload_signal"), format!("unknown signal {name:?} (e.g. \"HUP\", \"USR1\")")))
+            .ok()
+    });
+    match apply.as_deref() {
+        None | Some("restart") => {
+            if reload.is_some() || signal.is_some() {
+                return p.none(&format!("{key}.apply"), "reload and reload_signal need apply = \"reload\"");
+            }
+            Some(Apply::Restart)
+        }
+        Some("reload") => match (reload, signal) {
+            (Some(cmd), None) => cmd.map(|c| Apply::Reload(Reload::Command(c))),
+            (None, Some(sig)) => {
+                if matches!(mode, Some(RunMode::StartStop { .. })) {
+                    return p.none(
+                        &format!("{key}.reload_signal"),
+                        "a start/stop service has no process to signal: give reload = [...]",
+                    );
+                }
+                sig.map(|s| Apply::Reload(Reload::Signal(s)))
+            }
+            (None, None) => p.none(&format!("{key}.apply"), "apply = \"reload\" needs reload = [...] or reload_signal"),
+            (Some(_), Some(_)) => p.none(&format!("{key}.apply"), "reload and reload_signal are mutually exclusive"),
+        },
+        Some(other) => p.none(&format!("{key}.apply"), format!("expected \"restart\" or \"reload\", not {other:?}")),
+    }
 }
 
 fn env(p: &mut Problems, key: &str, env: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {

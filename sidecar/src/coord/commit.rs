@@ -31,10 +31,14 @@ async fn exists(s: &Session, path: &str) -> Result<bool, ZkError> {
     s.client.check_stat(path).await.map(|st| st.is_some()).map_err(|e| ZkError::call("exists", path, e))
 }
 
-/// Success: register at the new version, drop marker and ticket, record `host_upgraded`.
-pub async fn success(s: &Session, end: &StepEnd<'_>, version: &str) -> Result<(), ZkError> {
+/// Success: register at the new version, drop marker and ticket, record
+/// `host_upgraded`. In a canary phase (`canary` > 0, not promoted) a canary's success
+/// is recorded on the deploy entry, and the last canary's pauses the rollout.
+pub async fn success(s: &Session, end: &StepEnd<'_>, version: &str, canary: u32) -> Result<(), ZkError> {
     let ev = history::event(s, end.service, EventKind::HostUpgraded, Some(version), None);
-    finish(s, end, None, ev, None).await
+    let done = |entry: &mut DeployEntry| canary_done(entry, &s.host, canary);
+    let count: Option<Count<'_>> = if canary > 0 { Some(&done) } else { None };
+    finish(s, end, count, ev, None).await
 }
 
 /// Undo after a crash or session loss mid-step, not counted as a failure.
@@ -44,13 +48,16 @@ pub async fn undo(s: &Session, end: &StepEnd<'_>, version: Option<&str>, detail:
 }
 
 /// Failure: count it on the deploy entry (halting it past `max_failures`), register
-/// at the old version if healthy, drop marker and ticket, record `host_failed`.
+/// as given (the old version, or the new one under `on_failure = "stay"`) if healthy,
+/// drop marker and ticket, record `host_failed`. A canary's failure ends its canary
+/// step as a success does (see [`success`]) when it does not halt the rollout.
 pub async fn failure(
     s: &Session,
     end: &StepEnd<'_>,
     version: &str,
     max_failures: u32,
     cause: &str,
+    canary: u32,
 ) -> Result<Option<DeployState>, ZkError> {
     let ev = history::event(s, end.service, EventKind::HostFailed, Some(version), Some(cause.into()));
     let mut last = None;
@@ -63,13 +70,32 @@ pub async fn failure(
             entry.state = DeployState::Halted;
             entry.reason = Some(format!("host {} failed: {cause}", s.host));
         }
-        entry.state
+        canary_done(entry, &s.host, canary);
+        true
     };
     finish(s, end, Some(&count), ev, Some(&mut last)).await?;
     Ok(last)
 }
 
-type Count<'a> = &'a (dyn Fn(&mut DeployEntry) -> DeployState + Sync);
+/// Records on `entry` that canary `host`'s step ended; when every one of the
+/// policy's `canary` hosts did, an active rollout pauses with reason `canary` until
+/// it is promoted. Whether the entry changed.
+pub fn canary_done(entry: &mut DeployEntry, host: &str, canary: u32) -> bool {
+    let canary_step = entry.canary_phase(canary) && entry.canaries.iter().any(|h| h == host);
+    if !canary_step || entry.canaries_done.iter().any(|h| h == host) {
+        return false;
+    }
+    entry.canaries_done.push(host.to_string());
+    if entry.canaries_done.len() as u32 >= canary && entry.state == DeployState::Active {
+        entry.state = DeployState::Paused;
+        entry.reason = Some(znode_schema::CANARY_REASON.into());
+        entry.canary_paused_at = Some(znode_schema::time::now());
+    }
+    true
+}
+
+/// Changes a step's end makes to the deploy entry; whether it changed anything.
+type Count<'a> = &'a (dyn Fn(&mut DeployEntry) -> bool + Sync);
 
 async fn finish(
     s: &Session,
@@ -112,11 +138,17 @@ async fn finish(
         let built = (|| {
             if let (Some(count), Some((mut e, stat, _))) = (count, entry) {
                 let before = e.state;
-                state = Some(count(&mut e));
-                txn.add_set_data(&entry_path, &encode(&e), Some(stat.version))?;
-                if state == Some(DeployState::Halted) && before != DeployState::Halted {
+                if count(&mut e) {
+                    txn.add_set_data(&entry_path, &encode(&e), Some(stat.version))?;
+                }
+                state = Some(e.state);
+                if e.state == DeployState::Halted && before != DeployState::Halted {
                     let detail = e.reason.clone();
                     extra.push(history::event(s, end.service, EventKind::Halted, Some(&e.version), detail));
+                }
+                if e.state == DeployState::Paused && before == DeployState::Active && e.awaits_promotion() {
+                    let detail = format!("canaries stepped: {}; promote with `deployctl promote {}`", e.canaries_done.join(", "), end.service);
+                    extra.push(history::event(s, end.service, EventKind::CanaryPaused, Some(&e.version), Some(detail)));
                 }
             }
             if has_marker {

@@ -65,6 +65,7 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
 /// The `upgrading/` directory of the entry is created only when the transaction
 /// says it is missing (the first fence of a rollout): creating it every time would
 /// cost every handoff a failed write, which ZooKeeper logs and fsyncs like any other.
+#[allow(clippy::too_many_arguments)]
 pub async fn commit(
     s: &Session,
     service: &str,
@@ -73,6 +74,7 @@ pub async fn commit(
     self_online: bool,
     from: Option<&str>,
     to: &str,
+    canary: u32,
 ) -> Result<Fenced, ZkError> {
     let marker = Upgrading {
         host: s.host.clone(),
@@ -81,7 +83,17 @@ pub async fn commit(
         to: to.into(),
         since: time::now(),
     };
-    let attempt = || try_commit(s, service, head, ticket, self_online, &marker);
+    // The entry is rewritten as read (bumping its version), or, in a canary phase,
+    // with this host added to its canaries.
+    let data = match head.entry.as_ref() {
+        Some(e) if e.canary_phase(canary) && !e.canaries.contains(&s.host) => {
+            let mut e = e.clone();
+            e.canaries.push(s.host.clone());
+            encode(&e)
+        }
+        _ => head.raw.clone(),
+    };
+    let attempt = || try_commit(s, service, head, &data, ticket, self_online, &marker);
     match attempt().await? {
         Some(fenced) => Ok(fenced),
         None => {
@@ -103,6 +115,7 @@ async fn try_commit(
     s: &Session,
     service: &str,
     head: &Head,
+    data: &[u8],
     ticket: &TicketName,
     self_online: bool,
     marker: &Upgrading,
@@ -114,7 +127,7 @@ async fn try_commit(
     let marker_acl = s.acl(&marker_path);
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
-        txn.add_set_data(&entry, &head.raw, Some(head.version))?;
+        txn.add_set_data(&entry, data, Some(head.version))?;
         txn.add_check_version(&ticket_path, 0)?;
         txn.add_create(&marker_path, &encode(marker), &marker_acl.options(zkc::CreateMode::Persistent))?;
         if self_online {

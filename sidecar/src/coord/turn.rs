@@ -70,6 +70,12 @@ pub enum Verdict {
         /// Markers now.
         upgrading: u32,
     },
+    /// The canary phase has its hosts: wait until they stepped and the rollout is
+    /// promoted.
+    Canary {
+        /// Canaries fenced so far (the policy's `canary`).
+        canaries: u32,
+    },
 }
 
 /// Position check: the host's place among `tickets` (sorted by sequence).
@@ -84,8 +90,10 @@ pub fn position(tickets: &[TicketName], me: &TicketName, staging: &Staging) -> V
     Verdict::Go
 }
 
-/// The front host's decision, once [`position`] said `Go`.
-pub fn decide(staging: &Staging, front: &Front) -> Verdict {
+/// The front host's decision, once [`position`] said `Go`. `host` is this host's id:
+/// in a canary phase only the first `canary` hosts fenced (and those again, after an
+/// interrupted step was undone) may step.
+pub fn decide(staging: &Staging, front: &Front, host: &str) -> Verdict {
     let Some(head) = &front.head else { return Verdict::NotHead };
     let Some(entry) = &head.entry else {
         return Verdict::Inactive(format!("deploy entry {} is unreadable", head.name));
@@ -103,6 +111,11 @@ pub fn decide(staging: &Staging, front: &Front) -> Verdict {
     }
     if front.upgrading >= staging.policy.max_parallel {
         return Verdict::Slots { upgrading: front.upgrading };
+    }
+    let canary = staging.policy.canary;
+    if entry.canary_phase(canary) && entry.canaries.len() as u32 >= canary && !entry.canaries.iter().any(|h| h == host)
+    {
+        return Verdict::Canary { canaries: entry.canaries.len() as u32 };
     }
     let required = staging.policy.quorum.required(front.online + front.upgrading);
     // A host that is not online takes nobody down by stepping.
@@ -140,17 +153,19 @@ mod tests {
             service: service.into(),
             version: version.into(),
             state,
-            reason: None,
-            failures: 0,
-            failed_hosts: vec![],
             created_at: "t".into(),
             created_by: "u".into(),
+            ..DeployEntry::default()
         }
     }
 
     fn front(entry: Option<DeployEntry>, online: u32, upgrading: u32) -> Front {
         let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![] };
         Front { head: Some(head), online, upgrading, self_online: true, own_marker: false }
+    }
+
+    fn decide_me(s: &Staging, f: &Front) -> Verdict {
+        decide(s, f, "me")
     }
 
     fn t(host: &str, seq: u64) -> TicketName {
@@ -177,47 +192,47 @@ mod tests {
     fn an_own_marker_is_this_hosts_slot() {
         let a = Some(entry("api", "2", DeployState::Active));
         let mut f = front(a, 5, 1);
-        assert_eq!(decide(&staging(Quorum::Count(0), 1), &f), Verdict::Slots { upgrading: 1 });
+        assert_eq!(decide_me(&staging(Quorum::Count(0), 1), &f), Verdict::Slots { upgrading: 1 });
         f.own_marker = true;
-        assert_eq!(decide(&staging(Quorum::Count(0), 1), &f), Verdict::Go);
+        assert_eq!(decide_me(&staging(Quorum::Count(0), 1), &f), Verdict::Go);
     }
 
     #[test]
     fn head_must_be_this_rollout_and_active() {
         let s = staging(Quorum::Count(1), 1);
         let active = entry("api", "2", DeployState::Active);
-        assert_eq!(decide(&s, &front(Some(active.clone()), 3, 0)), Verdict::Go);
-        assert_eq!(decide(&s, &front(Some(entry("web", "2", DeployState::Active)), 3, 0)), Verdict::NotHead);
-        assert_eq!(decide(&s, &front(Some(entry("api", "1", DeployState::Active)), 3, 0)), Verdict::NotHead);
+        assert_eq!(decide_me(&s, &front(Some(active.clone()), 3, 0)), Verdict::Go);
+        assert_eq!(decide_me(&s, &front(Some(entry("web", "2", DeployState::Active)), 3, 0)), Verdict::NotHead);
+        assert_eq!(decide_me(&s, &front(Some(entry("api", "1", DeployState::Active)), 3, 0)), Verdict::NotHead);
         assert_eq!(
-            decide(&s, &front(Some(entry("api", "2", DeployState::Paused)), 3, 0)),
+            decide_me(&s, &front(Some(entry("api", "2", DeployState::Paused)), 3, 0)),
             Verdict::Inactive("paused".into())
         );
-        assert!(matches!(decide(&s, &front(None, 3, 0)), Verdict::Inactive(_)));
+        assert!(matches!(decide_me(&s, &front(None, 3, 0)), Verdict::Inactive(_)));
         let no_head = Front { head: None, online: 3, upgrading: 0, self_online: true, own_marker: false };
-        assert_eq!(decide(&s, &no_head), Verdict::NotHead);
+        assert_eq!(decide_me(&s, &no_head), Verdict::NotHead);
     }
 
     #[test]
     fn quorum_counts_online_minus_self() {
         let a = Some(entry("api", "2", DeployState::Active));
         let s3 = staging(Quorum::Count(3), 2);
-        assert_eq!(decide(&s3, &front(a.clone(), 4, 0)), Verdict::Go);
-        assert_eq!(decide(&s3, &front(a.clone(), 3, 1)), Verdict::Quorum { online: 3, required: 3 });
+        assert_eq!(decide_me(&s3, &front(a.clone(), 4, 0)), Verdict::Go);
+        assert_eq!(decide_me(&s3, &front(a.clone(), 3, 1)), Verdict::Quorum { online: 3, required: 3 });
         // 60% of 5 (online + upgrading) is 3.
         let p = staging(Quorum::Percent(60), 2);
-        assert_eq!(decide(&p, &front(a.clone(), 4, 1)), Verdict::Go);
-        assert_eq!(decide(&p, &front(a.clone(), 3, 1)), Verdict::Quorum { online: 3, required: 3 });
+        assert_eq!(decide_me(&p, &front(a.clone(), 4, 1)), Verdict::Go);
+        assert_eq!(decide_me(&p, &front(a.clone(), 3, 1)), Verdict::Quorum { online: 3, required: 3 });
         // One host, default quorum 1: never.
         let s1 = staging(Quorum::Count(1), 1);
-        assert_eq!(decide(&s1, &front(a, 1, 0)), Verdict::Quorum { online: 1, required: 1 });
+        assert_eq!(decide_me(&s1, &front(a, 1, 0)), Verdict::Quorum { online: 1, required: 1 });
     }
 
     #[test]
     fn slots_are_bounded_by_max_parallel() {
         let a = Some(entry("api", "2", DeployState::Active));
-        assert_eq!(decide(&staging(Quorum::Count(0), 1), &front(a.clone(), 5, 1)), Verdict::Slots { upgrading: 1 });
-        assert_eq!(decide(&staging(Quorum::Count(0), 2), &front(a, 5, 1)), Verdict::Go);
+        assert_eq!(decide_me(&staging(Quorum::Count(0), 1), &front(a.clone(), 5, 1)), Verdict::Slots { upgrading: 1 });
+        assert_eq!(decide_me(&staging(Quorum::Count(0), 2), &front(a, 5, 1)), Verdict::Go);
     }
 
     #[test]
@@ -225,6 +240,21 @@ mod tests {
         let a = Some(entry("api", "2", DeployState::Active));
         let mut f = front(a, 2, 0);
         f.self_online = false;
-        assert_eq!(decide(&staging(Quorum::Count(2), 1), &f), Verdict::Go);
+        assert_eq!(decide_me(&staging(Quorum::Count(2), 1), &f), Verdict::Go);
+    }
+
+    #[test]
+    fn a_canary_phase_admits_its_canaries_only() {
+        let mut s = staging(Quorum::Count(0), 2);
+        s.policy.canary = 1;
+        let mut e = entry("api", "2", DeployState::Active);
+        assert_eq!(decide_me(&s, &front(Some(e.clone()), 5, 0)), Verdict::Go, "the first host is a canary");
+        e.canaries = vec!["other".into()];
+        assert_eq!(decide_me(&s, &front(Some(e.clone()), 5, 0)), Verdict::Canary { canaries: 1 });
+        e.canaries = vec!["me".into()];
+        assert_eq!(decide_me(&s, &front(Some(e.clone()), 5, 0)), Verdict::Go, "a canary steps again after an undo");
+        e.canaries = vec!["other".into()];
+        e.promoted_by = Some("ops".into());
+        assert_eq!(decide_me(&s, &front(Some(e), 5, 0)), Verdict::Go, "promoted: everyone");
     }
 }

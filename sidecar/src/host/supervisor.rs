@@ -144,6 +144,74 @@ impl Supervisor {
     /// mode a live process of the same release recorded in the pid file is adopted.
     pub async fn start(&self, release_dir: &Path, version: &str) -> Result<Started, SupervisorError> {
         let mut running = self.running.lock().await;
+        self.start_locked(&mut running, release_dir, version, false).await
+    }
+
+    /// Whether a supervision task keeps the service up now.
+    pub async fn is_supervising(&self) -> bool {
+        self.running.lock().await.as_ref().is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// `apply = "reload"`: the running service picks up `version` (already the active
+    /// release) without a restart. Supervision of the old release ends (the process
+    /// runs on), the service is told (the `reload` command runs in `release_dir` with
+    /// the new version's environment, or the signal goes to its process), the pid file
+    /// is rewritten to name the new release, and supervision starts again on the same
+    /// process: it is `Starting` until a health check passes.
+    ///
+    /// A crash between the signal and the pid file leaves a record of the old release:
+    /// the next sidecar restarts the service into the new one instead of adopting it.
+    pub async fn reload(
+        &self,
+        release_dir: &Path,
+        version: &str,
+        how: &crate::config::Reload,
+        timeout: Duration,
+    ) -> Result<Started, SupervisorError> {
+        let mut running = self.running.lock().await;
+        let Some(r) = running.take().filter(|r| !r.task.is_finished()) else {
+            return Err(SupervisorError::NothingToReload);
+        };
+        let _ = r.intent.send(Intent::Detach);
+        r.task.await.map_err(|e| SupervisorError::Task(e.to_string()))??;
+        let shared = &self.shared;
+        let record = match &shared.service.mode {
+            RunMode::Run(_) => Some(shared.live_record().ok_or(SupervisorError::NothingToReload)?),
+            RunMode::StartStop { .. } => None,
+        };
+        match how {
+            crate::config::Reload::Command(argv) => {
+                let ctx = CommandContext {
+                    cwd: release_dir.into(),
+                    env: shared.service.command_env(version, release_dir),
+                    user: shared.service.user.clone(),
+                };
+                shared.run_command("reload", argv, &ctx, timeout).await?;
+            }
+            crate::config::Reload::Signal(signal) => {
+                let pid = record.as_ref().map(|r| r.pid).ok_or(SupervisorError::NothingToReload)?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), *signal).map_err(|source| {
+                    SupervisorError::Signal { signal: signal.as_str().into(), pid, source }
+                })?;
+            }
+        }
+        if let Some(mut record) = record {
+            record.version = version.into();
+            record.release_dir = std::fs::canonicalize(release_dir).unwrap_or_else(|_| release_dir.into());
+            let path = self.pid_path();
+            pidfile::write(&path, &record).map_err(io_err("write", &path))?;
+        }
+        tracing::info!(service = %shared.service.name, version, "service reloaded");
+        self.start_locked(&mut running, release_dir, version, true).await
+    }
+
+    async fn start_locked(
+        &self,
+        running: &mut Option<Running>,
+        release_dir: &Path,
+        version: &str,
+        reloaded: bool,
+    ) -> Result<Started, SupervisorError> {
         if let Some(r) = running.as_ref().filter(|r| !r.task.is_finished()) {
             return Err(SupervisorError::AlreadyRunning { requested: version.into(), running: r.version.clone() });
         }
@@ -157,6 +225,8 @@ impl Supervisor {
         *shared.diag.lock().unwrap_or_else(|e| e.into_inner()) = Diag::default();
         let launched = match &shared.service.mode {
             RunMode::Run(argv) => self.start_process(argv, &ctx, version).await,
+            // A reloaded start/stop service runs already: only its health is watched.
+            RunMode::StartStop { .. } if reloaded => Ok((Started::Spawned { pid: None }, None)),
             RunMode::StartStop { start, .. } => {
                 let ran = shared.run_command("start", start, &ctx, START_COMMAND_TIMEOUT).await;
                 ran.map(|()| (Started::Spawned { pid: None }, None))

@@ -110,6 +110,20 @@ pub enum SupervisorError {
     /// The service is not running (stopped, or never started).
     #[error("failed to become healthy: the service is not running")]
     NotRunning,
+    /// A reload found no running service to tell.
+    #[error("the service is not running: there is nothing to reload")]
+    NothingToReload,
+    /// The reload signal could not be sent.
+    #[error("failed to send {signal} to the service (pid {pid}): {source}")]
+    Signal {
+        /// The signal's name.
+        signal: String,
+        /// The service's pid.
+        pid: u32,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
     /// The supervision task ended abnormally.
     #[error("failed to supervise the service: {0}")]
     Task(String),
