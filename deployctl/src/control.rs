@@ -192,8 +192,12 @@ pub async fn promote(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
         if ctx.json {
             print_json(&json!({"service": service, "path": entry.node.path, "entry": new}));
         } else {
-            let state = if new.state == DeployState::Active { String::new() } else { format!(" (still {})", new.state) };
-            println!("promoted {service}'s rollout to {}: every host steps now{state} ({})", new.version, entry.node.path);
+            let state =
+                if new.state == DeployState::Active { String::new() } else { format!(" (still {})", new.state) };
+            println!(
+                "promoted {service}'s rollout to {}: every host steps now{state} ({})",
+                new.version, entry.node.path
+            );
         }
         return Ok(());
     }

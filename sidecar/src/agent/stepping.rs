@@ -16,11 +16,12 @@ impl Agent {
     /// Runs a local state to its end (no ZooKeeper call).
     pub(super) async fn local(&self, state: Lifecycle) -> Lifecycle {
         match state {
-            Lifecycle::Upgrading(step) => match self.parts().upgrade(step.from.as_deref(), &step.to, &step.policy).await
-            {
-                Ok(()) => Lifecycle::Upgraded(step),
-                Err(err) => self.failed(step, err),
-            },
+            Lifecycle::Upgrading(step) => {
+                match self.parts().upgrade(step.from.as_deref(), &step.to, &step.policy).await {
+                    Ok(()) => Lifecycle::Upgraded(step),
+                    Err(err) => self.failed(step, err),
+                }
+            }
             Lifecycle::Verifying(step) => match self.verify(&step).await {
                 Ok(()) => Lifecycle::Upgraded(step),
                 Err(err) => self.failed(step, err),
@@ -121,8 +122,7 @@ impl Agent {
             ticket: step.ticket.as_ref(),
             register: cur.as_ref(),
         };
-        let state =
-            commit::failure(&c.s, &end, &step.to, step.policy.max_failures, &cause, step.policy.canary).await?;
+        let state = commit::failure(&c.s, &end, &step.to, step.policy.max_failures, &cause, step.policy.canary).await?;
         c.reg.assume(cur);
         tracing::warn!(?state, "failure counted on the rollout");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })

@@ -479,7 +479,9 @@ fn apply(
     let signal = signal.map(|name| {
         let full = if name.starts_with("SIG") { name.clone() } else { format!("SIG{name}") };
         full.parse::<nix::sys::signal::Signal>()
-            .map_err(|_| p.push(format!("{key}.reload_signal"), format!("unknown signal {name:?} (e.g. \"HUP\", \"USR1\")")))
+            .map_err(|_| {
+                p.push(format!("{key}.reload_signal"), format!("unknown signal {name:?} (e.g. \"HUP\", \"USR1\")"))
+            })
             .ok()
     });
     match apply.as_deref() {

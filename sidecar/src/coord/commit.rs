@@ -147,7 +147,11 @@ async fn finish(
                     extra.push(history::event(s, end.service, EventKind::Halted, Some(&e.version), detail));
                 }
                 if e.state == DeployState::Paused && before == DeployState::Active && e.awaits_promotion() {
-                    let detail = format!("canaries stepped: {}; promote with `deployctl promote {}`", e.canaries_done.join(", "), end.service);
+                    let detail = format!(
+                        "canaries stepped: {}; promote with `deployctl promote {}`",
+                        e.canaries_done.join(", "),
+                        end.service
+                    );
                     extra.push(history::event(s, end.service, EventKind::CanaryPaused, Some(&e.version), Some(detail)));
                 }
             }

@@ -46,7 +46,10 @@ pub async fn auto_promote(s: &Session, st: &Staging, slot: &Slot) -> Result<Prom
     if !slot.is(&st.service, &st.version) || !entry.awaits_promotion() {
         return Ok(Promotion::NotWaiting);
     }
-    let since = entry.canary_paused_at.as_deref().and_then(znode_schema::time::parse).unwrap_or(SystemTime::now());
+    // The pause time is written in whole seconds (truncated): count from the end of
+    // that second, so the canaries had at least the full duration.
+    let since = entry.canary_paused_at.as_deref().and_then(znode_schema::time::parse).unwrap_or(SystemTime::now())
+        + Duration::from_secs(1);
     let waited = SystemTime::now().duration_since(since).unwrap_or_default();
     if waited < after.0 {
         return Ok(Promotion::Wait(after.0 - waited));

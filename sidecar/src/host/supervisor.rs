@@ -190,9 +190,8 @@ impl Supervisor {
             }
             crate::config::Reload::Signal(signal) => {
                 let pid = record.as_ref().map(|r| r.pid).ok_or(SupervisorError::NothingToReload)?;
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), *signal).map_err(|source| {
-                    SupervisorError::Signal { signal: signal.as_str().into(), pid, source }
-                })?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), *signal)
+                    .map_err(|source| SupervisorError::Signal { signal: signal.as_str().into(), pid, source })?;
             }
         }
         if let Some(mut record) = record {
