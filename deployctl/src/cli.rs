@@ -174,6 +174,10 @@ pub struct StageArgs {
     /// new release, for releases that cannot be undone; the rollout halts) [default: rollback].
     #[arg(long, value_name = "rollback|stay")]
     pub on_failure: Option<znode_schema::OnFailure>,
+    /// When the rollout halts, move the hosts that already stepped back to the
+    /// release they ran before, fenced as any step (policy `on_halt = rollback`).
+    #[arg(long)]
+    pub auto_rollback: bool,
     /// Supersede the service's unfinished rollout (its deploy entry is deleted).
     #[arg(long)]
     pub replace: bool,

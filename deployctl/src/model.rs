@@ -245,6 +245,11 @@ impl Entry {
         if self.has_upgrading_dir {
             txn.push(Op::Delete { path: layout.upgrading_dir(&self.name), version: None });
         }
+        // A rollout that rolls back on its own (`on_halt = rollback`) has its mark,
+        // created with `rolling_back_to`.
+        if self.node.ok().is_some_and(|d| d.rolling_back_to.is_some()) {
+            txn.push(Op::Delete { path: layout.rollback_mark(&self.name), version: None });
+        }
         txn.push(Op::Delete { path: self.node.path.clone(), version: Some(self.node.version) });
     }
 }

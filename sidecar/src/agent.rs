@@ -260,6 +260,7 @@ impl Agent {
             Lifecycle::Queued { version, ticket, waiting, vacuous_since } => {
                 self.queued(c, sd, version, ticket, waiting, vacuous_since).await
             }
+            Lifecycle::Returning { entry, from, to } => self.returning(c, sd, entry, from, to).await,
             Lifecycle::Upgraded(step) => self.upgraded(c, step).await,
             Lifecycle::Reverted { step, cause } => self.reverted(c, step, cause).await,
             Lifecycle::Stayed { step, cause } => self.stayed(c, step, cause).await,

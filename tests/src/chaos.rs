@@ -198,9 +198,7 @@ pub async fn verify(
         assert!(attempt < 10, "the transaction log replay disagrees with the live tree:\n{}", differs.join("\n"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let completed = report.completed_with_failures.clone();
-    let online_at_end = report.completed_online.clone();
-    let (violations, notes) = invariants::end_with(&state, &layout, services, paused_ok, &completed, &online_at_end);
+    let (violations, notes) = invariants::end_with(&state, &layout, services, paused_ok, &report);
     report.violations.extend(violations);
     report.notes.extend(notes);
     report.assert_ok(root);

@@ -70,6 +70,9 @@ pub struct Report {
     /// missed the rollout while dark and stays on its release: a known gap
     /// (docs/guarantees.md, "left behind"), reported as a note, not a violation.
     pub completed_online: BTreeMap<String, (String, Vec<String>)>,
+    /// Per service, the last ended rollout's version and the version it rolled back to
+    /// (`on_halt = rollback`), when it rolled back.
+    pub rolled_back: BTreeMap<String, (String, String)>,
 }
 
 impl Report {
@@ -206,6 +209,10 @@ pub fn check(history: &[Txn], layout: &Layout) -> (Report, State) {
                 if let Some(e) = gone.and_then(|n| before.get::<DeployEntry>(&layout.deploy_entry(&n))) {
                     let online = before.online(layout, &e.service).into_keys().collect();
                     report.completed_online.insert(e.service.clone(), (e.version.clone(), online));
+                    match &e.rolling_back_to {
+                        Some(to) => report.rolled_back.insert(e.service.clone(), (e.version.clone(), to.clone())),
+                        None => report.rolled_back.remove(&e.service),
+                    };
                     if !e.failed_hosts.is_empty() {
                         report.completed_with_failures.insert(e.service.clone(), (e.version, e.failed_hosts));
                     }

@@ -338,3 +338,62 @@ async fn on_failure_stay_keeps_the_new_release_and_halts() {
         .count();
     assert_eq!(markers, 1, "one host stepped");
 }
+
+/// `on_halt = rollback` (`--auto-rollback`): 5 hosts, quorum 3, one slot. Once a
+/// host runs 2, the release starts failing its health check; the failure that halts
+/// turns the rollout into a rollback: every host that stepped goes back to 1, fenced
+/// one at a time with the quorum kept at every fence (judged from the log), and the
+/// rollout ends with a `rolled_back` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_rollback_takes_every_stepped_host_back_under_the_quorum() {
+    let (fleet, c) = fleet_at_v1("autorollback", 5, "", |f| f.artifact("1", Behaviour::Good)).await;
+    let mark = invariants::last_zxid(shared_server(), &fleet.root);
+    let fail = fleet.dir().join("fail-now");
+    let body = format!(
+        "if [ -e {} ]; then exec {{demo}} --version {{version}} --health-fail; fi; exec {{demo}} --version {{version}}",
+        fail.display()
+    );
+    let v2 = artifact(&fleet, "api", "2", &body);
+    let p = znode_schema::Policy {
+        on_halt: znode_schema::OnHalt::Rollback,
+        health_deadline: HumanDuration::secs(2),
+        ..policy(3, 1, Duration::from_millis(500))
+    };
+    let entry = stage(&c, &fleet.layout(), "api", "2", &v2, p).await;
+    eventually_async("a host to run 2", PATIENCE, || async {
+        online(&c, &fleet.layout(), "api").await.iter().any(|(_, v)| v == "2").then_some(())
+    })
+    .await;
+    std::fs::write(&fail, "").unwrap();
+    wait_done(&fleet, &c).await;
+    wait_versions(&fleet, &c, 5, "1").await;
+
+    let history: Vec<Txn> =
+        invariants::history(shared_server(), &fleet.root).into_iter().filter(|t| t.zxid > mark).collect();
+    let (rolling_at, _, ev) = event_zxid(&history, &fleet, EventKind::RollingBack).expect("a rolling_back event");
+    assert!(ev.detail.as_deref().unwrap_or_default().contains("go back to 1"), "{ev:?}");
+    let (done_at, _, done) = event_zxid(&history, &fleet, EventKind::RolledBack).expect("a rolled_back event");
+    assert_eq!(done.version.as_deref(), Some("1"), "{done:?}");
+    assert!(done_at > rolling_at);
+    assert!(event_zxid(&history, &fleet, EventKind::Completed).is_none(), "rolled back, not completed");
+    let l = fleet.layout();
+    let back: Vec<&Txn> = history
+        .iter()
+        .filter(|t| {
+            t.zxid > rolling_at
+                && t.ops.iter().any(|op| {
+                    matches!(op, Op::Create { data, .. } if marker_of(&l, op.path()).is_some_and(|(e, _)| e == entry)
+                        && decode::<znode_schema::Upgrading>(op.path(), data).is_ok_and(|m| m.to == "1"))
+                })
+        })
+        .collect();
+    assert!(!back.is_empty(), "at least the host that ran 2 went back");
+    assert!(
+        !history.iter().any(|t| t.zxid > rolling_at
+            && t.ops.iter().any(|op| matches!(op, Op::Create { data, .. } if marker_of(&l, op.path()).is_some()
+                && decode::<znode_schema::Upgrading>(op.path(), data).is_ok_and(|m| m.to == "2")))),
+        "nobody stepped forward once the rollback started"
+    );
+    eprintln!("{} host(s) went back", back.len());
+    verify(shared_server(), &c, &fleet.root, &["api"], false).await;
+}

@@ -246,7 +246,9 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
                         return (false, s);
                     }
                     let head = front.head.unwrap();
-                    match fence::commit(&s, "api", &head, &ticket, front.self_online, Some("1"), "2", 0).await.unwrap()
+                    match fence::commit(&s, "api", &head, Some(&ticket), front.self_online, Some("1"), "2", 0)
+                        .await
+                        .unwrap()
                     {
                         fence::Fenced::Won => return (true, s),
                         fence::Fenced::Moved => continue,

@@ -8,7 +8,7 @@
 //!
 //! | node | deployer | sidecar | reader |
 //! |---|---|---|---|
-//! | root, `security`, `staging`, `releases`, `releases/<s>`, `releases/<s>/<v>`, events, other | all | r | r |
+//! | root, `security`, `staging`, `releases`, `releases/<s>`, `releases/<s>/<v>`, events, `deploy/<e>/rollback`, other | all | r | r |
 //! | `current`, `history` | all | rc | r |
 //! | `deploy` | all | rd | r |
 //! | `current/<s>`, `staging/<s>`, `history/<s>`, `deploy/<e>/upgrading` | all | rcd | r |
@@ -166,6 +166,8 @@ pub enum Node {
     UpgradingDir,
     /// `deploy/<entry>/upgrading/<host>`.
     Marker,
+    /// `deploy/<entry>/rollback`.
+    RollbackMark,
     /// `releases/<service>`.
     ReleasesService,
     /// `releases/<service>/<version>`.
@@ -221,6 +223,7 @@ impl Layout {
             ["staging", _, _] => Node::Ticket,
             ["deploy", _] => Node::DeployEntry,
             ["deploy", _, u] if *u == UPGRADING => Node::UpgradingDir,
+            ["deploy", _, r] if *r == crate::layout::ROLLBACK_MARK => Node::RollbackMark,
             ["deploy", _, u, _] if *u == UPGRADING => Node::Marker,
             ["releases", _] => Node::ReleasesService,
             ["releases", _, _] => Node::Release,
@@ -331,6 +334,7 @@ mod tests {
     #[test_case("/dc/staging/api/web-01-" => Some(Node::Ticket))]
     #[test_case("/dc/deploy/deploy-" => Some(Node::DeployEntry))]
     #[test_case("/dc/deploy/deploy-0000000001/upgrading" => Some(Node::UpgradingDir))]
+    #[test_case("/dc/deploy/deploy-0000000001/rollback" => Some(Node::RollbackMark))]
     #[test_case("/dc/deploy/deploy-0000000001/upgrading/web-01" => Some(Node::Marker))]
     #[test_case("/dc/releases/api/1.0" => Some(Node::Release))]
     #[test_case("/dc/history/api/event-" => Some(Node::Event))]

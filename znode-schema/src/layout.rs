@@ -21,6 +21,8 @@ pub const DEPLOY_PREFIX: &str = "deploy-";
 pub const EVENT_PREFIX: &str = "event-";
 /// Name of the directory of upgrading markers under a deploy entry.
 pub const UPGRADING: &str = "upgrading";
+/// Name of the node under a deploy entry that says it rolls back (`on_halt = rollback`).
+pub const ROLLBACK_MARK: &str = "rollback";
 /// The default root.
 pub const DEFAULT_ROOT: &str = "/dc";
 
@@ -132,6 +134,12 @@ impl Layout {
     /// `<root>/deploy/<entry>/upgrading`
     pub fn upgrading_dir(&self, entry: &DeployName) -> String {
         format!("{}/deploy/{entry}/{UPGRADING}", self.base)
+    }
+    /// `<root>/deploy/<entry>/rollback`: created when the rollout halts and rolls back
+    /// (`on_halt = rollback`), so hosts done with it learn it from an exists watch
+    /// that fences never fire.
+    pub fn rollback_mark(&self, entry: &DeployName) -> String {
+        format!("{}/deploy/{entry}/{ROLLBACK_MARK}", self.base)
     }
     /// `<root>/deploy/<entry>/upgrading/<host>`
     pub fn upgrading(&self, entry: &DeployName, host: &str) -> String {

@@ -26,7 +26,7 @@ pub use codec::{DecodeError, decode, encode};
 pub use layout::Layout;
 pub use name::{NameError, validate_host, validate_service, validate_version};
 pub use payload::*;
-pub use policy::{HumanDuration, OnFailure, Policy, Quorum};
+pub use policy::{HumanDuration, OnFailure, OnHalt, Policy, Quorum};
 pub use seq::{DeployName, SeqName, TicketName};
 
 /// The schema number written into every payload by this version of baton.

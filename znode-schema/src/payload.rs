@@ -170,6 +170,10 @@ pub struct DeployEntry {
     /// When the canary phase ended and the rollout paused for promotion (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_paused_at: Option<String>,
+    /// `on_halt = rollback`: the rollout halted and its hosts that stepped go back to
+    /// this version (the one the halting host ran before); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back_to: Option<String>,
     /// Who promoted the rollout past its canary phase (`user@host`, or
     /// `sidecar@<host> (auto_promote)`); absent while it is not promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +192,11 @@ impl DeployEntry {
     /// one and nobody promoted it yet.
     pub fn canary_phase(&self, canary: u32) -> bool {
         canary > 0 && self.promoted_by.is_none()
+    }
+
+    /// The version hosts move to: the rollout's, or the one it rolls back to.
+    pub fn target(&self) -> &str {
+        self.rolling_back_to.as_deref().unwrap_or(&self.version)
     }
 
     /// Whether it paused because its canaries stepped, waiting for promotion.
@@ -244,6 +253,8 @@ pub enum EventKind {
     CanaryPaused,
     /// A rollout was promoted past its canary phase (by an operator or `auto_promote`).
     Promoted,
+    /// A rollout halted and rolls back on its own (`on_halt = rollback`).
+    RollingBack,
 }
 
 impl std::fmt::Display for EventKind {

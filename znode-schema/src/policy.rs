@@ -21,6 +21,12 @@ pub enum PolicyError {
     /// An `on_failure` that is neither `rollback` nor `stay`.
     #[error("invalid on_failure {0:?}: expected \"rollback\" or \"stay\"")]
     OnFailure(String),
+    /// An `on_halt` that is neither `stay` nor `rollback`.
+    #[error("invalid on_halt {0:?}: expected \"stay\" or \"rollback\"")]
+    OnHalt(String),
+    /// `on_halt = rollback` with `on_failure = stay`: a release that cannot be undone.
+    #[error("on_halt = \"rollback\" contradicts on_failure = \"stay\" (a release that cannot be undone)")]
+    StayAndRollback,
     /// `auto_promote` without a canary phase.
     #[error("auto_promote needs a canary phase (canary of at least 1)")]
     AutoPromote,
@@ -180,6 +186,47 @@ pub struct Policy {
     /// What a failed step does to its host. Default `rollback`.
     #[serde(default, skip_serializing_if = "OnFailure::is_default")]
     pub on_failure: OnFailure,
+    /// What a halt does to the hosts that already stepped. Default `stay`.
+    #[serde(default, skip_serializing_if = "OnHalt::is_default")]
+    pub on_halt: OnHalt,
+}
+
+/// What a rollout that halts does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHalt {
+    /// Stop there for a human (the default).
+    #[default]
+    Stay,
+    /// Move the hosts that already stepped back to the release they ran before, one
+    /// fenced step at a time under the same quorum and slots.
+    Rollback,
+}
+
+impl OnHalt {
+    fn is_default(&self) -> bool {
+        *self == OnHalt::Stay
+    }
+}
+
+impl fmt::Display for OnHalt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnHalt::Stay => "stay",
+            OnHalt::Rollback => "rollback",
+        })
+    }
+}
+
+impl FromStr for OnHalt {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stay" => Ok(OnHalt::Stay),
+            "rollback" => Ok(OnHalt::Rollback),
+            other => Err(PolicyError::OnHalt(other.into())),
+        }
+    }
 }
 
 /// What a host whose step failed does.
@@ -243,6 +290,7 @@ impl Default for Policy {
             canary: 0,
             auto_promote: None,
             on_failure: OnFailure::Rollback,
+            on_halt: OnHalt::Stay,
         }
     }
 }
@@ -255,6 +303,9 @@ impl Policy {
         }
         if self.auto_promote.is_some() && self.canary == 0 {
             return Err(PolicyError::AutoPromote);
+        }
+        if self.on_halt == OnHalt::Rollback && self.on_failure == OnFailure::Stay {
+            return Err(PolicyError::StayAndRollback);
         }
         Ok(())
     }

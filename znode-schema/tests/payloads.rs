@@ -48,7 +48,8 @@ fn every_payload_round_trips() {
             max_failures: 1,
             canary: 2,
             auto_promote: Some(HumanDuration::secs(60)),
-            on_failure: znode_schema::OnFailure::Stay,
+            on_failure: znode_schema::OnFailure::Rollback,
+            on_halt: znode_schema::OnHalt::Rollback,
         },
         staged_at: "2026-11-22T10:00:00Z".into(),
         staged_by: "ops@laptop".into(),
@@ -73,6 +74,7 @@ fn every_payload_round_trips() {
             canaries_done: vec!["web-02".into()],
             canary_paused_at: Some("t".into()),
             promoted_by: Some("ops@laptop".into()),
+            rolling_back_to: Some("1.3.0".into()),
             created_at: "t".into(),
             created_by: "u@h".into(),
         });

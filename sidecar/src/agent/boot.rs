@@ -81,7 +81,12 @@ impl Agent {
     }
 
     /// Makes sure `version` is installed, from the staged release or the catalog.
-    async fn fetch_for_boot(&self, s: &Session, version: &str, staged: Option<&Staging>) -> Result<(), String> {
+    pub(super) async fn fetch_for_boot(
+        &self,
+        s: &Session,
+        version: &str,
+        staged: Option<&Staging>,
+    ) -> Result<(), String> {
         if self.store.has(version) {
             return Ok(());
         }

@@ -70,6 +70,16 @@ pub enum Lifecycle {
         /// another service has looked vacuous: no host online, queued or stepping.
         vacuous_since: Option<(DeployName, tokio::time::Instant)>,
     },
+    /// The rollout of `from` halted and rolls back (`on_halt = rollback`): this host,
+    /// which stepped to `from`, waits for a slot to go back to `to`.
+    Returning {
+        /// The rolling-back deploy entry.
+        entry: DeployName,
+        /// The rollout's version, which this host runs.
+        from: String,
+        /// The version it goes back to.
+        to: String,
+    },
     /// Fenced: the local step runs (drain, stop, switch, start, health, bake, undrain).
     Upgrading(Step),
     /// The new release of an interrupted step is active: adopt or start it, check its
@@ -133,6 +143,7 @@ impl Lifecycle {
             Lifecycle::Idle => "idle",
             Lifecycle::Downloading { .. } => "downloading",
             Lifecycle::Queued { .. } => "queued",
+            Lifecycle::Returning { .. } => "returning",
             Lifecycle::Upgrading(_) => "upgrading",
             Lifecycle::Verifying(_) => "verifying",
             Lifecycle::Upgraded(_) => "upgraded",
@@ -173,7 +184,7 @@ impl Lifecycle {
     /// (tickets, registration) is gone, a step in flight goes on.
     pub fn on_new_session(self) -> Lifecycle {
         match self {
-            Lifecycle::Queued { .. } | Lifecycle::Completing { .. } => Lifecycle::Idle,
+            Lifecycle::Queued { .. } | Lifecycle::Completing { .. } | Lifecycle::Returning { .. } => Lifecycle::Idle,
             other => other,
         }
     }

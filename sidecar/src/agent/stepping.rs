@@ -10,7 +10,7 @@ use super::{Agent, Ctx};
 use crate::coord::commit::{self, StepEnd};
 use crate::coord::zk::ZkError;
 use crate::host::step::{Move, Phase, StepError};
-use znode_schema::{DeployName, OnFailure, Policy, Upgrading};
+use znode_schema::{DeployName, OnFailure, OnHalt, Policy, Upgrading};
 
 impl Agent {
     /// Runs a local state to its end (no ZooKeeper call).
@@ -122,7 +122,14 @@ impl Agent {
             ticket: step.ticket.as_ref(),
             register: cur.as_ref(),
         };
-        let state = commit::failure(&c.s, &end, &step.to, step.policy.max_failures, &cause, step.policy.canary).await?;
+        let f = commit::Failed {
+            version: &step.to,
+            max_failures: step.policy.max_failures,
+            cause: &cause,
+            canary: step.policy.canary,
+            roll_back_to: step.from.as_deref().filter(|_| step.policy.on_halt == OnHalt::Rollback),
+        };
+        let state = commit::failure(&c.s, &end, f).await?;
         c.reg.assume(cur);
         tracing::warn!(?state, "failure counted on the rollout");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
@@ -143,7 +150,14 @@ impl Agent {
             "{cause}; release {} cannot be undone (on_failure = stay): {} keeps it; fix forward, then resume or stage a new release",
             step.to, c.s.host
         );
-        let state = commit::failure(&c.s, &end, &step.to, 0, &why, step.policy.canary).await?;
+        let f = commit::Failed {
+            version: &step.to,
+            max_failures: 0,
+            cause: &why,
+            canary: step.policy.canary,
+            roll_back_to: None,
+        };
+        let state = commit::failure(&c.s, &end, f).await?;
         c.reg.assume(cur);
         tracing::warn!(?state, "failure counted on the rollout; the host keeps the new release");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })

@@ -28,8 +28,13 @@ impl Agent {
         let (staged, w) = self.staging(&c.s).await?;
         let mut watches = vec![w];
         let mut timer = REEVALUATE;
+        let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
+        if let Some(slot) = q.rolling_back(&self.cfg.name) {
+            if let Some(next) = self.rolling_back(c, slot, &mut watches).await? {
+                return Ok(next);
+            }
+        }
         if let Some(st) = &staged {
-            let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
             if let Some(slot) = self.wants(&c.s, st, &q) {
                 if self.active().is_none() && self.supervisor.running_release().await.is_none() {
                     // Nothing runs here: installing the staged release takes nobody down.
@@ -46,11 +51,121 @@ impl Agent {
                     let (w, t) = self.designated_completer(c, st, slot).await?;
                     watches.extend(w);
                     timer = t.unwrap_or(REEVALUATE);
+                    if st.policy.on_halt == znode_schema::OnHalt::Rollback {
+                        // Woken if the rollout halts and rolls back: fences never fire this.
+                        let mark = c.s.layout.rollback_mark(&slot.name);
+                        let (stat, w) =
+                            c.s.client
+                                .check_and_watch_stat(&mark)
+                                .await
+                                .map_err(|e| ZkError::call("exists", &mark, e))?;
+                        watches.push(w);
+                        if stat.is_some() {
+                            return Ok(Lifecycle::Idle);
+                        }
+                    }
                 }
             }
         }
         self.wait(c, watches, sd, timer, None).await?;
         Ok(Lifecycle::Idle)
+    }
+
+    /// The service's first entry rolls back (`on_halt = rollback`). A host that runs
+    /// the rollout's version and whose step did not fail goes back ([`Lifecycle::Returning`]);
+    /// the others wait, and the online host with the smallest id decides completion,
+    /// watching the entry and the tickets (hosts queued for the halted release drop
+    /// them, and the rollback is complete without them).
+    async fn rolling_back(
+        &self,
+        c: &mut Ctx,
+        slot: &Slot,
+        watches: &mut Vec<OneshotWatcher>,
+    ) -> Result<Option<Lifecycle>, ZkError> {
+        let (Some(e), Some(to)) = (slot.entry.as_ref(), slot.rolling_back_to()) else { return Ok(None) };
+        let active = self.active();
+        if active.as_deref() == Some(e.version.as_str())
+            && !slot.failed_here(&c.s.host)
+            && e.state == DeployState::Active
+        {
+            tracing::info!(entry = %slot.name, from = %e.version, to, "the rollout halted and rolls back: going back");
+            return Ok(Some(Lifecycle::Returning { entry: slot.name, from: e.version.clone(), to: to.into() }));
+        }
+        self.reconcile(c, None).await?;
+        let hosts = zk::children(&c.s.client, &c.s.layout.current_service(&self.cfg.name)).await?;
+        if hosts.iter().min() == Some(&c.s.host) && active.as_deref() == Some(to) {
+            match commit::complete(&c.s, &self.cfg.name, to, &slot.name).await? {
+                Completion::NotDone(why) => {
+                    tracing::debug!(entry = %slot.name, %why, "rollback not complete");
+                    watches.extend(self.watch_entry(&c.s, &slot.name).await?);
+                    let tickets = c.s.layout.staging(&self.cfg.name);
+                    if let Ok((_, w)) = c.s.client.list_and_watch_children(&tickets).await {
+                        watches.push(w);
+                    }
+                }
+                _ => return Ok(Some(Lifecycle::Idle)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for this host's turn to go back from `from` to `to` (see
+    /// [`turn::decide_return`]) and fences its step: the same fence as a step forward,
+    /// without a ticket, under the rollout's quorum and slots and no canary phase.
+    pub(super) async fn returning(
+        &self,
+        c: &mut Ctx,
+        sd: &mut watch::Receiver<bool>,
+        entry: DeployName,
+        from: String,
+        to: String,
+    ) -> Result<Lifecycle, ZkError> {
+        let (staged, staging_watch) = self.staging(&c.s).await?;
+        let (front, _q, front_watches) = fence::front(&c.s, &self.cfg.name, &from).await?;
+        let Some(head) = front.head.clone().filter(|h| h.name == entry && h.rolling_back_to() == Some(to.as_str()))
+        else {
+            return Ok(Lifecycle::Idle);
+        };
+        if head.failed_here(&c.s.host) || self.active().as_deref() != Some(from.as_str()) {
+            return Ok(Lifecycle::Idle);
+        }
+        let mut policy = staged.filter(|st| st.version == from).map(|st| st.policy).unwrap_or_default();
+        policy.canary = 0;
+        policy.on_halt = znode_schema::OnHalt::Stay;
+        policy.on_failure = znode_schema::OnFailure::Rollback;
+        let again = Lifecycle::Returning { entry, from: from.clone(), to: to.clone() };
+        if !self.store.has(&to) {
+            if let Err(err) = self.fetch_for_boot(&c.s, &to, None).await {
+                tracing::error!(version = %to, error = %err, "cannot fetch the release to go back to; retrying");
+                self.wait(c, vec![staging_watch], sd, Duration::from_secs(5), Some(&err)).await?;
+                return Ok(again);
+            }
+        }
+        let verdict = turn::decide_return(&policy, &front);
+        if verdict == Verdict::Go {
+            let won = front.own_marker
+                || fence::commit(&c.s, &self.cfg.name, &head, None, front.self_online, Some(&from), &to, 0).await?
+                    == Fenced::Won;
+            if !won {
+                return Ok(again);
+            }
+            tracing::info!(entry = %head.name, %from, %to, "fenced: going back");
+            c.reg.assume(None);
+            let step = Step { entry, from: Some(from), to, policy, ticket: None };
+            return Ok(Lifecycle::Upgrading(step));
+        }
+        let why = match &verdict {
+            Verdict::Quorum { online, required } => {
+                format!("going back: quorum: {online} online, {required} must stay online")
+            }
+            Verdict::Slots { upgrading } => format!("going back: slots: {upgrading} host(s) stepping"),
+            other => format!("going back: {other:?}"),
+        };
+        tracing::debug!(reason = %why, "waiting");
+        let mut watches = vec![staging_watch];
+        watches.extend(front_watches);
+        self.wait(c, watches, sd, REEVALUATE, None).await?;
+        Ok(again)
     }
 
     async fn watch_entry(&self, s: &Session, name: &DeployName) -> Result<Option<OneshotWatcher>, ZkError> {
@@ -197,7 +312,7 @@ impl Agent {
                     &c.s,
                     &self.cfg.name,
                     &head,
-                    &ticket,
+                    Some(&ticket),
                     front.self_online,
                     from.as_deref(),
                     &version,

@@ -47,18 +47,32 @@ pub async fn undo(s: &Session, end: &StepEnd<'_>, version: Option<&str>, detail:
     finish(s, end, None, ev, None).await
 }
 
-/// Failure: count it on the deploy entry (halting it past `max_failures`), register
-/// as given (the old version, or the new one under `on_failure = "stay"`) if healthy,
-/// drop marker and ticket, record `host_failed`. A canary's failure ends its canary
-/// step as a success does (see [`success`]) when it does not halt the rollout.
-pub async fn failure(
-    s: &Session,
-    end: &StepEnd<'_>,
-    version: &str,
-    max_failures: u32,
-    cause: &str,
-    canary: u32,
-) -> Result<Option<DeployState>, ZkError> {
+/// How a failure is counted on the deploy entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Failed<'a> {
+    /// The version the failed step moved to.
+    pub version: &'a str,
+    /// Failures tolerated before the rollout halts.
+    pub max_failures: u32,
+    /// Why it failed.
+    pub cause: &'a str,
+    /// The policy's canary count.
+    pub canary: u32,
+    /// `on_halt = rollback`: the version to roll back to instead of halting (the one
+    /// the failed host ran before).
+    pub roll_back_to: Option<&'a str>,
+}
+
+/// Failure: count it on the deploy entry (halting it past `max_failures`, or under
+/// `on_halt = rollback` turning it into a rollback to the version the host ran
+/// before), register as given (the old version, or the new one under `on_failure =
+/// "stay"`) if healthy, drop marker and ticket, record `host_failed`. A canary's
+/// failure ends its canary step as a success does (see [`success`]) when it does not
+/// halt the rollout. A failure of a step forward that ends after the rollout turned
+/// into a rollback is counted and changes nothing else (the host went back already);
+/// a failure while going back halts.
+pub async fn failure(s: &Session, end: &StepEnd<'_>, f: Failed<'_>) -> Result<Option<DeployState>, ZkError> {
+    let Failed { version, max_failures, cause, canary, roll_back_to } = f;
     let ev = history::event(s, end.service, EventKind::HostFailed, Some(version), Some(cause.into()));
     let mut last = None;
     let count = |entry: &mut DeployEntry| {
@@ -66,9 +80,18 @@ pub async fn failure(
         if !entry.failed_hosts.contains(&s.host) {
             entry.failed_hosts.push(s.host.clone());
         }
-        if entry.failures > max_failures && entry.state != DeployState::Halted {
-            entry.state = DeployState::Halted;
-            entry.reason = Some(format!("host {} failed: {cause}", s.host));
+        let late_forward = entry.rolling_back_to.is_some() && version == entry.version;
+        if entry.failures > max_failures && entry.state != DeployState::Halted && !late_forward {
+            match roll_back_to.filter(|_| entry.rolling_back_to.is_none() && version == entry.version) {
+                Some(back) => {
+                    entry.rolling_back_to = Some(back.into());
+                    entry.reason = Some(format!("rolling back to {back}: host {} failed: {cause}", s.host));
+                }
+                None => {
+                    entry.state = DeployState::Halted;
+                    entry.reason = Some(format!("host {} failed: {cause}", s.host));
+                }
+            }
         }
         canary_done(entry, &s.host, canary);
         true
@@ -138,10 +161,20 @@ async fn finish(
         let built = (|| {
             if let (Some(count), Some((mut e, stat, _))) = (count, entry) {
                 let before = e.state;
+                let was_rolling_back = e.rolling_back_to.is_some();
                 if count(&mut e) {
                     txn.add_set_data(&entry_path, &encode(&e), Some(stat.version))?;
                 }
                 state = Some(e.state);
+                if let Some(back) = e.rolling_back_to.as_deref().filter(|_| !was_rolling_back) {
+                    let mark = s.layout.rollback_mark(end.entry);
+                    txn.add_create(&mark, b"", &s.acl(&mark).options(zkc::CreateMode::Persistent))?;
+                    let detail = format!(
+                        "{}; on_halt = rollback: the hosts that stepped go back to {back}",
+                        e.reason.as_deref().unwrap_or_default()
+                    );
+                    extra.push(history::event(s, end.service, EventKind::RollingBack, Some(&e.version), Some(detail)));
+                }
                 if e.state == DeployState::Halted && before != DeployState::Halted {
                     let detail = e.reason.clone();
                     extra.push(history::event(s, end.service, EventKind::Halted, Some(&e.version), detail));
@@ -238,9 +271,12 @@ pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployNa
         Err(ZkError::Decode(err)) => return not_done(format!("unreadable entry: {err}")),
         Err(e) => return Err(e),
     };
-    if entry.service != service || entry.version != version {
+    if entry.service != service || (entry.version != version && entry.target() != version) {
         return not_done(format!("{name} is {} {}", entry.service, entry.version));
     }
+    // A rollback (`on_halt = rollback`) is complete when every host runs its target.
+    let version = entry.target().to_string();
+    let version = version.as_str();
     if entry.state != DeployState::Active {
         return not_done(format!("the rollout is {}", entry.state));
     }
@@ -272,14 +308,19 @@ pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployNa
         details.push(format!("failed hosts: {}", entry.failed_hosts.join(", ")));
     }
     let detail = (!details.is_empty()).then(|| details.join("; "));
-    let ev = history::event(s, service, EventKind::Completed, Some(version), detail);
+    let kind = if entry.rolling_back_to.is_some() { EventKind::RolledBack } else { EventKind::Completed };
+    let ev = history::event(s, service, kind, Some(version), detail);
     let (prefix, data) = history::create_op(&s.layout, &ev);
     let has_history = exists(s, &s.layout.history(service)).await?;
     let ev_acl = s.acl(&prefix);
     let mut txn = s.client.new_multi_writer();
+    let mark = s.layout.rollback_mark(name);
     let built = (|| {
         if let Some(st) = up_stat {
             txn.add_delete(&up_dir, Some(st.version))?;
+        }
+        if entry.rolling_back_to.is_some() {
+            txn.add_delete(&mark, None)?;
         }
         txn.add_delete(&entry_path, Some(stat.version))?;
         if has_history {

@@ -41,6 +41,11 @@ impl Slot {
         self.entry.as_ref().is_some_and(|e| e.failed_hosts.iter().any(|h| h == host))
     }
 
+    /// The version a rolling-back entry moves its stepped hosts back to.
+    pub fn rolling_back_to(&self) -> Option<&str> {
+        self.entry.as_ref().and_then(|e| e.rolling_back_to.as_deref())
+    }
+
     /// Whether this entry is a rollout of `service` (any version).
     pub fn of(&self, service: &str) -> bool {
         self.entry.as_ref().is_some_and(|e| e.service == service)
@@ -66,9 +71,15 @@ impl Queue {
     }
 
     /// The rollout of `service` at `version`, when it is that service's first entry
-    /// (an older rollout of the service ahead of it goes first).
+    /// (an older rollout of the service ahead of it goes first) and it is not rolling
+    /// back (`on_halt = rollback`: then nobody moves to `version`).
     pub fn rollout(&self, service: &str, version: &str) -> Option<&Slot> {
-        self.of(service).filter(|s| s.is(service, version))
+        self.of(service).filter(|s| s.is(service, version) && s.rolling_back_to().is_none())
+    }
+
+    /// The first entry of `service` when it rolls back (`on_halt = rollback`).
+    pub fn rolling_back(&self, service: &str) -> Option<&Slot> {
+        self.of(service).filter(|s| s.rolling_back_to().is_some())
     }
 
     /// Every entry of `service`.

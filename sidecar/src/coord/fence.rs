@@ -5,7 +5,8 @@
 //! online hosts and markers, decides with [`crate::coord::turn::decide`], and commits:
 //! 1. `setData(deploy entry, same bytes, version read)`: fails with BadVersion when
 //!    anyone else fenced, paused or halted since the read, and bumps the version;
-//! 2. `check(ticket, version 0)`: the ticket (and so this session) still exists;
+//! 2. `check(ticket, version 0)`: the ticket (and so this session) still exists (a
+//!    host going back under `on_halt = rollback` has no ticket);
 //! 3. `create(upgrading/<host>)`: the persistent slot marker;
 //! 4. `delete(current/<service>/<host>)`, when the host was online.
 //!
@@ -70,7 +71,7 @@ pub async fn commit(
     s: &Session,
     service: &str,
     head: &Head,
-    ticket: &TicketName,
+    ticket: Option<&TicketName>,
     self_online: bool,
     from: Option<&str>,
     to: &str,
@@ -116,19 +117,22 @@ async fn try_commit(
     service: &str,
     head: &Head,
     data: &[u8],
-    ticket: &TicketName,
+    ticket: Option<&TicketName>,
     self_online: bool,
     marker: &Upgrading,
 ) -> Result<Option<Fenced>, ZkError> {
     let entry = s.layout.deploy_entry(&head.name);
     let marker_path = s.layout.upgrading(&head.name, &s.host);
-    let ticket_path = s.layout.ticket(service, ticket);
+    let ticket_path = ticket.map(|t| s.layout.ticket(service, t));
     let current = s.layout.current_host(service, &s.host);
     let marker_acl = s.acl(&marker_path);
+    let marker_index = if ticket_path.is_some() { 2 } else { 1 };
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
         txn.add_set_data(&entry, data, Some(head.version))?;
-        txn.add_check_version(&ticket_path, 0)?;
+        if let Some(t) = &ticket_path {
+            txn.add_check_version(t, 0)?;
+        }
         txn.add_create(&marker_path, &encode(marker), &marker_acl.options(zkc::CreateMode::Persistent))?;
         if self_online {
             txn.add_delete(&current, None)?;
@@ -138,8 +142,11 @@ async fn try_commit(
     built.map_err(|e| ZkError::call("multi", &entry, e))?;
     match txn.commit().await {
         Ok(_) => Ok(Some(Fenced::Won)),
-        // Index 2 is the marker's create: NoNode there means its parent is missing.
-        Err(MultiWriteError::OperationFailed { index: 2, source: zkc::Error::NoNode }) => Ok(None),
+        // The marker's create follows the entry (and the ticket's check): NoNode there
+        // means its parent is missing.
+        Err(MultiWriteError::OperationFailed { index, source: zkc::Error::NoNode }) if index == marker_index => {
+            Ok(None)
+        }
         Err(MultiWriteError::OperationFailed { index, source }) => {
             tracing::debug!(index, error = %source, "fence lost; re-reading");
             Ok(Some(Fenced::Moved))

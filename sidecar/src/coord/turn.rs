@@ -20,7 +20,7 @@
 //! Each ticket's deletion wakes at most the K hosts behind it: constant in N.
 
 use super::deploys::Slot;
-use znode_schema::{DeployState, Staging, TicketName};
+use znode_schema::{DeployState, Policy, Staging, TicketName};
 
 /// The head deploy entry as read: a slot of the one queue reader.
 pub type Head = Slot;
@@ -98,7 +98,7 @@ pub fn decide(staging: &Staging, front: &Front, host: &str) -> Verdict {
     let Some(entry) = &head.entry else {
         return Verdict::Inactive(format!("deploy entry {} is unreadable", head.name));
     };
-    if entry.service != staging.service || entry.version != staging.version {
+    if entry.service != staging.service || entry.version != staging.version || entry.rolling_back_to.is_some() {
         return Verdict::NotHead;
     }
     if front.own_marker {
@@ -126,10 +126,37 @@ pub fn decide(staging: &Staging, front: &Front, host: &str) -> Verdict {
     Verdict::Go
 }
 
+/// The decision of a host that goes back (`on_halt = rollback`) from the rollout's
+/// version to the entry's `rolling_back_to`: the head must be that entry, active (a
+/// failure while rolling back halts it), with a free slot and the quorum kept, as
+/// for any step; there is no ticket queue (only the hosts that stepped go back) and
+/// no canary phase.
+pub fn decide_return(policy: &Policy, front: &Front) -> Verdict {
+    let Some(entry) = front.head.as_ref().and_then(|h| h.entry.as_ref()) else { return Verdict::NotHead };
+    if entry.rolling_back_to.is_none() {
+        return Verdict::NotHead;
+    }
+    if front.own_marker {
+        return Verdict::Go;
+    }
+    if entry.state != DeployState::Active {
+        return Verdict::Inactive(entry.state.to_string());
+    }
+    if front.upgrading >= policy.max_parallel {
+        return Verdict::Slots { upgrading: front.upgrading };
+    }
+    let required = policy.quorum.required(front.online + front.upgrading);
+    let after = if front.self_online { front.online.saturating_sub(1) } else { front.online };
+    if after < required {
+        return Verdict::Quorum { online: front.online, required };
+    }
+    Verdict::Go
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use znode_schema::{Artifact, ArtifactFormat, DeployEntry, DeployName, Policy, Quorum};
+    use znode_schema::{Artifact, ArtifactFormat, DeployEntry, DeployName, Quorum};
 
     fn staging(quorum: Quorum, max_parallel: u32) -> Staging {
         Staging {
@@ -256,5 +283,20 @@ mod tests {
         e.canaries = vec!["other".into()];
         e.promoted_by = Some("ops".into());
         assert_eq!(decide_me(&s, &front(Some(e), 5, 0)), Verdict::Go, "promoted: everyone");
+    }
+
+    #[test]
+    fn going_back_needs_the_rolling_back_head_a_slot_and_the_quorum() {
+        let p = Policy { quorum: Quorum::Count(2), max_parallel: 1, ..Policy::default() };
+        let mut e = entry("api", "2", DeployState::Active);
+        assert_eq!(decide_return(&p, &front(Some(e.clone()), 3, 0)), Verdict::NotHead, "not rolling back");
+        e.rolling_back_to = Some("1".into());
+        assert_eq!(decide_return(&p, &front(Some(e.clone()), 3, 0)), Verdict::Go);
+        assert_eq!(decide_return(&p, &front(Some(e.clone()), 3, 1)), Verdict::Slots { upgrading: 1 });
+        assert_eq!(decide_return(&p, &front(Some(e.clone()), 2, 0)), Verdict::Quorum { online: 2, required: 2 });
+        let s = staging(Quorum::Count(0), 1);
+        assert_eq!(decide_me(&s, &front(Some(e.clone()), 3, 0)), Verdict::NotHead, "nobody moves forward");
+        e.state = DeployState::Halted;
+        assert_eq!(decide_return(&p, &front(Some(e), 3, 0)), Verdict::Inactive("halted".into()));
     }
 }

@@ -1,14 +1,13 @@
 //! The end state of a scenario.
 
 use super::State;
-use std::collections::BTreeMap;
 use znode_schema::{DeployState, Layout};
 
 /// The end state: for each of `services`, every online host runs the staged
 /// version with no marker left, or the rollout is halted with a reason (or
 /// paused, when `paused_ok`). Returns the violations.
 pub fn end(state: &State, l: &Layout, services: &[&str], paused_ok: bool) -> Vec<String> {
-    end_with(state, l, services, paused_ok, &BTreeMap::new(), &BTreeMap::new()).0
+    end_with(state, l, services, paused_ok, &Default::default()).0
 }
 
 /// [`end`], where a host listed in `completed` (from
@@ -22,9 +21,9 @@ pub fn end_with(
     l: &Layout,
     services: &[&str],
     paused_ok: bool,
-    completed: &BTreeMap<String, (String, Vec<String>)>,
-    online_at_end: &BTreeMap<String, (String, Vec<String>)>,
+    report: &crate::invariants::Report,
 ) -> (Vec<String>, Vec<String>) {
+    let (completed, online_at_end) = (&report.completed_with_failures, &report.completed_online);
     let mut out = Vec::new();
     let mut notes = Vec::new();
     let deploys = state.deploys(l);
@@ -43,9 +42,15 @@ pub fn end_with(
             out.push(format!("{svc}: rollout {name} of {} still {} at the end", e.version, e.state));
         }
         let failed = completed.get(*svc).filter(|(v, _)| *v == st.version).map(|(_, h)| h.as_slice()).unwrap_or(&[]);
+        // A rollout that rolled back on its own (`on_halt = rollback`) leaves the
+        // hosts on the version it went back to, the staged one unchanged.
+        let want = match report.rolled_back.get(*svc).filter(|(v, _)| *v == st.version) {
+            Some((_, to)) => to.as_str(),
+            None => st.version.as_str(),
+        };
         let ended = online_at_end.get(*svc).filter(|(v, _)| *v == st.version).map(|(_, h)| h.as_slice());
         for (h, v) in state.online(l, svc) {
-            if v.as_deref() == Some(st.version.as_str()) || failed.contains(&h) {
+            if v.as_deref() == Some(want) || failed.contains(&h) {
                 continue;
             }
             match ended {
