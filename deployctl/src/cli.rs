@@ -174,6 +174,10 @@ pub struct StageArgs {
     /// new release, for releases that cannot be undone; the rollout halts) [default: rollback].
     #[arg(long, value_name = "rollback|stay")]
     pub on_failure: Option<znode_schema::OnFailure>,
+    /// Halt the rollout when no host moves (no step starts or ends) for this long
+    /// while nobody steps; downloading is not progress [default: none].
+    #[arg(long, value_name = "DURATION")]
+    pub progress_deadline: Option<HumanDuration>,
     /// When the rollout halts, move the hosts that already stepped back to the
     /// release they ran before, fenced as any step (policy `on_halt = rollback`).
     #[arg(long)]

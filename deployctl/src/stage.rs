@@ -93,6 +93,7 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
         canary: args.canary.unwrap_or(defaults.canary),
         auto_promote: args.auto_promote.or(defaults.auto_promote),
         on_failure: args.on_failure.unwrap_or(defaults.on_failure),
+        progress_deadline: args.progress_deadline,
         on_halt: if args.auto_rollback { znode_schema::OnHalt::Rollback } else { defaults.on_halt },
     };
     policy.validate()?;

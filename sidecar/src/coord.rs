@@ -13,6 +13,7 @@ pub mod deploys;
 pub mod fence;
 pub mod history;
 pub mod identity;
+pub mod progress;
 pub mod promote;
 pub mod queue;
 pub mod register;

@@ -69,16 +69,19 @@ pub async fn stage(
         if e.service == service {
             let markers = client.list_children(&layout.upgrading_dir(&name)).await.unwrap_or_default();
             let has_dir = client.check_stat(&layout.upgrading_dir(&name)).await.unwrap().is_some();
-            superseded.push((name, markers, has_dir));
+            superseded.push((name, markers, has_dir, e.rolling_back_to.is_some()));
         }
     }
     let mut txn = client.new_multi_writer();
-    for (name, markers, has_dir) in &superseded {
+    for (name, markers, has_dir, rolling_back) in &superseded {
         for m in markers {
             txn.add_delete(&format!("{}/{m}", layout.upgrading_dir(name)), None).unwrap();
         }
         if *has_dir {
             txn.add_delete(&layout.upgrading_dir(name), None).unwrap();
+        }
+        if *rolling_back {
+            txn.add_delete(&layout.rollback_mark(name), None).unwrap();
         }
         txn.add_delete(&layout.deploy_entry(name), None).unwrap();
     }

@@ -397,3 +397,30 @@ async fn auto_rollback_takes_every_stepped_host_back_under_the_quorum() {
     eprintln!("{} host(s) went back", back.len());
     verify(shared_server(), &c, &fleet.root, &["api"], false).await;
 }
+
+/// `progress_deadline`: a rollout whose hosts all fail to download (a wrong sha256)
+/// halts once the deadline passes, the reason naming the deadline and the error; one
+/// whose quorum can never be met halts saying so. Neither halts before its deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_that_moves_no_host_halts_at_its_progress_deadline() {
+    let (fleet, c) = fleet_at_v1("progress", 3, "", |f| f.artifact("1", Behaviour::Good)).await;
+    let mut bad = fleet.artifact("2", Behaviour::Good);
+    bad.sha256 = "0".repeat(64);
+    let p = znode_schema::Policy { progress_deadline: Some(HumanDuration::secs(3)), ..policy(1, 1, Duration::ZERO) };
+    let staged = std::time::Instant::now();
+    let entry = stage(&c, &fleet.layout(), "api", "2", &bad, p.clone()).await;
+    let halted = wait_halted(&fleet, &c, &entry).await;
+    let reason = halted.reason.unwrap_or_default();
+    assert!(staged.elapsed() >= Duration::from_secs(3), "halted before the deadline: {reason}");
+    assert!(reason.contains("progress_deadline") && reason.contains("sha256"), "{reason}");
+
+    let v3 = fleet.artifact("3", Behaviour::Good);
+    let p = znode_schema::Policy { progress_deadline: Some(HumanDuration::secs(2)), ..policy(5, 1, Duration::ZERO) };
+    let staged = std::time::Instant::now();
+    let entry = stage(&c, &fleet.layout(), "api", "3", &v3, p).await;
+    let halted = wait_halted(&fleet, &c, &entry).await;
+    let reason = halted.reason.unwrap_or_default();
+    assert!(staged.elapsed() >= Duration::from_secs(2), "halted before the deadline: {reason}");
+    assert!(reason.contains("progress_deadline") && reason.contains("quorum"), "{reason}");
+    assert_eq!(online(&c, &fleet.layout(), "api").await.iter().filter(|(_, v)| v == "1").count(), 3);
+}

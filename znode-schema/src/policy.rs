@@ -186,6 +186,10 @@ pub struct Policy {
     /// What a failed step does to its host. Default `rollback`.
     #[serde(default, skip_serializing_if = "OnFailure::is_default")]
     pub on_failure: OnFailure,
+    /// A rollout that moves no host (no fence, no step ending) for this long, with no
+    /// host stepping, halts with a reason. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<HumanDuration>,
     /// What a halt does to the hosts that already stepped. Default `stay`.
     #[serde(default, skip_serializing_if = "OnHalt::is_default")]
     pub on_halt: OnHalt,
@@ -290,6 +294,7 @@ impl Default for Policy {
             canary: 0,
             auto_promote: None,
             on_failure: OnFailure::Rollback,
+            progress_deadline: None,
             on_halt: OnHalt::Stay,
         }
     }

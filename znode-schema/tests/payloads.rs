@@ -50,6 +50,7 @@ fn every_payload_round_trips() {
             auto_promote: Some(HumanDuration::secs(60)),
             on_failure: znode_schema::OnFailure::Rollback,
             on_halt: znode_schema::OnHalt::Rollback,
+            progress_deadline: Some(HumanDuration::secs(600)),
         },
         staged_at: "2026-11-22T10:00:00Z".into(),
         staged_by: "ops@laptop".into(),

@@ -106,7 +106,7 @@ impl Agent {
             ticket: step.ticket.as_ref(),
             register: cur.as_ref(),
         };
-        commit::success(&c.s, &end, &step.to, step.policy.canary).await?;
+        commit::success(&c.s, &end, &step.to, &step.policy).await?;
         c.reg.assume(cur);
         tracing::info!(version = %step.to, "host upgraded");
         self.prune_releases();

@@ -5,6 +5,7 @@ use super::{Agent, Ctx, REEVALUATE};
 use crate::coord::commit::{self, Completion};
 use crate::coord::deploys::{Queue, Slot};
 use crate::coord::fence::{self, Fenced};
+use crate::coord::progress::{self, Progress};
 use crate::coord::promote::{self, Promotion};
 use crate::coord::turn::{self, Verdict};
 use crate::coord::zk::{self, ZkError};
@@ -196,11 +197,19 @@ impl Agent {
         match commit::complete(&c.s, &st.service, &st.version, &slot.name).await? {
             Completion::NotDone(why) => {
                 tracing::debug!(entry = %slot.name, %why, "rollout not complete");
-                let timer = match promote::auto_promote(&c.s, st, slot).await? {
+                let mut timer = match promote::auto_promote(&c.s, st, slot).await? {
                     Promotion::Wait(left) => Some(left),
                     Promotion::Done => Some(Duration::ZERO),
                     _ => None,
                 };
+                match progress::check(&c.s, &st.service, &st.policy, slot, &why).await? {
+                    Progress::Halted => timer = Some(Duration::ZERO),
+                    Progress::Within(left) => {
+                        let left = left + Duration::from_millis(100);
+                        timer = Some(timer.map_or(left, |t| t.min(left)));
+                    }
+                    Progress::NotWatched => {}
+                }
                 Ok((self.watch_entry(&c.s, &slot.name).await?, timer))
             }
             _ => Ok((None, None)),
@@ -244,7 +253,14 @@ impl Agent {
                 *self.failure_event.lock().unwrap_or_else(|e| e.into_inner()) = next;
                 let attempts = attempts + 1;
                 let (_, w) = self.staging(&c.s).await?;
-                let pause = Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 6)));
+                let mut pause = Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 6)));
+                if let Some(slot) = q.rollout(&self.cfg.name, &version) {
+                    match progress::check(&c.s, &self.cfg.name, &st.policy, slot, &msg).await? {
+                        Progress::Halted => return Ok(Lifecycle::Idle),
+                        Progress::Within(left) => pause = pause.min(left + Duration::from_millis(100)),
+                        Progress::NotWatched => {}
+                    }
+                }
                 self.wait(c, vec![w], sd, pause, Some(&msg)).await?;
                 Ok(Lifecycle::Downloading { version, attempts, error: Some(msg) })
             }
@@ -329,7 +345,7 @@ impl Agent {
             return Ok(Lifecycle::Upgrading(step));
         }
         watches.extend(front_watches);
-        let (why, vacuous_since, timer) = match &verdict {
+        let (why, vacuous_since, mut timer) = match &verdict {
             Verdict::NotHead => self.behind_head(c, &q, vacuous_since).await?,
             Verdict::Inactive(state) => match front.head.as_ref() {
                 Some(head) => match promote::auto_promote(&c.s, &st, head).await? {
@@ -354,6 +370,13 @@ impl Agent {
             }
             other => (format!("{other:?}"), None, REEVALUATE),
         };
+        if matches!(verdict, Verdict::Quorum { .. } | Verdict::Canary { .. }) {
+            match progress::check(&c.s, &self.cfg.name, &st.policy, slot, &format!("waiting: {why}")).await? {
+                Progress::Halted => return Ok(again(waiting, None)),
+                Progress::Within(left) => timer = timer.min(left + Duration::from_millis(100)),
+                Progress::NotWatched => {}
+            }
+        }
         self.log_wait(&waiting, &why);
         self.wait(c, watches, sd, timer, None).await?;
         Ok(again(Some(why), vacuous_since))

@@ -8,7 +8,9 @@
 use crate::coord::history;
 use crate::coord::session::Session;
 use crate::coord::zk::{self, ZkError};
-use znode_schema::{Current, DeployEntry, DeployName, DeployState, EventKind, TicketName, encode, seq::SeqName};
+use znode_schema::{
+    Current, DeployEntry, DeployName, DeployState, EventKind, Policy, TicketName, encode, seq::SeqName,
+};
 use zookeeper_client::{self as zkc, MultiWriteError};
 
 /// Attempts before a transaction that keeps racing is reported as an error.
@@ -34,10 +36,14 @@ async fn exists(s: &Session, path: &str) -> Result<bool, ZkError> {
 /// Success: register at the new version, drop marker and ticket, record
 /// `host_upgraded`. In a canary phase (`canary` > 0, not promoted) a canary's success
 /// is recorded on the deploy entry, and the last canary's pauses the rollout.
-pub async fn success(s: &Session, end: &StepEnd<'_>, version: &str, canary: u32) -> Result<(), ZkError> {
+///
+/// Under `progress_deadline` the entry is rewritten too (its `mtime` is the last
+/// progress, see [`crate::coord::progress`]).
+pub async fn success(s: &Session, end: &StepEnd<'_>, version: &str, policy: &Policy) -> Result<(), ZkError> {
     let ev = history::event(s, end.service, EventKind::HostUpgraded, Some(version), None);
-    let done = |entry: &mut DeployEntry| canary_done(entry, &s.host, canary);
-    let count: Option<Count<'_>> = if canary > 0 { Some(&done) } else { None };
+    let (canary, progress) = (policy.canary, policy.progress_deadline.is_some());
+    let done = |entry: &mut DeployEntry| canary_done(entry, &s.host, canary) || progress;
+    let count: Option<Count<'_>> = if canary > 0 || progress { Some(&done) } else { None };
     finish(s, end, count, ev, None).await
 }
 

@@ -27,6 +27,9 @@ pub struct Slot {
     pub version: i32,
     /// Its raw bytes, written back unchanged by the fence (unknown fields survive).
     pub raw: Vec<u8>,
+    /// When it was last written (ms since the epoch, the server's clock): its
+    /// creation, a fence, a step's end under `progress_deadline`, an operator's change.
+    pub mtime: i64,
 }
 
 impl Slot {
@@ -132,7 +135,7 @@ pub async fn read(s: &Session, watch: Watch) -> Result<(Queue, Vec<OneshotWatche
                 None
             }
         };
-        slots.push(Slot { name, entry, version: stat.version, raw });
+        slots.push(Slot { name, entry, version: stat.version, raw, mtime: stat.mtime });
     }
     Ok((Queue { slots }, watches))
 }

@@ -187,7 +187,7 @@ mod tests {
     }
 
     fn front(entry: Option<DeployEntry>, online: u32, upgrading: u32) -> Front {
-        let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![] };
+        let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![], mtime: 0 };
         Front { head: Some(head), online, upgrading, self_online: true, own_marker: false }
     }
 
