@@ -28,6 +28,7 @@
 
 mod boot;
 pub mod lifecycle;
+mod report;
 mod stepping;
 mod waiting;
 
@@ -50,6 +51,11 @@ use zookeeper_client::OneshotWatcher;
 /// How often a waiting agent re-reads even without a watch firing (lost watches
 /// around reconnects cannot strand it).
 const REEVALUATE: Duration = Duration::from_secs(30);
+
+/// An instant no timer reaches (a disabled `select!` branch still builds its future).
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
 
 /// The daemon's ZooKeeper link, as the agents see it.
 #[derive(Debug, Clone)]
@@ -81,6 +87,8 @@ pub struct Agent {
     fetcher: Arc<Fetcher>,
     keep_releases: usize,
     host_id: String,
+    /// What this host reports about the staged release.
+    reporter: report::Reporter,
     /// The history event counting this host's failures to download the staged release.
     failure_event: std::sync::Mutex<Option<crate::coord::history::Coalesced>>,
 }
@@ -101,6 +109,7 @@ impl Agent {
             fetcher,
             keep_releases: host.keep_releases,
             host_id: host.id.clone(),
+            reporter: Default::default(),
             failure_event: Default::default(),
         }
     }
@@ -284,6 +293,7 @@ impl Agent {
             since: time::format(since),
             sidecar: crate::VERSION.into(),
             last_error: last_error.map(str::to_string),
+            report: self.reporter.published(),
         })
     }
 
@@ -338,10 +348,16 @@ impl Agent {
         let sleep = tokio::time::sleep(timer);
         tokio::pin!(sleep);
         loop {
+            let due = self.reporter.due();
             tokio::select! {
                 _ = &mut any => return Ok(()),
                 _ = &mut sleep => return Ok(()),
                 _ = sd.changed() => return Ok(()),
+                _ = tokio::time::sleep_until(due.unwrap_or_else(far)), if due.is_some() => {
+                    if self.reporter.publish_if_due() {
+                        self.reconcile(c, last_error).await?;
+                    }
+                }
                 r = status.changed() => {
                     if r.is_err() {
                         return Ok(());

@@ -156,6 +156,7 @@ pub async fn online(c: &zk::Client, l: &Layout, service: &str, host: &str, versi
         since: znode_schema::time::now(),
         sidecar: "test".into(),
         last_error: None,
+        report: None,
     };
     c.create(&path, &encode(&payload), &zk::CreateMode::Ephemeral.with_acls(acl())).await.expect("create current");
 }

@@ -424,3 +424,66 @@ async fn a_rollout_that_moves_no_host_halts_at_its_progress_deadline() {
     assert!(reason.contains("progress_deadline") && reason.contains("quorum"), "{reason}");
     assert_eq!(online(&c, &fleet.layout(), "api").await.iter().filter(|(_, v)| v == "1").count(), 3);
 }
+
+/// Every host says in its registration what it does about the staged release once it
+/// has been at it for a while (SPEC "What a host reports"): downloading with bytes so
+/// far, failed with the error, waiting at the front (and for what), queued behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_report_what_they_do_about_the_staged_release() {
+    use baton_tests::artifact_server::{ArtifactServer, Fault};
+    use znode_schema::Activity;
+    let (fleet, c) = fleet_at_v1("reports", 3, "", |f| f.artifact("1", Behaviour::Good)).await;
+    let server = ArtifactServer::start();
+    let body = vec![7u8; 64 * 1024];
+    server.put("/api-2", body.clone());
+    server.fail_always(Fault::StallAfter(10_000));
+    let v2 = Artifact {
+        url: server.url("/api-2"),
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
+        size: body.len() as u64,
+        format: znode_schema::ArtifactFormat::File,
+        signature: None,
+    };
+    let l = fleet.layout();
+    stage(&c, &l, "api", "2", &v2, policy(1, 1, Duration::ZERO)).await;
+    baton_tests::fleet::wait_registrations(&c, &fleet, "api", "every host reporting its download", |cur| {
+        cur.report.as_ref().is_some_and(|r| {
+            r.activity == Activity::Downloading && r.bytes >= Some(10_000) && r.size == Some(64 * 1024)
+        })
+    })
+    .await;
+
+    server.clear_faults();
+    server.fail_always(Fault::Status(404));
+    let mut v3 = v2.clone();
+    v3.url = server.url("/api-3");
+    stage(&c, &l, "api", "3", &v3, policy(1, 1, Duration::ZERO)).await;
+    baton_tests::fleet::wait_registrations(&c, &fleet, "api", "every host reporting its failure", |cur| {
+        cur.report.as_ref().is_some_and(|r| {
+            r.activity == Activity::Failed && r.version == "3" && r.error.as_deref().unwrap_or_default().contains("404")
+        })
+    })
+    .await;
+
+    // Quorum 3 of 3: nobody may step. The front host waits for the quorum; the others
+    // are queued behind it.
+    let v4 = fleet.artifact("4", Behaviour::Good);
+    stage(&c, &l, "api", "4", &v4, policy(3, 1, Duration::ZERO)).await;
+    let regs = baton_tests::fleet::wait_registrations(&c, &fleet, "api", "front and queued reports", |cur| {
+        cur.report
+            .as_ref()
+            .is_some_and(|r| r.version == "4" && matches!(r.activity, Activity::Waiting | Activity::Queued))
+    })
+    .await;
+    let mut seen: Vec<(Activity, Option<u32>)> =
+        regs.iter().map(|c| c.report.as_ref().map(|r| (r.activity, r.position)).unwrap()).collect();
+    seen.sort_by_key(|(_, p)| *p);
+    assert_eq!(
+        seen,
+        vec![(Activity::Waiting, Some(1)), (Activity::Queued, Some(2)), (Activity::Queued, Some(3))],
+        "{regs:?}"
+    );
+    let front = regs.iter().find(|c| c.report.as_ref().unwrap().activity == Activity::Waiting).unwrap();
+    let why = front.report.as_ref().unwrap().waiting_for.clone().unwrap_or_default();
+    assert!(why.contains("quorum: 3 online, 3 must stay online"), "{why}");
+}

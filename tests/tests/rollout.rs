@@ -222,6 +222,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
             since: "t".into(),
             sidecar: "test".into(),
             last_error: None,
+            report: None,
         };
         let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         s.client.create(&layout.current_host("api", &s.host), &znode_schema::encode(&cur), &opts).await.unwrap();

@@ -26,6 +26,53 @@ pub struct Current {
     /// so operators see it with `zkCli.sh get`; absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// What the host is doing about the staged release, when it has been at it for a
+    /// while (SPEC "What a host reports"); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<HostReport>,
+}
+
+/// What a host is doing about a service's staged release. Published only once an
+/// activity has lasted a couple of seconds, and rewritten at most every few seconds,
+/// so a quick rollout costs no extra writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The staged version it is about.
+    pub version: String,
+    /// What it does.
+    pub activity: Activity,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// `downloading`: bytes so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// `downloading`: the artifact's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// `queued`, `waiting`: the place of its ticket in the queue (1 is the front).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// `queued`, `waiting`: what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// `failed`: why the release could not be downloaded or verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A host's activity about a staged release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// Fetching the artifact.
+    Downloading,
+    /// Verified, its ticket behind others in the queue.
+    Queued,
+    /// At the front of the queue, waiting (quorum, slots, another rollout at the
+    /// head, paused, halted, canary phase).
+    Waiting,
+    /// The release could not be downloaded or verified (retried with backoff).
+    Failed,
 }
 
 /// How an artifact is installed.

@@ -35,6 +35,16 @@ fn every_payload_round_trips() {
         since: "2026-11-22T10:00:00Z".into(),
         sidecar: "0.1.0".into(),
         last_error: Some("download failed".into()),
+        report: Some(HostReport {
+            version: "1.5.0".into(),
+            activity: Activity::Downloading,
+            since: "t".into(),
+            bytes: Some(10),
+            size: Some(100),
+            position: None,
+            waiting_for: None,
+            error: None,
+        }),
     });
     round_trip(Staging {
         service: "api".into(),

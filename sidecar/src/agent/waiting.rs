@@ -1,6 +1,7 @@
 //! Transitions outside a step: idle, download, queue (and the fence), completion.
 
 use super::lifecycle::{Lifecycle, Step};
+use super::report;
 use super::{Agent, Ctx, REEVALUATE};
 use crate::coord::commit::{self, Completion};
 use crate::coord::deploys::{Queue, Slot};
@@ -12,7 +13,7 @@ use crate::coord::zk::{self, ZkError};
 use crate::coord::{queue, session::Session};
 use std::time::Duration;
 use tokio::sync::watch;
-use znode_schema::{DeployName, DeployState, Staging, TicketName};
+use znode_schema::{Activity, DeployName, DeployState, Staging, TicketName};
 use zookeeper_client::OneshotWatcher;
 
 impl Agent {
@@ -26,6 +27,7 @@ impl Agent {
     }
 
     pub(super) async fn idle(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
+        self.reporter.set(None);
         let (staged, w) = self.staging(&c.s).await?;
         let mut watches = vec![w];
         let mut timer = REEVALUATE;
@@ -151,6 +153,7 @@ impl Agent {
                 return Ok(again);
             }
             tracing::info!(entry = %head.name, %from, %to, "fenced: going back");
+            self.reporter.set(None);
             c.reg.assume(None);
             let step = Step { entry, from: Some(from), to, policy, ticket: None };
             return Ok(Lifecycle::Upgrading(step));
@@ -163,6 +166,9 @@ impl Agent {
             other => format!("going back: {other:?}"),
         };
         tracing::debug!(reason = %why, "waiting");
+        let mut r = report::report(&to, Activity::Waiting);
+        r.waiting_for = Some(why);
+        self.reporter.set(Some(r));
         let mut watches = vec![staging_watch];
         watches.extend(front_watches);
         self.wait(c, watches, sd, REEVALUATE, None).await?;
@@ -229,11 +235,37 @@ impl Agent {
         let Some(st) = staged.filter(|st| st.version == version && self.wants(&c.s, st, &q).is_some()) else {
             return Ok(Lifecycle::Idle);
         };
-        let install = self.store.install(&self.fetcher, &version, &st.artifact);
-        let result = tokio::select! {
-            r = install => r,
-            _ = w.changed() => return Ok(Lifecycle::Idle),
-            _ = sd.changed() => return Ok(Lifecycle::Idle),
+        let partial = self.store.root().join("downloads").join(&version).join("artifact.partial");
+        let downloading = || {
+            let mut r = report::report(&version, Activity::Downloading);
+            r.bytes = Some(report::partial_size(&partial).unwrap_or(0));
+            r.size = Some(st.artifact.size);
+            Some(r)
+        };
+        if error.is_none() {
+            self.reporter.set(downloading());
+        }
+        let result = {
+            let install = self.store.install(&self.fetcher, &version, &st.artifact);
+            tokio::pin!(install);
+            let mut w = std::pin::pin!(w.changed());
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = &mut install => break r,
+                    _ = &mut w => return Ok(Lifecycle::Idle),
+                    _ = sd.changed() => return Ok(Lifecycle::Idle),
+                    _ = tick.tick() => {
+                        // Bytes so far, published at most every few seconds (see `report`).
+                        if error.is_none() {
+                            self.reporter.set(downloading());
+                        }
+                        if self.reporter.publish_if_due() {
+                            self.reconcile(c, error.as_deref()).await?;
+                        }
+                    }
+                }
+            }
         };
         match result {
             Ok(_) => {
@@ -248,6 +280,9 @@ impl Agent {
             Err(err) => {
                 let msg = format!("release {version}: {err}");
                 tracing::error!(error = %msg, "download failed; will retry");
+                let mut r = report::report(&version, Activity::Failed);
+                r.error = Some(msg.clone());
+                self.reporter.set(Some(r));
                 let last = self.failure_event.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let next = crate::coord::history::record_failure(&c.s, &self.cfg.name, &version, &msg, last).await;
                 *self.failure_event.lock().unwrap_or_else(|e| e.into_inner()) = next;
@@ -303,6 +338,10 @@ impl Agent {
                     watches.push(w);
                 }
                 let why = format!("{} ticket(s) ahead hold the {} slot(s)", ahead.len(), st.policy.max_parallel);
+                let mut r = report::report(&version, Activity::Queued);
+                r.position = tickets.iter().position(|t| *t == ticket).map(|p| p as u32 + 1);
+                r.waiting_for = Some(why.clone());
+                self.reporter.set(Some(r));
                 self.log_wait(&waiting, &why);
                 self.wait(c, watches, sd, REEVALUATE, None).await?;
                 return Ok(again(Some(why), None));
@@ -321,6 +360,7 @@ impl Agent {
         }
         let verdict = turn::decide(&st, &front, &c.s.host);
         if verdict == Verdict::Go {
+            self.reporter.set(None);
             let head = front.head.clone().expect("Go implies a head");
             let from = self.active();
             let won = front.own_marker
@@ -377,6 +417,10 @@ impl Agent {
                 Progress::NotWatched => {}
             }
         }
+        let mut r = report::report(&version, Activity::Waiting);
+        r.position = tickets.iter().position(|t| *t == ticket).map(|p| p as u32 + 1);
+        r.waiting_for = Some(why.clone());
+        self.reporter.set(Some(r));
         self.log_wait(&waiting, &why);
         self.wait(c, watches, sd, timer, None).await?;
         Ok(again(Some(why), vacuous_since))
