@@ -238,7 +238,8 @@ impl Agent {
         let (q, _) = crate::coord::deploys::read(s, Default::default()).await?;
         match crate::coord::fence::find_marker(s, &q, &self.cfg.name).await? {
             Some((entry, marker)) => {
-                tracing::warn!(entry = %entry, from = ?marker.from, to = %marker.to, "found this service's marker: a step was interrupted");
+                let from = marker.from.as_deref().unwrap_or("nothing");
+                tracing::warn!(entry = %entry, from, to = %marker.to, "found this service's marker: a step was interrupted");
                 Ok(Lifecycle::Recovering { entry, marker })
             }
             None => Ok(state.on_new_session()),
@@ -381,7 +382,7 @@ impl Agent {
         let stopped = matches!(*self.supervisor.status().borrow(), Status::Stopped);
         let started = match stopped {
             true => self.supervisor.start(&self.store.release_dir(version), version).await.map(|started| {
-                tracing::info!(%version, ?started, "supervising the release that runs here");
+                tracing::info!(%version, %started, "supervising the release that runs here");
             }),
             false => Ok(()),
         };
@@ -395,7 +396,7 @@ impl Agent {
 
     fn prune_releases(&self) {
         match self.store.prune(self.keep_releases) {
-            Ok(gone) if !gone.is_empty() => tracing::info!(removed = ?gone, "pruned old releases"),
+            Ok(gone) if !gone.is_empty() => tracing::info!(removed = %gone.join(", "), "pruned old releases"),
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "failed to prune old releases"),
         }

@@ -241,11 +241,21 @@ pub struct Problem {
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// The line of the file the key is on, when it is in the file.
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.key, self.message) }
+        if self.key.is_empty() {
+            f.write_str(&self.message)?;
+        } else {
+            write!(f, "{}: {}", self.key, self.message)?;
+        }
+        match self.line {
+            Some(line) => write!(f, " (line {line})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -276,7 +286,8 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &origin),
             Err(err) => {
-                let problem = Problem { key: String::new(), message: format!("failed to read the file: {err}") };
+                let message = format!("failed to read the file: {err}");
+                let problem = Problem { key: String::new(), message, line: None };
                 Err(ConfigError { origin, problems: vec![problem] })
             }
         }

@@ -80,6 +80,15 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
     let layout = Layout::new(&cfg.zookeeper.root).context("invalid [zookeeper] root")?;
     let agents: Vec<Arc<Agent>> = agents(&cfg)?.into_iter().map(Arc::new).collect();
     let names: Vec<String> = agents.iter().map(|a| a.service().to_string()).collect();
+    tracing::info!(
+        version = crate::VERSION,
+        host = %cfg.host.id,
+        services = %names.join(", "),
+        zookeeper = %cfg.zookeeper.connect,
+        root = %cfg.zookeeper.root,
+        data_dir = %cfg.host.data_dir.display(),
+        "sidecar starting"
+    );
     let (link_tx, link_rx) = watch::channel(Link::Connecting);
     // The agents stop on a signal, or when one of them hits a fatal error.
     let (stop_tx, stop_rx) = watch::channel(false);

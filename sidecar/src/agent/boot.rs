@@ -75,7 +75,8 @@ impl Agent {
         boot::read_online(s, &self.cfg.name, &mut facts).await?;
         let chosen = boot::choose(&facts);
         if let Some((version, reason)) = &chosen {
-            tracing::info!(%version, ?reason, failed_here = ?facts.failed, "boot version chosen");
+            let failed = facts.failed.iter().cloned().collect::<Vec<_>>().join(", ");
+            tracing::info!(%version, reason = %reason, failed_here = %failed, "boot version chosen");
         }
         Ok(chosen.map(|(v, _)| v))
     }

@@ -131,7 +131,8 @@ impl Agent {
         };
         let state = commit::failure(&c.s, &end, f).await?;
         c.reg.assume(cur);
-        tracing::warn!(?state, "failure counted on the rollout");
+        let state = state.map_or("unknown".to_string(), |s| s.to_string());
+        tracing::warn!(%state, "failure counted on the rollout");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }
 
@@ -159,7 +160,8 @@ impl Agent {
         };
         let state = commit::failure(&c.s, &end, f).await?;
         c.reg.assume(cur);
-        tracing::warn!(?state, "failure counted on the rollout; the host keeps the new release");
+        let state = state.map_or("unknown".to_string(), |s| s.to_string());
+        tracing::warn!(%state, "failure counted on the rollout; the host keeps the new release");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }
 
@@ -195,7 +197,8 @@ impl Agent {
             tracing::info!(version = %marker.to, "the new release is active: finishing the interrupted step");
             return Ok(Lifecycle::Verifying(step));
         }
-        tracing::warn!(from = ?marker.from, to = %marker.to, "the new release is not active: undoing the interrupted step");
+        let was = marker.from.as_deref().unwrap_or("nothing");
+        tracing::warn!(from = was, to = %marker.to, "the new release is not active: undoing the interrupted step");
         Ok(Lifecycle::Undoing(step))
     }
 }

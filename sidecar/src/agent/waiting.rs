@@ -379,7 +379,8 @@ impl Agent {
             if !won {
                 return Ok(again(waiting, None));
             }
-            tracing::info!(entry = %head.name, from = ?from, to = %version, recovered = front.own_marker, "fenced: starting the step");
+            let was = from.as_deref().unwrap_or("nothing");
+            tracing::info!(entry = %head.name, from = was, to = %version, recovered = front.own_marker, "fenced: starting the step");
             c.reg.assume(None);
             let step = Step { entry: head.name, from, to: version, policy: st.policy, ticket: Some(ticket) };
             return Ok(Lifecycle::Upgrading(step));

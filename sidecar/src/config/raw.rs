@@ -124,17 +124,41 @@ pub(super) type KeyProblem = (String, String);
 /// table is still found. A value that cannot be read at all is one problem.
 pub(super) fn section<T: for<'de> Deserialize<'de>>(
     prefix: &str,
-    value: toml::Value,
+    mut value: toml::Value,
 ) -> Result<(T, Vec<KeyProblem>), KeyProblem> {
     let join =
         |path: String| if path == "." || path.is_empty() { prefix.to_string() } else { format!("{prefix}.{path}") };
-    let mut unknown = Vec::new();
-    let value = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut |path| {
-        // serde_ignored writes `?` for an Option's Some: not a key of the file.
-        let path = path.to_string().split('.').filter(|seg| *seg != "?").collect::<Vec<_>>().join(".");
-        let name = path.rsplit('.').next().unwrap_or(&path).to_string();
-        unknown.push((join(path), format!("unknown field `{name}`")));
-    }))
-    .map_err(|err| (join(err.path().to_string()), err.into_inner().to_string().trim().to_string()))?;
-    Ok((value, unknown))
+    // A value of the wrong type is a problem of its key; the key is then dropped and
+    // the table read again, so every other key of the table is still checked.
+    let mut problems = Vec::new();
+    loop {
+        let mut unknown = Vec::new();
+        let read = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value.clone(), &mut |path| {
+            // serde_ignored writes `?` for an Option's Some: not a key of the file.
+            let path = path.to_string().split('.').filter(|seg| *seg != "?").collect::<Vec<_>>().join(".");
+            let name = path.rsplit('.').next().unwrap_or(&path).to_string();
+            unknown.push((join(path), format!("unknown field `{name}`")));
+        }));
+        match read {
+            Ok(v) => {
+                problems.extend(unknown);
+                return Ok((v, problems));
+            }
+            Err(err) => {
+                let path = err.path().to_string();
+                // toml's messages end with "in `key`": the key path says it already.
+                let message = err.into_inner().to_string();
+                let message = message.lines().next().unwrap_or_default().trim().to_string();
+                let first = path.split(['.', '[']).next().unwrap_or_default().to_string();
+                let removed = match &mut value {
+                    toml::Value::Table(t) if !first.is_empty() && first != "?" => t.remove(&first).is_some(),
+                    _ => false,
+                };
+                if !removed {
+                    return Err((join(path), message));
+                }
+                problems.push((join(path), message));
+            }
+        }
+    }
 }

@@ -9,8 +9,29 @@ fn with_service(extra: &str) -> String {
     format!("{ZK}[[service]]\n{RUN}{extra}\n")
 }
 
+/// The problems found in `text`, without their lines (see `problems_have_their_lines`).
 fn problems(text: &str) -> Vec<String> {
-    Config::parse(text, "test.toml").unwrap_err().problems.iter().map(ToString::to_string).collect()
+    let found = Config::parse(text, "test.toml").unwrap_err().problems;
+    found.into_iter().map(|p| Problem { line: None, ..p }.to_string()).collect()
+}
+
+#[test]
+fn problems_have_their_lines_and_a_wrong_type_stops_nothing_else() {
+    let text = format!(
+        "{ZK}[[service]]\nname = \"api\"\nrun = [\"a\"]\nstop_timeout = 5\nhealth = {{ http = \"nope\" }}\n\
+         [[service]]\nname = \"web\"\nrun = \"bin/web\"\nhealth = {{ tcp = \"localhost\" }}\n"
+    );
+    let base = ZK.lines().count();
+    let found: Vec<String> = Config::parse(&text, "t").unwrap_err().problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            format!("service[0].stop_timeout: invalid type: integer `5`, expected a string (line {})", base + 4),
+            format!("service[0].health.http: invalid URL \"nope\": relative URL without a base (line {})", base + 5),
+            format!("service[1].run: invalid type: string \"bin/web\", expected a sequence (line {})", base + 8),
+            format!("service[1].health.tcp: must be host:port (line {})", base + 9),
+        ]
+    );
 }
 
 #[test]
@@ -204,8 +225,8 @@ fn trusted_keys_are_checked_one_by_one() {
     let bad = format!("[trust]\nminisign_keys = [\"{key}\", \"RWbogus\"]\nminisgn = 1\n{}", with_service(""));
     let found = problems(&bad);
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found[0].starts_with("trust.minisgn: unknown field"), "{found:?}");
-    assert!(found[1].starts_with("trust.minisign_keys[1]: invalid minisign public key \"RWbogus\""), "{found:?}");
+    assert!(found[0].starts_with("trust.minisign_keys[1]: invalid minisign public key \"RWbogus\""), "{found:?}");
+    assert!(found[1].starts_with("trust.minisgn: unknown field"), "{found:?}");
 }
 
 #[test]
@@ -247,8 +268,8 @@ fn every_problem_is_reported_at_once() {
             "zookeeper.root",
             "host.id",
             "host.keep_releases",
-            "service[1].stop_timeout",
             "service[1].health",
+            "service[1].stop_timeout",
             "service[1].output",
             "service[2].bogus"
         ]

@@ -39,7 +39,7 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, key: impl Into<String>, message: impl fmt::Display) {
-        self.0.push(Problem { key: key.into(), message: message.to_string() });
+        self.0.push(Problem { key: key.into(), message: message.to_string(), line: None });
     }
 
     /// A table deserialized; each unknown key is a problem (the rest is still read and
@@ -104,17 +104,85 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         (Some(zookeeper), Some(host), Some(trust), Some(limits), Some(download), Some(services)) if p.0.is_empty() => {
             Ok(Config { zookeeper, host, trust, limits, download, services })
         }
-        _ => Err(p.0),
+        _ => Err(with_lines(text, without_follow_ons(p.0))),
     }
+}
+
+/// Drops the "is required" problems a value of the wrong type caused: that value was
+/// set aside to check the rest of its table, and its own problem says what is wrong.
+fn without_follow_ons(problems: Vec<Problem>) -> Vec<Problem> {
+    let typed: Vec<String> = problems
+        .iter()
+        .filter(|p| p.message.starts_with("invalid type") || p.message.starts_with("invalid value"))
+        .map(|p| p.key.clone())
+        .collect();
+    let caused = |p: &Problem| {
+        p.message.contains("required")
+            && typed.iter().any(|k| k == &p.key || k.strip_prefix(p.key.as_str()).is_some_and(|r| r.starts_with('.')))
+    };
+    problems.into_iter().filter(|p| !caused(p)).collect()
+}
+
+/// Gives each problem the line of its key in `text` (the deepest part of the key
+/// path found: `service[1].health.http` points at `http`, or at `health` when
+/// `http` is missing), and sorts them in file order.
+fn with_lines(text: &str, mut problems: Vec<Problem>) -> Vec<Problem> {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else { return problems };
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    for p in &mut problems {
+        p.line = key_span(doc.as_table(), &p.key).map(line_of);
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(0));
+    problems
+}
+
+/// The offset of the deepest key of `path` (`a.b[2].c`) found in `table`.
+fn key_span(table: &toml_edit::Table, path: &str) -> Option<usize> {
+    use toml_edit::{Item, Value};
+    let mut found = None;
+    let mut tables: Option<&toml_edit::Table> = Some(table);
+    let mut item: Option<&Item> = None;
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let entry = match (tables, item) {
+            (Some(t), _) => t.get_key_value(name),
+            (None, Some(Item::Value(Value::InlineTable(t)))) => t.get_key_value(name),
+            _ => None,
+        };
+        let Some((key, next)) = entry else { break };
+        found = key.span().map(|s| s.start).or(found);
+        tables = None;
+        item = Some(next);
+        if let Some(i) = index {
+            match next {
+                Item::ArrayOfTables(a) => match a.get(i) {
+                    Some(t) => {
+                        found = t.span().map(|s| s.start).or(found);
+                        tables = Some(t);
+                        item = None;
+                    }
+                    None => break,
+                },
+                _ => break,
+            }
+        } else if let Item::Table(t) = next {
+            tables = Some(t);
+        }
+    }
+    found
 }
 
 fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
     let message = err.message().trim().to_string();
-    let Some(span) = err.span() else { return Problem { key: String::new(), message } };
+    let Some(span) = err.span() else { return Problem { key: String::new(), message, line: None } };
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Problem { key: String::new(), message: format!("TOML syntax error at line {line}, column {column}: {message}") }
+    let message = format!("TOML syntax error at line {line}, column {column}: {message}");
+    Problem { key: String::new(), message, line: None }
 }
 
 fn trust(p: &mut Problems, raw: RawTrust) -> Option<TrustConfig> {

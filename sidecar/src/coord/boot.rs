@@ -28,6 +28,16 @@ pub enum Reason {
     Staged,
 }
 
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Popular => "the most popular version online",
+            Reason::LastActive => "no host online: the last active release here",
+            Reason::Staged => "nothing local: the staged release",
+        })
+    }
+}
+
 /// What boot knows when it decides.
 #[derive(Debug, Default, Clone)]
 pub struct Facts {

@@ -224,7 +224,8 @@ impl ReleaseStore {
         let state = LocalState { active: Some(version.to_string()), previous };
         self.write_state(&state)?;
         self.switch_current(version)?;
-        tracing::info!(root = %self.root.display(), version, previous = ?state.previous, "release activated");
+        let previous = state.previous.as_deref().unwrap_or("none");
+        tracing::info!(root = %self.root.display(), version, previous, "release activated");
         Ok(state)
     }
 

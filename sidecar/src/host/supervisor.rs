@@ -236,7 +236,7 @@ impl Supervisor {
         })?;
         let pid = process.as_ref().map(ServiceProcess::pid);
         shared.status.send_replace(Status::Starting { pid });
-        tracing::info!(service = %shared.service.name, version, ?started, "service started");
+        tracing::info!(service = %shared.service.name, version, %started, "service started");
         let (intent, intent_rx) = oneshot::channel();
         let span = tracing::info_span!("supervise", service = %shared.service.name, version);
         let run = task::Run { shared: shared.clone(), ctx, version: version.into(), intent: intent_rx };

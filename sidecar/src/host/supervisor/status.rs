@@ -53,6 +53,16 @@ pub enum Started {
     },
 }
 
+impl std::fmt::Display for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Started::Spawned { pid: Some(pid) } => write!(f, "spawned pid {pid}"),
+            Started::Spawned { pid: None } => f.write_str("start command ran"),
+            Started::Adopted { pid } => write!(f, "adopted pid {pid}"),
+        }
+    }
+}
+
 /// Why a supervisor operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
