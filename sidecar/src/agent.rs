@@ -89,6 +89,8 @@ pub struct Agent {
     host_id: String,
     /// What this host reports about the staged release.
     reporter: report::Reporter,
+    /// When the step in flight started (for its duration metric).
+    step_started: std::sync::Mutex<Option<std::time::Instant>>,
     /// The history event counting this host's failures to download the staged release.
     failure_event: std::sync::Mutex<Option<crate::coord::history::Coalesced>>,
 }
@@ -110,6 +112,7 @@ impl Agent {
             keep_releases: host.keep_releases,
             host_id: host.id.clone(),
             reporter: Default::default(),
+            step_started: Default::default(),
             failure_event: Default::default(),
         }
     }
@@ -185,8 +188,20 @@ impl Agent {
     fn logged(&self, from: &Lifecycle, to: Lifecycle) -> Lifecycle {
         if from.name() != to.name() {
             tracing::info!(from = from.name(), to = to.name(), "transition");
+            let mut started = self.step_started.lock().unwrap_or_else(|e| e.into_inner());
+            if to.in_step() && started.is_none() {
+                *started = Some(std::time::Instant::now());
+            }
         }
+        crate::metrics::get().service(&self.cfg.name, self.active().as_deref(), to.name());
         to
+    }
+
+    /// A step ended with `outcome` (`upgraded`, `failed`, `undone`): counted, with its
+    /// time since the fence (or recovery) when this process saw it start.
+    fn step_ended(&self, outcome: &str) {
+        let took = self.step_started.lock().unwrap_or_else(|e| e.into_inner()).take().map(|t| t.elapsed());
+        crate::metrics::get().step(&self.cfg.name, outcome, took);
     }
 
     async fn pause(&self, sd: &mut watch::Receiver<bool>, backoff: &mut Duration) {

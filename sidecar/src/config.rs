@@ -30,6 +30,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[download]`.
     pub download: DownloadConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -95,6 +97,13 @@ pub struct DownloadConfig {
     /// A PEM bundle of CA certificates trusted for https downloads, beside the
     /// system's trust store and the bundled public roots.
     pub ca: Option<PathBuf>,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (none: not served).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// This machine.

@@ -89,6 +89,15 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
         data_dir = %cfg.host.data_dir.display(),
         "sidecar starting"
     );
+    let _metrics = match cfg.metrics.listen {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            crate::metrics::get();
+            Some(crate::metrics::Server(tokio::spawn(crate::metrics::serve(listener))))
+        }
+        None => None,
+    };
     let (link_tx, link_rx) = watch::channel(Link::Connecting);
     // The agents stop on a signal, or when one of them hits a fatal error.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -257,6 +266,7 @@ async fn sessions(
         ever_up = true;
         let mut state = s.client.state_watcher();
         link.send_replace(Link::Up(s.clone()));
+        crate::metrics::get().session(true);
         notify(&[sd_notify::NotifyState::Ready]);
         loop {
             let now = state.changed().await;
@@ -266,6 +276,7 @@ async fn sessions(
             }
         }
         link.send_replace(Link::Connecting);
+        crate::metrics::get().session(false);
     }
 }
 

@@ -487,3 +487,51 @@ async fn hosts_report_what_they_do_about_the_staged_release() {
     let why = front.report.as_ref().unwrap().waiting_for.clone().unwrap_or_default();
     assert!(why.contains("quorum: 3 online, 3 must stay online"), "{why}");
 }
+
+/// `[metrics] listen` serves OpenMetrics at `/metrics`: scraped during a rollout
+/// (a host in its bake shows state `upgrading`) and after it (steps, downloads,
+/// versions, the session).
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_served_and_follow_a_rollout() {
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &unique_root("metrics"), "api", 2);
+    let ports: Vec<u16> = fleet.hosts.iter().map(|_| baton_tests::zk::free_port()).collect();
+    for (h, port) in fleet.hosts.iter().zip(&ports) {
+        fleet.write_config(h, "");
+        let mut text = std::fs::read_to_string(&h.config).unwrap();
+        text.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+        std::fs::write(&h.config, text).unwrap();
+    }
+    let c = fleet.client().await;
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    stage(&c, &fleet.layout(), "api", "1", &v1, policy(0, 2, Duration::ZERO)).await;
+    fleet.start_all();
+    wait_versions(&fleet, &c, 2, "1").await;
+    wait_done(&fleet, &c).await;
+    let scrape = |port: u16| get(port, "/metrics").unwrap_or_default();
+    let m = scrape(ports[0]);
+    assert!(m.contains("baton_build_info{version=\""), "{m}");
+    assert!(m.contains("baton_service_version_info{service=\"api\",version=\"1\"} 1"), "{m}");
+    assert!(m.contains("baton_zookeeper_session_up 1"), "{m}");
+    assert!(m.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+    assert!(get(ports[0], "/nope").is_none(), "404 elsewhere");
+
+    let v2 = fleet.artifact("2", Behaviour::Good);
+    stage(&c, &fleet.layout(), "api", "2", &v2, policy(1, 1, Duration::from_secs(2))).await;
+    eventually_async("a host to show its step in progress", PATIENCE, || async {
+        ports
+            .iter()
+            .any(|p| scrape(*p).contains("baton_service_state{service=\"api\",state=\"upgrading\"} 1"))
+            .then_some(())
+    })
+    .await;
+    wait_versions(&fleet, &c, 2, "2").await;
+    wait_done(&fleet, &c).await;
+    for port in &ports {
+        let m = scrape(*port);
+        assert!(m.contains("baton_steps_total{service=\"api\",outcome=\"upgraded\"} 1"), "{m}");
+        assert!(m.contains("baton_downloads_total{service=\"api\",outcome=\"verified\"}"), "{m}");
+        assert!(m.contains("baton_step_duration_seconds_count{service=\"api\",outcome=\"upgraded\"} 1"), "{m}");
+        assert!(m.contains("baton_service_version_info{service=\"api\",version=\"2\"} 1"), "{m}");
+        assert!(!m.contains("version=\"1\"} 1"), "the old version is gone: {m}");
+    }
+}

@@ -107,6 +107,7 @@ impl Agent {
             register: cur.as_ref(),
         };
         commit::success(&c.s, &end, &step.to, &step.policy).await?;
+        self.step_ended("upgraded");
         c.reg.assume(cur);
         tracing::info!(version = %step.to, "host upgraded");
         self.prune_releases();
@@ -130,6 +131,7 @@ impl Agent {
             roll_back_to: step.from.as_deref().filter(|_| step.policy.on_halt == OnHalt::Rollback),
         };
         let state = commit::failure(&c.s, &end, f).await?;
+        self.step_ended("failed");
         c.reg.assume(cur);
         let state = state.map_or("unknown".to_string(), |s| s.to_string());
         tracing::warn!(%state, "failure counted on the rollout");
@@ -159,6 +161,7 @@ impl Agent {
             roll_back_to: None,
         };
         let state = commit::failure(&c.s, &end, f).await?;
+        self.step_ended("failed");
         c.reg.assume(cur);
         let state = state.map_or("unknown".to_string(), |s| s.to_string());
         tracing::warn!(%state, "failure counted on the rollout; the host keeps the new release");
@@ -176,6 +179,7 @@ impl Agent {
         };
         let detail = "step interrupted (sidecar restart or session loss); undone, will queue again".to_string();
         commit::undo(&c.s, &end, Some(&step.to), detail).await?;
+        self.step_ended("undone");
         c.reg.assume(cur);
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }

@@ -245,6 +245,7 @@ impl Agent {
         if error.is_none() {
             self.reporter.set(downloading());
         }
+        let began = std::time::Instant::now();
         let result = {
             let install = self.store.install(&self.fetcher, &version, &st.artifact);
             tokio::pin!(install);
@@ -267,6 +268,10 @@ impl Agent {
                 }
             }
         };
+        match &result {
+            Ok(_) => crate::metrics::get().downloaded(&self.cfg.name, st.artifact.size, began.elapsed()),
+            Err(err) => crate::metrics::get().download_failed(&self.cfg.name, crate::metrics::verification_reason(err)),
+        }
         match result {
             Ok(_) => {
                 if error.is_some() {

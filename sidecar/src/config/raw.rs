@@ -114,7 +114,13 @@ pub(super) struct RawHooks {
 }
 
 /// The top-level keys, in the order they are documented.
-pub(super) const TOP_KEYS: [&str; 6] = ["zookeeper", "host", "trust", "limits", "download", "service"];
+pub(super) const TOP_KEYS: [&str; 7] = ["zookeeper", "host", "trust", "limits", "download", "metrics", "service"];
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawMetrics {
+    pub listen: Option<String>,
+}
 
 /// A problem found while reading: the key path and the message.
 pub(super) type KeyProblem = (String, String);

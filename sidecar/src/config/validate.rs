@@ -1,7 +1,8 @@
 //! From the raw tables to a [`Config`], collecting every problem with its key.
 
 use super::raw::{
-    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawService, RawSize, RawTls, RawTrust, RawZk,
+    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawMetrics, RawService, RawSize, RawTls,
+    RawTrust, RawZk,
 };
 use super::*;
 use serde::Deserialize;
@@ -96,13 +97,16 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let trust = p.section::<RawTrust>("trust", table.remove("trust")).and_then(|raw| trust(&mut p, raw));
     let limits = p.section::<RawLimits>("limits", table.remove("limits")).and_then(|raw| limits(&mut p, raw));
     let download = p.section::<RawDownload>("download", table.remove("download")).and_then(|raw| download(&mut p, raw));
+    let metrics = p.section::<RawMetrics>("metrics", table.remove("metrics")).and_then(|raw| metrics(&mut p, raw));
     let services = services(&mut p, table.remove("service"));
     for key in table.keys() {
         p.push(key.as_str(), format!("unknown key; expected one of {}", raw::TOP_KEYS.join(", ")));
     }
-    match (zk, host, trust, limits, download, services) {
-        (Some(zookeeper), Some(host), Some(trust), Some(limits), Some(download), Some(services)) if p.0.is_empty() => {
-            Ok(Config { zookeeper, host, trust, limits, download, services })
+    match (zk, host, trust, limits, download, metrics, services) {
+        (Some(zookeeper), Some(host), Some(trust), Some(limits), Some(download), Some(metrics), Some(services))
+            if p.0.is_empty() =>
+        {
+            Ok(Config { zookeeper, host, trust, limits, download, metrics, services })
         }
         _ => Err(with_lines(text, without_follow_ons(p.0))),
     }
@@ -260,6 +264,19 @@ fn limits(p: &mut Problems, raw: RawLimits) -> Option<LimitsConfig> {
         download: DownloadLimits { url_prefixes, file_dirs, max_artifact },
         unpack: UnpackLimits { max_bytes, max_entries },
     })
+}
+
+fn metrics(p: &mut Problems, raw: RawMetrics) -> Option<MetricsConfig> {
+    let listen = match raw.listen {
+        None => None,
+        Some(text) => match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                return p.none("metrics.listen", format!("expected ADDR:PORT such as \"127.0.0.1:9464\", not {text:?}"));
+            }
+        },
+    };
+    Some(MetricsConfig { listen })
 }
 
 fn download(p: &mut Problems, raw: RawDownload) -> Option<DownloadConfig> {
