@@ -64,6 +64,9 @@ fn step_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 14))
 }
 
+/// The version and state a service's gauges show.
+type Shown = (Option<String>, Option<String>);
+
 /// Every metric of this process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -79,7 +82,7 @@ pub struct Metrics {
     session_up: Gauge,
     session_losses: Counter,
     /// The labels last set to 1 per service (version, state), to clear them.
-    current: Mutex<std::collections::HashMap<String, (Option<String>, Option<String>)>>,
+    current: Mutex<std::collections::HashMap<String, Shown>>,
 }
 
 impl Metrics {
@@ -221,13 +224,12 @@ pub async fn serve(listener: tokio::net::TcpListener) {
         };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                let resp = match (req.method(), req.uri().path()) {
+                match (req.method(), req.uri().path()) {
                     (&hyper::Method::GET, "/metrics") => Response::builder()
                         .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
                         .body(Full::new(Bytes::from(get().encode()))),
                     _ => Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("not found\n"))),
-                };
-                resp
+                }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(err) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
