@@ -76,13 +76,24 @@ fn pause_or_resume(by: &str, d: &DeployEntry, pause: bool, reason: Option<&str>)
         (false, DeployState::Paused) if d.awaits_promotion() => {
             return Err(Refusal::AwaitsPromotion { service, version, canaries: d.canaries_done.join(", ") });
         }
+        // Paused by an operator while its canary phase ended: back to the canary pause.
+        (false, DeployState::Paused) if d.canary_ended() => {
+            new.reason = Some(znode_schema::CANARY_REASON.into());
+        }
         (false, DeployState::Active) if d.failures == 0 => return Err(Refusal::NothingToResume { service, version }),
         (false, _) => {
             new.state = DeployState::Active;
             new.reason = None;
             new.failures = 0;
-            // A canary whose step failed steps again: its canary step is not done.
+            // A canary whose step failed steps again: its canary step is not done, nor
+            // is the phase. A phase that ended stays ended: back to its canary pause.
             new.canaries_done.retain(|h| !d.failed_hosts.contains(h));
+            if new.canaries_done.len() < d.canaries_done.len() {
+                new.canary_paused_at = None;
+            } else if new.canary_ended() {
+                new.state = DeployState::Paused;
+                new.reason = Some(znode_schema::CANARY_REASON.into());
+            }
             new.failed_hosts.clear();
         }
     }
@@ -164,7 +175,7 @@ pub async fn promote(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
         }
         let mut new = d.clone();
         new.promoted_by = Some(ctx.by.clone());
-        if d.awaits_promotion() {
+        if d.canary_ended() && d.state == DeployState::Paused {
             new.state = DeployState::Active;
             new.reason = None;
         }
@@ -174,7 +185,7 @@ pub async fn promote(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
         let detail = format!(
             "canaries {}{}",
             if d.canaries.is_empty() { "none yet".to_string() } else { d.canaries.join(", ") },
-            if d.awaits_promotion() { "" } else { " (promoted before the canary phase ended)" }
+            if d.canary_ended() { "" } else { " (promoted before the canary phase ended)" }
         );
         let ev = crate::history::event(ctx, EventKind::Promoted, service, Some(&d.version), Some(detail));
         crate::history::add(ctx, &mut txn, &ev);

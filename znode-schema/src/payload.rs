@@ -246,9 +246,15 @@ impl DeployEntry {
         self.rolling_back_to.as_deref().unwrap_or(&self.version)
     }
 
-    /// Whether it paused because its canaries stepped, waiting for promotion.
+    /// Whether its canary phase ended (every canary's step did) and nobody promoted it.
+    pub fn canary_ended(&self) -> bool {
+        self.canary_paused_at.is_some() && self.promoted_by.is_none() && self.rolling_back_to.is_none()
+    }
+
+    /// Whether it is paused because its canaries stepped, waiting for promotion (and
+    /// not paused by an operator).
     pub fn awaits_promotion(&self) -> bool {
-        self.state == DeployState::Paused && self.canary_paused_at.is_some() && self.promoted_by.is_none()
+        self.canary_ended() && self.state == DeployState::Paused && self.reason.as_deref() == Some(CANARY_REASON)
     }
 }
 

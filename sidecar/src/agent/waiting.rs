@@ -49,7 +49,13 @@ impl Agent {
             if let Some(slot) = q.rollout(&self.cfg.name, &st.version) {
                 if slot.failed_here(&c.s.host) {
                     tracing::info!(entry = %slot.name, version = %st.version, "waiting: this host's step failed in this rollout (until resume or a new stage)");
-                    watches.extend(self.watch_entry(&c.s, &slot.name).await?);
+                    // It may be the designated host all the same (completion, auto_promote).
+                    let (w, t) = self.designated_completer(c, st, slot).await?;
+                    if w.is_none() {
+                        watches.extend(self.watch_entry(&c.s, &slot.name).await?);
+                    }
+                    watches.extend(w);
+                    timer = t.unwrap_or(REEVALUATE);
                 } else {
                     let (w, t) = self.designated_completer(c, st, slot).await?;
                     watches.extend(w);
@@ -332,6 +338,10 @@ impl Agent {
         };
         match turn::position(&tickets, &ticket, &st) {
             Verdict::NoTicket => return Ok(Lifecycle::Downloading { version, attempts: 0, error: None }),
+            Verdict::Behind { .. } if self.canary_behind(c, &st).await? => {
+                // A canary that queued again (its step was undone, or failed and was
+                // resumed) is let through: the hosts ahead wait for the canaries.
+            }
             Verdict::Behind { ahead } => {
                 for t in &ahead {
                     let path = c.s.layout.ticket(&self.cfg.name, t);
@@ -430,6 +440,21 @@ impl Agent {
         self.log_wait(&waiting, &why);
         self.wait(c, watches, sd, timer, None).await?;
         Ok(again(Some(why), vacuous_since))
+    }
+
+    /// Whether this host is a canary of the rollout of `st` whose canary phase is
+    /// full: the hosts ahead of it in the ticket queue are not canaries and wait for
+    /// the phase to end, so it must not wait for them (read only under a canary
+    /// policy, while behind).
+    async fn canary_behind(&self, c: &Ctx, st: &Staging) -> Result<bool, ZkError> {
+        let canary = st.policy.canary;
+        if canary == 0 {
+            return Ok(false);
+        }
+        let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
+        Ok(q.rollout(&st.service, &st.version).and_then(|slot| slot.entry.as_ref()).is_some_and(|e| {
+            e.canary_phase(canary) && e.canaries.len() as u32 >= canary && e.canaries.iter().any(|h| *h == c.s.host)
+        }))
     }
 
     fn log_wait(&self, before: &Option<String>, why: &str) {

@@ -272,7 +272,8 @@ fn metrics(p: &mut Problems, raw: RawMetrics) -> Option<MetricsConfig> {
         Some(text) => match text.parse::<std::net::SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                return p.none("metrics.listen", format!("expected ADDR:PORT such as \"127.0.0.1:9464\", not {text:?}"));
+                return p
+                    .none("metrics.listen", format!("expected ADDR:PORT such as \"127.0.0.1:9464\", not {text:?}"));
             }
         },
     };

@@ -115,10 +115,16 @@ pub fn canary_done(entry: &mut DeployEntry, host: &str, canary: u32) -> bool {
         return false;
     }
     entry.canaries_done.push(host.to_string());
-    if entry.canaries_done.len() as u32 >= canary && entry.state == DeployState::Active {
-        entry.state = DeployState::Paused;
-        entry.reason = Some(znode_schema::CANARY_REASON.into());
+    // A rollout that rolls back (`on_halt = rollback`) is never paused for promotion:
+    // its hosts go back instead. One an operator paused meanwhile records that its
+    // canary phase ended (`canary_paused_at`) and keeps the operator's pause; resuming
+    // it lands in the canary pause.
+    if entry.canaries_done.len() as u32 >= canary && entry.rolling_back_to.is_none() {
         entry.canary_paused_at = Some(znode_schema::time::now());
+        if entry.state == DeployState::Active {
+            entry.state = DeployState::Paused;
+            entry.reason = Some(znode_schema::CANARY_REASON.into());
+        }
     }
     true
 }
