@@ -453,7 +453,7 @@ impl Agent {
         }
         let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
         Ok(q.rollout(&st.service, &st.version).and_then(|slot| slot.entry.as_ref()).is_some_and(|e| {
-            e.canary_phase(canary) && e.canaries.len() as u32 >= canary && e.canaries.iter().any(|h| *h == c.s.host)
+            e.canary_phase(canary) && e.canaries.len() as u32 >= canary && e.canaries.contains(&c.s.host)
         }))
     }
 
