@@ -130,9 +130,18 @@ impl Agent {
         to: String,
     ) -> Result<Lifecycle, ZkError> {
         let (staged, staging_watch) = self.staging(&c.s).await?;
-        let (front, _q, front_watches) = fence::front(&c.s, &self.cfg.name, &from).await?;
-        let Some(head) = front.head.clone().filter(|h| h.name == entry && h.rolling_back_to() == Some(to.as_str()))
-        else {
+        let (front, q, front_watches) = fence::front(&c.s, &self.cfg.name, &from).await?;
+        let ours = |slot: &Slot| slot.name == entry && slot.rolling_back_to() == Some(to.as_str());
+        let again = Lifecycle::Returning { entry, from: from.clone(), to: to.clone() };
+        let Some(head) = front.head.clone().filter(|h| ours(h)) else {
+            if q.of(&self.cfg.name).is_some_and(ours) {
+                // Another rollout heads the queue (an operator's rollback moved ours
+                // behind it): wait for the queue to move.
+                let mut watches = vec![staging_watch];
+                watches.extend(front_watches);
+                self.wait(c, watches, sd, REEVALUATE, None).await?;
+                return Ok(again);
+            }
             return Ok(Lifecycle::Idle);
         };
         if head.failed_here(&c.s.host) || self.active().as_deref() != Some(from.as_str()) {
@@ -142,7 +151,6 @@ impl Agent {
         policy.canary = 0;
         policy.on_halt = znode_schema::OnHalt::Stay;
         policy.on_failure = znode_schema::OnFailure::Rollback;
-        let again = Lifecycle::Returning { entry, from: from.clone(), to: to.clone() };
         if !self.store.has(&to) {
             if let Err(err) = self.fetch_for_boot(&c.s, &to, None).await {
                 tracing::error!(version = %to, error = %err, "cannot fetch the release to go back to; retrying");

@@ -324,14 +324,17 @@ pub async fn complete(s: &Session, service: &str, version: &str, name: &DeployNa
     let ev = history::event(s, service, kind, Some(version), detail);
     let (prefix, data) = history::create_op(&s.layout, &ev);
     let has_history = exists(s, &s.layout.history(service)).await?;
+    // The mark of a rollback; `deployctl rollback` of another service re-creates the
+    // entries it moves without it.
+    let mark = s.layout.rollback_mark(name);
+    let has_mark = entry.rolling_back_to.is_some() && exists(s, &mark).await?;
     let ev_acl = s.acl(&prefix);
     let mut txn = s.client.new_multi_writer();
-    let mark = s.layout.rollback_mark(name);
     let built = (|| {
         if let Some(st) = up_stat {
             txn.add_delete(&up_dir, Some(st.version))?;
         }
-        if entry.rolling_back_to.is_some() {
+        if has_mark {
             txn.add_delete(&mark, None)?;
         }
         txn.add_delete(&entry_path, Some(stat.version))?;
