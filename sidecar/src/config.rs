@@ -30,6 +30,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[download]`.
     pub download: DownloadConfig,
+    /// `[peers]`: none when absent (peers off: every download is from the artifact URL).
+    pub peers: Option<PeersConfig>,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -95,6 +97,21 @@ pub struct DownloadConfig {
     /// A PEM bundle of CA certificates trusted for https downloads, beside the
     /// system's trust store and the bundled public roots.
     pub ca: Option<PathBuf>,
+}
+
+/// Peer-to-peer distribution (`[peers]`, see docs/download.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeersConfig {
+    /// Where this host's peer server listens (`IP:PORT`).
+    pub listen: std::net::SocketAddr,
+    /// The address other hosts reach it at (`HOST:PORT`; default: `listen`).
+    pub advertise: String,
+    /// How many uploads this host serves at once; more are answered 503.
+    pub max_uploads: u32,
+    /// How many hosts of the fleet download one release from its URL at once.
+    pub origin_fetches: u32,
+    /// How long a peer may send nothing before the transfer moves to another source.
+    pub stall: Duration,
 }
 
 /// This machine.

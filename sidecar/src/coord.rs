@@ -16,5 +16,6 @@ pub mod identity;
 pub mod queue;
 pub mod register;
 pub mod session;
+pub mod sources;
 pub mod turn;
 pub mod zk;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod coord;
 pub mod daemon;
 pub mod host;
+pub mod peers;
 pub mod safefs;
 
 /// The sidecar's version, written into registrations.

@@ -70,6 +70,16 @@ pub(super) struct RawDownload {
     pub ca: Option<PathBuf>,
 }
 
+/// `[peers]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPeers {
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub max_uploads: Option<i64>,
+    pub origin_fetches: Option<i64>,
+    pub stall: Option<String>,
+}
+
 /// One `[[service]]`.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawService {
@@ -105,7 +115,7 @@ pub(super) struct RawHooks {
 }
 
 /// The top-level keys, in the order they are documented.
-pub(super) const TOP_KEYS: [&str; 6] = ["zookeeper", "host", "trust", "limits", "download", "service"];
+pub(super) const TOP_KEYS: [&str; 7] = ["zookeeper", "host", "trust", "limits", "download", "peers", "service"];
 
 /// A problem found while reading: the key path and the message.
 pub(super) type KeyProblem = (String, String);
