@@ -112,6 +112,8 @@ pub struct PeersConfig {
     pub origin_fetches: u32,
     /// How long a peer may send nothing before the transfer moves to another source.
     pub stall: Duration,
+    /// The most bytes per second one upload sends (none: no limit).
+    pub max_upload_rate: Option<u64>,
 }
 
 /// This machine.

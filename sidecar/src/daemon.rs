@@ -56,7 +56,7 @@ async fn peers(
     let listener = tokio::net::TcpListener::bind(p.listen)
         .await
         .with_context(|| format!("failed to listen on [peers] listen = {:?}", p.listen.to_string()))?;
-    let catalog = Catalog::new(p.max_uploads);
+    let catalog = Catalog::new(p.max_uploads, p.max_upload_rate);
     let peers = Peers::new(cfg.host.id.clone(), p.advertise.clone(), p.origin_fetches, catalog.clone(), link.clone());
     tracing::info!(listen = %p.listen, advertise = %p.advertise, max_uploads = p.max_uploads, origin_fetches = p.origin_fetches, "serving verified releases to peers");
     tokio::spawn(crate::host::serve::serve(listener, catalog, stop.clone()));

@@ -78,6 +78,7 @@ pub(super) struct RawPeers {
     pub max_uploads: Option<i64>,
     pub origin_fetches: Option<i64>,
     pub stall: Option<String>,
+    pub max_upload_rate: Option<RawSize>,
 }
 
 /// One `[[service]]`.

@@ -250,7 +250,18 @@ fn peers(p: &mut Problems, raw: RawPeers) -> Option<PeersConfig> {
     let max_uploads = count("peers.max_uploads", raw.max_uploads, 4, 1000);
     let origin_fetches = count("peers.origin_fetches", raw.origin_fetches, 3, 100);
     let stall = p.duration("peers.stall", raw.stall.as_deref(), Duration::from_secs(5));
+    let rate = raw.max_upload_rate.map(|r| match r {
+        RawSize::Text(t) => RawSize::Text(t.trim().trim_end_matches("/s").to_string()),
+        other => other,
+    });
+    let max_upload_rate = match rate.map(|r| parse_size(&r)) {
+        None => Some(None),
+        Some(Ok(0)) => p.none("peers.max_upload_rate", "must be greater than zero (leave it out for no limit)"),
+        Some(Ok(n)) => Some(Some(n)),
+        Some(Err(e)) => p.none("peers.max_upload_rate", e),
+    };
     Some(PeersConfig {
+        max_upload_rate: max_upload_rate?,
         listen: listen?,
         advertise: advertise?,
         max_uploads: max_uploads?,

@@ -18,7 +18,6 @@
 
 use crate::host::download::ReleaseId;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
@@ -48,6 +47,8 @@ pub struct Catalog {
     pub bytes: AtomicU64,
     /// Requests answered 503 (every upload slot taken).
     pub busy: AtomicU64,
+    /// The most bytes per second one upload sends (none: as fast as it goes).
+    rate: Option<u64>,
 }
 
 /// A kept, verified artifact.
@@ -60,14 +61,16 @@ pub struct Kept {
 }
 
 impl Catalog {
-    /// An empty catalog serving at most `max_uploads` bodies at once.
-    pub fn new(max_uploads: u32) -> Arc<Self> {
+    /// An empty catalog serving at most `max_uploads` bodies at once, each at most
+    /// `rate` bytes per second.
+    pub fn new(max_uploads: u32, rate: Option<u64>) -> Arc<Self> {
         Arc::new(Catalog {
             entries: Mutex::default(),
             uploads: Arc::new(Semaphore::new(max_uploads as usize)),
             served: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             busy: AtomicU64::new(0),
+            rate,
         })
     }
 
@@ -214,13 +217,27 @@ async fn open(kept: &Kept, first: u64) -> io::Result<tokio::fs::File> {
     Ok(file)
 }
 
-/// `len` bytes of `file`, holding the upload slot until the body ends or is dropped.
+/// `len` bytes of `file`, at most `catalog`'s rate, holding the upload slot until
+/// the body ends or is dropped.
 fn body(file: tokio::fs::File, len: u64, permit: tokio::sync::OwnedSemaphorePermit, catalog: Arc<Catalog>) -> Body {
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10);
-    let frames = stream.map_ok(move |chunk: Bytes| {
-        let _slot = &permit;
-        catalog.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        Frame::data(chunk)
+    let chunk = catalog.rate.map_or(256 << 10, |r| (r / 10).clamp(4 << 10, 256 << 10) as usize);
+    let start = tokio::time::Instant::now();
+    let state = Some((file.take(len), permit, catalog, 0u64));
+    let frames = futures_util::stream::unfold(state, move |state| async move {
+        let (mut reader, permit, catalog, sent) = state?;
+        let mut buf = bytes::BytesMut::with_capacity(chunk);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                let sent = sent + n as u64;
+                catalog.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if let Some(rate) = catalog.rate {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+                }
+                Some((Ok(Frame::data(buf.freeze())), Some((reader, permit, catalog, sent))))
+            }
+            Err(err) => Some((Err(err), None)),
+        }
     });
     StreamBody::new(frames).boxed()
 }
