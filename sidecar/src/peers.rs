@@ -42,6 +42,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use znode_schema::layout::ORIGIN_PREFIX;
 use znode_schema::{Artifact, PeerSource, time};
 
 /// How many peers one turn offers the fetcher.
@@ -62,6 +63,8 @@ pub struct Peers {
     offered: Mutex<HashMap<ReleaseId, PeerSource>>,
     withdrawn: Mutex<Vec<ReleaseId>>,
     bad: Mutex<HashSet<(ReleaseId, String)>>,
+    /// The creation zxid of this host's source node of each release (this session).
+    mine: Mutex<HashMap<ReleaseId, i64>>,
     wake: Notify,
 }
 
@@ -84,6 +87,7 @@ impl Peers {
             offered: Mutex::default(),
             withdrawn: Mutex::default(),
             bad: Mutex::default(),
+            mine: Mutex::default(),
             wake: Notify::new(),
         })
     }
@@ -116,43 +120,73 @@ impl Peers {
     ) -> Result<Option<Turn>, crate::coord::zk::ZkError> {
         let (service, version) = (release.service.as_str(), release.version.as_str());
         let listing = sources::list(s, service, version).await?;
-        let mut hosts: Vec<String> = {
-            let bad = lock(&self.bad);
-            let usable = |h: &String| *h != s.host && !skip.contains(h) && !bad.contains(&(release.clone(), h.clone()));
-            listing.sources.into_iter().filter(usable).collect()
-        };
+        let hosts = self.usable(s, release, skip, listing.sources);
         if !hosts.is_empty() && !after_busy {
-            hosts.shuffle(&mut rand::thread_rng());
-            let mut peers = Vec::new();
-            for host in hosts.iter().take(TRY_PEERS) {
-                match sources::address(s, service, version, host).await {
-                    Ok(Some(address)) => match peer_url(&address, release) {
-                        Some(url) => peers.push(Peer { host: host.clone(), url }),
-                        None => tracing::warn!(%release, peer = %host, %address, "unusable peer address"),
-                    },
-                    Ok(None) => {}
-                    Err(err) => tracing::warn!(%release, peer = %host, error = %err, "unusable peer source"),
-                }
-            }
+            let peers = self.candidates(s, release, hosts).await;
             if !peers.is_empty() {
                 return Ok(Some(Turn::Peers(peers)));
             }
         }
         if (listing.slots.len() as u32) < self.origin_fetches {
             if let Some(path) = sources::take_slot(s, service, version, self.origin_fetches, &listing.slots).await? {
-                tracing::info!(%release, slot = %path, "took an origin slot");
+                let first = path.ends_with(&format!("{ORIGIN_PREFIX}0"));
                 let guard = SlotGuard { session: s.clone(), path, dir: s.layout.peers_release(service, version) };
+                if !first {
+                    // Hosts arriving together all find nothing; the first origin
+                    // fetcher relays at once, so a later slot is given back when a
+                    // source appeared meanwhile (one more listing).
+                    let again = sources::list(s, service, version).await?;
+                    let hosts = self.usable(s, release, skip, again.sources);
+                    let peers = self.candidates(s, release, hosts).await;
+                    if !peers.is_empty() {
+                        drop(guard);
+                        return Ok(Some(Turn::Peers(peers)));
+                    }
+                }
+                tracing::info!(%release, slot = %guard.path, "took an origin slot");
                 return Ok(Some(Turn::Origin(OriginSlot::held(Box::new(guard)))));
             }
         }
         Ok(None)
     }
 
+    /// The hosts of `sources` this host may ask: not itself, not skipped, not bad.
+    fn usable(&self, s: &Session, release: &ReleaseId, skip: &HashSet<String>, sources: Vec<String>) -> Vec<String> {
+        let bad = lock(&self.bad);
+        let ok = |h: &String| *h != s.host && !skip.contains(h) && !bad.contains(&(release.clone(), h.clone()));
+        sources.into_iter().filter(ok).collect()
+    }
+
+    /// Up to [`TRY_PEERS`] of `hosts` (in random order) with their checked URLs. A
+    /// relaying source created after this host's own is left out: it may be
+    /// downstream of this host, and streaming from it would be a cycle.
+    async fn candidates(&self, s: &Session, release: &ReleaseId, mut hosts: Vec<String>) -> Vec<Peer> {
+        let (service, version) = (release.service.as_str(), release.version.as_str());
+        let mine = lock(&self.mine).get(release).copied();
+        hosts.shuffle(&mut rand::thread_rng());
+        let mut peers = Vec::new();
+        for host in hosts {
+            if peers.len() == TRY_PEERS {
+                break;
+            }
+            match sources::address(s, service, version, &host).await {
+                Ok(Some(found)) if !found.complete && mine.is_some_and(|m| found.czxid > m) => {}
+                Ok(Some(found)) => match peer_url(&found.address, release) {
+                    Some(url) => peers.push(Peer { host, url }),
+                    None => tracing::warn!(%release, peer = %host, address = %found.address, "unusable peer address"),
+                },
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%release, peer = %host, error = %err, "unusable peer source"),
+            }
+        }
+        peers
+    }
+
     /// Runs the publisher until `shutdown`: makes this host's source nodes match what
     /// it offers, in every session.
     pub async fn publish(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut link = self.link.clone();
-        let mut published: (i64, HashSet<ReleaseId>) = (0, HashSet::new());
+        let mut published: (i64, HashMap<ReleaseId, bool>) = (0, HashMap::new());
         loop {
             let up = match &*link.borrow_and_update() {
                 Link::Up(s) => Some(s.clone()),
@@ -160,7 +194,8 @@ impl Peers {
             };
             if let Some(s) = up {
                 if published.0 != s.id() {
-                    published = (s.id(), HashSet::new());
+                    published = (s.id(), HashMap::new());
+                    lock(&self.mine).clear();
                 }
                 self.reconcile(&s, &mut published.1).await;
             }
@@ -173,10 +208,11 @@ impl Peers {
         }
     }
 
-    async fn reconcile(&self, s: &Session, published: &mut HashSet<ReleaseId>) {
+    async fn reconcile(&self, s: &Session, published: &mut HashMap<ReleaseId, bool>) {
         let gone: Vec<ReleaseId> = std::mem::take(&mut *lock(&self.withdrawn));
         for release in gone {
             published.remove(&release);
+            lock(&self.mine).remove(&release);
             if let Err(err) = sources::unpublish(s, &release.service, &release.version).await {
                 tracing::warn!(%release, error = %err, "failed to remove this host's source node");
                 lock(&self.withdrawn).push(release);
@@ -185,13 +221,15 @@ impl Peers {
         let offered: Vec<(ReleaseId, PeerSource)> =
             lock(&self.offered).iter().map(|(r, p)| (r.clone(), p.clone())).collect();
         for (release, payload) in offered {
-            if published.contains(&release) {
+            if published.get(&release) == Some(&payload.complete) {
                 continue;
             }
             match sources::publish(s, &release.service, &release.version, &payload).await {
-                Ok(()) => {
-                    tracing::info!(%release, address = %payload.address, "serving the release to peers");
-                    published.insert(release);
+                Ok(czxid) => {
+                    let what = if payload.complete { "serving the release to peers" } else { "relaying the download to peers" };
+                    tracing::info!(%release, address = %payload.address, "{what}");
+                    lock(&self.mine).insert(release.clone(), czxid);
+                    published.insert(release, payload.complete);
                 }
                 Err(err) => tracing::warn!(%release, error = %err, "failed to record this host as a source"),
             }
@@ -243,17 +281,7 @@ impl Sources for Peers {
     }
 
     fn offer(&self, release: &ReleaseId, artifact: &Artifact, file: &Path) {
-        self.catalog.insert(release.clone(), Kept { path: file.to_path_buf(), size: artifact.size });
-        let payload = PeerSource {
-            host: self.host.clone(),
-            address: self.advertise.clone(),
-            size: artifact.size,
-            sha256: artifact.sha256.to_ascii_lowercase(),
-            since: time::now(),
-        };
-        lock(&self.offered).insert(release.clone(), payload);
-        lock(&self.withdrawn).retain(|r| r != release);
-        self.wake.notify_one();
+        self.serve(release, artifact, file, true);
     }
 
     fn withdraw(&self, release: &ReleaseId) {
@@ -262,6 +290,37 @@ impl Sources for Peers {
             lock(&self.withdrawn).push(release.clone());
             self.wake.notify_one();
         }
+    }
+
+    fn relay(&self, release: &ReleaseId, artifact: &Artifact, file: &Path) {
+        if !self.catalog.entries().iter().any(|(r, k)| r == release && k.complete) {
+            self.serve(release, artifact, file, false);
+        }
+    }
+
+    fn unrelay(&self, release: &ReleaseId) {
+        if self.catalog.entries().iter().any(|(r, k)| r == release && !k.complete) {
+            self.withdraw(release);
+        }
+    }
+}
+
+impl Peers {
+    /// Serves `file` as `release` and has the publisher record it.
+    fn serve(&self, release: &ReleaseId, artifact: &Artifact, file: &Path, complete: bool) {
+        let kept = Kept { path: file.to_path_buf(), size: artifact.size, complete };
+        self.catalog.insert(release.clone(), kept);
+        let payload = PeerSource {
+            host: self.host.clone(),
+            address: self.advertise.clone(),
+            size: artifact.size,
+            sha256: artifact.sha256.to_ascii_lowercase(),
+            since: time::now(),
+            complete,
+        };
+        lock(&self.offered).insert(release.clone(), payload);
+        lock(&self.withdrawn).retain(|r| r != release);
+        self.wake.notify_one();
     }
 }
 

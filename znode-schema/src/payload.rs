@@ -117,8 +117,8 @@ pub struct Ticket {
     pub at: String,
 }
 
-/// `peers/<service>/<version>/source-<host>` (ephemeral): the host serves the verified
-/// artifact of this release to other hosts, over plain HTTP at
+/// `peers/<service>/<version>/source-<host>` (ephemeral): the host serves the artifact
+/// of this release to other hosts (verified, or while downloading it), over plain HTTP at
 /// `http://<address>/v1/<service>/<version>`. Untrusted: a downloader checks the
 /// address' form, and verifies whatever it receives as it would the origin's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,10 +129,19 @@ pub struct PeerSource {
     pub address: String,
     /// The artifact's size, bytes (as verified by the host).
     pub size: u64,
-    /// The artifact's sha256 (as verified by the host).
+    /// The artifact's sha256 (as the release says; verified by the host once complete).
     pub sha256: String,
     /// When it started serving it.
     pub since: String,
+    /// Whether the host holds the whole artifact verified; `false` while it relays
+    /// the bytes it is still downloading (never verified yet: the downloader's whole
+    /// artifact check is what protects it). Absent: `true`.
+    #[serde(default = "complete_default")]
+    pub complete: bool,
+}
+
+fn complete_default() -> bool {
+    true
 }
 
 impl PeerSource {

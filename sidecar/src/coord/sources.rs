@@ -46,13 +46,24 @@ pub async fn list(s: &Session, service: &str, version: &str) -> Result<Listing, 
     Ok(out)
 }
 
-/// The address `host` serves `service` `version` at, checked; `Ok(None)` when it
-/// stopped serving it, `Err` for a payload that is not a valid source.
-pub async fn address(s: &Session, service: &str, version: &str, host: &str) -> Result<Option<String>, ZkError> {
+/// What a source node says, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// `HOST:PORT`, checked.
+    pub address: String,
+    /// Whether the host holds the whole artifact verified (else it relays a download).
+    pub complete: bool,
+    /// The node's creation zxid: sources created earlier have smaller ones.
+    pub czxid: i64,
+}
+
+/// Where `host` serves `service` `version`; `Ok(None)` when it stopped serving it,
+/// `Err` for a payload that is not a valid source.
+pub async fn address(s: &Session, service: &str, version: &str, host: &str) -> Result<Option<Found>, ZkError> {
     let path = s.layout.peer_source(service, version, host);
-    let Some((source, _, _)) = zk::get::<PeerSource>(&s.client, &path).await? else { return Ok(None) };
+    let Some((source, stat, _)) = zk::get::<PeerSource>(&s.client, &path).await? else { return Ok(None) };
     match PeerSource::check_address(&source.address) {
-        Ok(()) => Ok(Some(source.address)),
+        Ok(()) => Ok(Some(Found { address: source.address, complete: source.complete, czxid: stat.czxid })),
         Err(why) => {
             let kind = DecodeErrorKind::Invalid { field: "address".into(), message: why };
             Err(ZkError::Decode(znode_schema::DecodeError { path, kind }))
@@ -61,8 +72,9 @@ pub async fn address(s: &Session, service: &str, version: &str, host: &str) -> R
 }
 
 /// Creates `path` as an ephemeral node holding `data`, creating the release's
-/// directory when missing (it may be removed by another host between the two).
-async fn create_ephemeral(s: &Session, dir: &str, path: &str, data: &[u8]) -> Result<(), zkc::Error> {
+/// directory when missing (it may be removed by another host between the two);
+/// returns the node's creation zxid.
+async fn create_ephemeral(s: &Session, dir: &str, path: &str, data: &[u8]) -> Result<i64, zkc::Error> {
     for _ in 0..3 {
         let acl = s.acl(path);
         match s.client.create(path, data, &acl.options(zkc::CreateMode::Ephemeral)).await {
@@ -71,7 +83,7 @@ async fn create_ephemeral(s: &Session, dir: &str, path: &str, data: &[u8]) -> Re
                     return Err(e.zk().cloned().unwrap_or(zkc::Error::NoNode));
                 }
             }
-            other => return other.map(|_| ()),
+            other => return other.map(|(stat, _)| stat.czxid),
         }
     }
     Err(zkc::Error::NoNode)
@@ -91,7 +103,7 @@ pub async fn take_slot(
     for slot in (0..origin_fetches).filter(|n| !taken.contains(n)) {
         let path = s.layout.origin_slot(service, version, slot);
         match create_ephemeral(s, &dir, &path, &data).await {
-            Ok(()) => return Ok(Some(path)),
+            Ok(_) => return Ok(Some(path)),
             Err(zkc::Error::NodeExists) => continue,
             Err(e) => return Err(ZkError::call("create", path, e)),
         }
@@ -99,14 +111,25 @@ pub async fn take_slot(
     Ok(None)
 }
 
-/// Records this host as a source of `service` `version` at `address`.
-pub async fn publish(s: &Session, service: &str, version: &str, payload: &PeerSource) -> Result<(), ZkError> {
+/// Records this host as a source of `service` `version` (creating its node, or
+/// rewriting the one this session owns); returns the node's creation zxid.
+pub async fn publish(s: &Session, service: &str, version: &str, payload: &PeerSource) -> Result<i64, ZkError> {
     let dir = s.layout.peers_release(service, version);
     let path = s.layout.peer_source(service, version, &s.host);
-    match create_ephemeral(s, &dir, &path, &encode(payload)).await {
-        // Ours already, or our previous session's (it vanishes with that session,
-        // and names the same address meanwhile).
-        Ok(()) | Err(zkc::Error::NodeExists) => Ok(()),
+    let data = encode(payload);
+    match create_ephemeral(s, &dir, &path, &data).await {
+        Ok(czxid) => Ok(czxid),
+        Err(zkc::Error::NodeExists) => match s.client.check_stat(&path).await {
+            Ok(Some(stat)) if stat.ephemeral_owner == s.id() => match s.client.set_data(&path, &data, None).await {
+                Ok(_) => Ok(stat.czxid),
+                Err(e) => Err(ZkError::call("set", path, e)),
+            },
+            // Our previous session's (it vanishes with that session, and names the
+            // same address meanwhile); looked at again on the next publish.
+            Ok(Some(stat)) => Ok(stat.czxid),
+            Ok(None) => Err(ZkError::call("create", path, zkc::Error::NoNode)),
+            Err(e) => Err(ZkError::call("exists", path, e)),
+        },
         Err(e) => Err(ZkError::call("create", path, e)),
     }
 }

@@ -397,6 +397,9 @@ impl Fetcher {
             |e: reqwest::Error| DownloadError::Network { url: url.to_string(), message: chain(&e.without_url()) };
         let mut response = idle(via.idle, url, request.send()).await?.map_err(network)?;
         self.check_response(url, &response, artifact, partial).await?;
+        if let Some(started) = via.started {
+            started();
+        }
         let truncated = |received| DownloadError::Truncated { url: url.to_string(), expected: artifact.size, received };
         let mut rate = RateWindow::new(self.pace);
         loop {
@@ -466,7 +469,7 @@ impl Fetcher {
 
     /// The artifact URL's client and idle timeout.
     fn origin(&self) -> Via<'_> {
-        Via { client: &self.client, idle: self.timeouts.idle }
+        Via { client: &self.client, idle: self.timeouts.idle, started: None }
     }
 }
 
@@ -474,6 +477,8 @@ impl Fetcher {
 struct Via<'a> {
     client: &'a reqwest::Client,
     idle: Duration,
+    /// Called when a response was accepted, before its body is read.
+    started: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// Runs `fut`, cut after `after` (an idle timeout).

@@ -184,6 +184,9 @@ impl ReleaseStore {
             if let Err(source) = checked {
                 // The bytes are what ZooKeeper names, but not what a trusted key signed:
                 // downloading them again would not help.
+                if fetcher.sources().is_some() {
+                    self.drop_artifact(fetcher.sources(), &release)?;
+                }
                 remove_dir_all(&downloads)?;
                 return Err(InstallError::Signature { version: version.to_string(), source });
             }

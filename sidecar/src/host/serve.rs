@@ -51,13 +51,16 @@ pub struct Catalog {
     rate: Option<u64>,
 }
 
-/// A kept, verified artifact.
+/// A kept, verified artifact, or one being downloaded (relayed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
     /// The file.
     pub path: PathBuf,
-    /// Its verified size.
+    /// The artifact's size (verified when `complete`).
     pub size: u64,
+    /// Whether the file is the whole verified artifact; `false`: a download in
+    /// progress, whose bytes are sent as they land (see [`follow`]).
+    pub complete: bool,
 }
 
 impl Catalog {
@@ -171,6 +174,9 @@ async fn answer(catalog: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, fr
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
+    if !kept.complete && last + 1 != kept.size {
+        return status(StatusCode::RANGE_NOT_SATISFIABLE, "a relayed download serves open-ended ranges only");
+    }
     let file = match open(&kept, first).await {
         Ok(f) => f,
         Err(err) => {
@@ -183,7 +189,7 @@ async fn answer(catalog: &Arc<Catalog>, req: &Request<hyper::body::Incoming>, fr
         Response::new(Empty::new().map_err(|e| match e {}).boxed())
     } else {
         catalog.served.fetch_add(1, Ordering::Relaxed);
-        Response::new(body(file, len, permit, catalog.clone()))
+        Response::new(body(file, first, len, kept.complete, permit, catalog.clone()))
     };
     if range.is_some() {
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -209,7 +215,7 @@ async fn open(kept: &Kept, first: u64) -> io::Result<tokio::fs::File> {
     .await
     .map_err(io::Error::other)??;
     let meta = file.metadata()?;
-    if !meta.is_file() || meta.len() != kept.size {
+    if !meta.is_file() || (kept.complete && meta.len() != kept.size) {
         return Err(io::Error::other(format!("the file is {} bytes, verified {}", meta.len(), kept.size)));
     }
     let mut file = tokio::fs::File::from_std(file);
@@ -217,29 +223,74 @@ async fn open(kept: &Kept, first: u64) -> io::Result<tokio::fs::File> {
     Ok(file)
 }
 
-/// `len` bytes of `file`, at most `catalog`'s rate, holding the upload slot until
-/// the body ends or is dropped.
-fn body(file: tokio::fs::File, len: u64, permit: tokio::sync::OwnedSemaphorePermit, catalog: Arc<Catalog>) -> Body {
+/// How long a relayed download may hold no new byte before its body is cut.
+const RELAY_STALL: Duration = Duration::from_secs(10);
+/// How often a relayed body looks for new bytes at the end of the file.
+const RELAY_POLL: Duration = Duration::from_millis(10);
+
+/// `len` bytes of `file` from `first`, at most `catalog`'s rate, holding the upload
+/// slot until the body ends or is dropped. Of a download in progress (`!complete`),
+/// the bytes are sent as they land ([`follow`]).
+fn body(
+    file: tokio::fs::File,
+    first: u64,
+    len: u64,
+    complete: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    catalog: Arc<Catalog>,
+) -> Body {
     let chunk = catalog.rate.map_or(256 << 10, |r| (r / 10).clamp(4 << 10, 256 << 10) as usize);
     let start = tokio::time::Instant::now();
-    let state = Some((file.take(len), permit, catalog, 0u64));
+    let end = first + len;
+    let state = Some((file, permit, catalog, first));
     let frames = futures_util::stream::unfold(state, move |state| async move {
-        let (mut reader, permit, catalog, sent) = state?;
-        let mut buf = bytes::BytesMut::with_capacity(chunk);
-        match reader.read_buf(&mut buf).await {
+        let (mut file, permit, catalog, pos) = state?;
+        let want = chunk.min((end - pos) as usize);
+        if want == 0 {
+            return None;
+        }
+        let mut buf = bytes::BytesMut::with_capacity(want);
+        let read = if complete { read_some(&mut file, &mut buf).await } else { follow(&mut file, pos, &mut buf).await };
+        match read {
             Ok(0) => None,
             Ok(n) => {
-                let sent = sent + n as u64;
+                let pos = pos + n as u64;
                 catalog.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 if let Some(rate) = catalog.rate {
-                    tokio::time::sleep_until(start + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+                    tokio::time::sleep_until(start + Duration::from_secs_f64((pos - first) as f64 / rate as f64)).await;
                 }
-                Some((Ok(Frame::data(buf.freeze())), Some((reader, permit, catalog, sent))))
+                Some((Ok(Frame::data(buf.freeze())), Some((file, permit, catalog, pos))))
             }
             Err(err) => Some((Err(err), None)),
         }
     });
     StreamBody::new(frames).boxed()
+}
+
+async fn read_some(file: &mut tokio::fs::File, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let want = buf.capacity() as u64;
+    (&mut *file).take(want).read_buf(buf).await
+}
+
+/// Reads the next bytes of a file another task is still writing: waits at its end
+/// for more, and fails when the file shrank below `pos` (the download restarted) or
+/// nothing came for [`RELAY_STALL`]. The downloader then leaves this host for
+/// another source; what it received is verified with the whole artifact anyway.
+async fn follow(file: &mut tokio::fs::File, pos: u64, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let since = tokio::time::Instant::now();
+    loop {
+        let n = read_some(file, buf).await?;
+        if n > 0 {
+            return Ok(n);
+        }
+        if file.metadata().await?.len() < pos {
+            return Err(io::Error::other("the relayed download restarted"));
+        }
+        if since.elapsed() > RELAY_STALL {
+            return Err(io::Error::other("the relayed download stalled"));
+        }
+        tokio::time::sleep(RELAY_POLL).await;
+    }
 }
 
 fn stats(catalog: &Catalog) -> Response<Body> {

@@ -98,4 +98,13 @@ pub trait Sources: Send + Sync + fmt::Debug {
 
     /// This host no longer holds `release`.
     fn withdraw(&self, release: &ReleaseId);
+
+    /// This host is downloading `release` into `file`: serve the bytes it holds so
+    /// far to peers (relaying). Called again with the renamed file once the download
+    /// is verified; [`Sources::offer`] then replaces it with the kept artifact.
+    fn relay(&self, release: &ReleaseId, artifact: &Artifact, file: &Path);
+
+    /// The download of `release` ended without a verified artifact: stop relaying it
+    /// (unless it was offered meanwhile).
+    fn unrelay(&self, release: &ReleaseId);
 }

@@ -20,11 +20,39 @@
 use super::partial::{Partial, partial_path};
 use super::sources::{Fetched, ReleaseId, Sources, Turn};
 use super::{DownloadError, Fetcher, Source, Via, check_space, verify};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use znode_schema::Artifact;
+
+/// Relaying a download in progress: armed (the download is served to peers) once
+/// a source answers, so hosts coming later stream from this one as it downloads;
+/// dropped armed (the download failed or was cancelled), it stops the relay.
+struct Relay<'a> {
+    sources: &'a Arc<dyn Sources>,
+    release: &'a ReleaseId,
+    artifact: &'a Artifact,
+    file: std::path::PathBuf,
+    armed: AtomicBool,
+}
+
+impl Relay<'_> {
+    fn arm(&self) {
+        if !self.armed.swap(true, Ordering::Relaxed) {
+            self.sources.relay(self.release, self.artifact, &self.file);
+        }
+    }
+}
+
+impl Drop for Relay<'_> {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::Relaxed) {
+            self.sources.unrelay(self.release);
+        }
+    }
+}
 
 /// The peers of a fetcher.
 #[derive(Debug, Clone)]
@@ -98,15 +126,39 @@ impl Fetcher {
             partial.reset().await?;
         }
         check_space(url, &path, artifact.size.saturating_sub(partial.len()))?;
-        let via = Via { client: &peers.client, idle: peers.stall };
+        let relay = Relay { sources: &peers.sources, release, artifact, file: path.clone(), armed: AtomicBool::new(false) };
+        let result = self.swarm_from(peers, release, artifact, origin, dest, partial, relay).await;
+        if result.is_ok() {
+            // Verified: relay the renamed file until the release is offered.
+            peers.sources.relay(release, artifact, dest);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn swarm_from(
+        &self,
+        peers: &Peers,
+        release: &ReleaseId,
+        artifact: &Artifact,
+        origin: Source,
+        dest: &Path,
+        mut partial: Partial,
+        relay: Relay<'_>,
+    ) -> Result<Fetched, DownloadError> {
+        let url = artifact.url.as_str();
+        let started = || relay.arm();
+        let via = Via { client: &peers.client, idle: peers.stall, started: Some(&started) };
         let mut skip = HashSet::new();
         let mut from: HashSet<String> = HashSet::new();
         let mut after_busy = false;
         loop {
             let list = match peers.sources.next(release, &skip, after_busy).await {
                 Turn::Origin(slot) => {
+                    relay.arm();
                     tracing::info!(%release, url, held = slot.is_held(), resume_from = partial.len(), "downloading from the artifact URL");
                     self.attempts(artifact, &origin, partial, dest).await?;
+                    relay.armed.store(false, Ordering::Relaxed);
                     return Ok(Fetched { slot: Some(slot) });
                 }
                 Turn::Peers(list) => list,
@@ -125,6 +177,7 @@ impl Fetcher {
                 match settled.and(result).and_then(|()| verify(artifact, &partial)) {
                     Ok(()) => {
                         partial.commit(dest).await?;
+                        relay.armed.store(false, Ordering::Relaxed);
                         tracing::info!(%release, peer = %peer.host, bytes = artifact.size, "download verified (from peers)");
                         return Ok(Fetched::default());
                     }
