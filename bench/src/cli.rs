@@ -84,6 +84,10 @@ pub enum Command {
         /// `[peers] max_uploads` of every host.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_uploads: u32,
+        /// Leave out the run with peers off (N downloads from the origin: N times one
+        /// host's time when the origin is the bottleneck).
+        #[arg(long)]
+        peers_only: bool,
     },
     /// All three with their default sizes (`--hosts` for rollout), one JSON line.
     All {

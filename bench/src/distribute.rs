@@ -40,6 +40,8 @@ pub struct Options {
     pub origin_fetches: u32,
     /// `[peers] max_uploads`.
     pub max_uploads: u32,
+    /// Only the run with peers on.
+    pub peers_only: bool,
 }
 
 /// The rate-limited origin.
@@ -160,7 +162,8 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
     };
     report.line(format!("one host alone from the origin: {single:.2} s"));
     let mut figures = Vec::new();
-    for peers in [true, false] {
+    let modes: &[bool] = if opts.peers_only { &[true] } else { &[true, false] };
+    for &peers in modes {
         let (sent0, gets0) = (origin.sent.load(Ordering::Relaxed), origin.gets.load(Ordering::Relaxed));
         let mut out = fleet(opts, bed, &artifact, peers).await?;
         out.origin_bytes = origin.sent.load(Ordering::Relaxed) - sent0;

@@ -64,8 +64,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(download::run(&download::Options { size_mb, files, runs }, &mut report))?;
             report.finish()
         }
-        Command::Distribute { hosts, size_mb, rate_mb, origin_fetches, max_uploads } => {
-            let opts = distribute::Options { hosts: hosts.into(), size_mb, rate_mb, origin_fetches, max_uploads };
+        Command::Distribute { hosts, size_mb, rate_mb, origin_fetches, max_uploads, peers_only } => {
+            let opts =
+                distribute::Options { hosts: hosts.into(), size_mb, rate_mb, origin_fetches, max_uploads, peers_only };
             with_bed(&rt, |bed| {
                 Box::pin(async move { distribute::run(&opts, bed, &mut report).await.map(|()| report) })
             })?

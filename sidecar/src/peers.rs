@@ -226,7 +226,11 @@ impl Peers {
             }
             match sources::publish(s, &release.service, &release.version, &payload).await {
                 Ok(czxid) => {
-                    let what = if payload.complete { "serving the release to peers" } else { "relaying the download to peers" };
+                    let what = if payload.complete {
+                        "serving the release to peers"
+                    } else {
+                        "relaying the download to peers"
+                    };
                     tracing::info!(%release, address = %payload.address, "{what}");
                     lock(&self.mine).insert(release.clone(), czxid);
                     published.insert(release, payload.complete);

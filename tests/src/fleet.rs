@@ -136,7 +136,8 @@ impl Fleet {
         let config = base.join("sidecar.toml");
         let log = base.join("sidecar.log");
         let peer_port = crate::zk::free_port();
-        let host = Host { id: id.into(), port, ports, data_dir, config, log, peer_port, exec_prefix: vec![], child: None };
+        let host =
+            Host { id: id.into(), port, ports, data_dir, config, log, peer_port, exec_prefix: vec![], child: None };
         self.write_config(&host, "");
         self.hosts.push(host);
         self.hosts.len() - 1

@@ -83,7 +83,11 @@ async fn eight_hosts_hit_the_origin_at_most_origin_fetches_times() {
 }
 
 /// A host that runs v2 alone; `extra` more `[peers]` lines.
-async fn one_host_at_v2(name: &str, extra: &str, size: usize) -> (Fleet, zookeeper_client::Client, ArtifactServer, Artifact) {
+async fn one_host_at_v2(
+    name: &str,
+    extra: &str,
+    size: usize,
+) -> (Fleet, zookeeper_client::Client, ArtifactServer, Artifact) {
     let root = unique_root(name);
     let mut fleet =
         Fleet::new(&shared_server().connect_string(), &root, "api", 1).with_host_config(&peers_config(extra));

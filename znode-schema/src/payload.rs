@@ -158,7 +158,10 @@ impl PeerSource {
         let name_ok = !host.is_empty()
             && host.len() <= 253
             && host.split('.').all(|l| {
-                !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if port_ok && name_ok { Ok(()) } else { Err(bad()) }
     }

@@ -179,7 +179,7 @@ fn service_problems(service: &str, expected: &str) {
 #[test]
 fn unknown_top_level_keys_are_named() {
     let found = problems(&format!("{}[zookeper]\nconnect = \"x\"\n", with_service("")));
-    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, service"]);
+    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, peers, service"]);
 }
 
 #[test]
@@ -326,7 +326,9 @@ fn peers_are_off_by_default_and_read_with_their_defaults() {
     assert_eq!(peers.advertise, "10.0.0.5:7070");
     assert_eq!((peers.max_uploads, peers.origin_fetches, peers.stall), (4, 3, Duration::from_secs(5)));
     assert_eq!(peers.max_upload_rate, None);
-    let text = format!("{ZK}[peers]\nlisten = \"0.0.0.0:7070\"\nadvertise = \"web-01:7070\"\nmax_upload_rate = \"2MiB/s\"\n[[service]]\n{RUN}");
+    let text = format!(
+        "{ZK}[peers]\nlisten = \"0.0.0.0:7070\"\nadvertise = \"web-01:7070\"\nmax_upload_rate = \"2MiB/s\"\n[[service]]\n{RUN}"
+    );
     let peers = Config::parse(&text, "test.toml").unwrap().peers.unwrap();
     assert_eq!((peers.advertise.as_str(), peers.max_upload_rate), ("web-01:7070", Some(2 << 20)));
 }

@@ -1,7 +1,8 @@
 //! From the raw tables to a [`Config`], collecting every problem with its key.
 
 use super::raw::{
-    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawPeers, RawService, RawSize, RawTls, RawTrust, RawZk,
+    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawPeers, RawService, RawSize, RawTls,
+    RawTrust, RawZk,
 };
 use super::*;
 use serde::Deserialize;
@@ -238,7 +239,9 @@ fn peers(p: &mut Problems, raw: RawPeers) -> Option<PeersConfig> {
         },
         (None, Some(l)) if l.ip().is_unspecified() || l.port() == 0 => p.none(
             "peers.advertise",
-            format!("is required when peers.listen ({l}) is a wildcard address or port 0: the address other hosts reach"),
+            format!(
+                "is required when peers.listen ({l}) is a wildcard address or port 0: the address other hosts reach"
+            ),
         ),
         (None, l) => l.map(|l| l.to_string()),
     };

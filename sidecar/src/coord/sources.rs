@@ -18,8 +18,8 @@
 use crate::coord::session::Session;
 use crate::coord::zk::{self, ZkError};
 use std::collections::BTreeSet;
-use znode_schema::layout::{ORIGIN_PREFIX, SOURCE_PREFIX};
 use znode_schema::codec::DecodeErrorKind;
+use znode_schema::layout::{ORIGIN_PREFIX, SOURCE_PREFIX};
 use znode_schema::{OriginFetch, PeerSource, encode, time};
 use zookeeper_client as zkc;
 

@@ -226,7 +226,11 @@ impl ReleaseStore {
     }
 
     /// Stops serving and deletes the kept artifact of `release`.
-    fn drop_artifact(&self, sources: Option<&std::sync::Arc<dyn Sources>>, release: &ReleaseId) -> Result<(), StoreError> {
+    fn drop_artifact(
+        &self,
+        sources: Option<&std::sync::Arc<dyn Sources>>,
+        release: &ReleaseId,
+    ) -> Result<(), StoreError> {
         if let Some(sources) = sources {
             sources.withdraw(release);
         }

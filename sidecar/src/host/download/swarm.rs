@@ -20,10 +20,10 @@
 use super::partial::{Partial, partial_path};
 use super::sources::{Fetched, ReleaseId, Sources, Turn};
 use super::{DownloadError, Fetcher, Source, Via, check_space, verify};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use znode_schema::Artifact;
 
@@ -126,7 +126,8 @@ impl Fetcher {
             partial.reset().await?;
         }
         check_space(url, &path, artifact.size.saturating_sub(partial.len()))?;
-        let relay = Relay { sources: &peers.sources, release, artifact, file: path.clone(), armed: AtomicBool::new(false) };
+        let relay =
+            Relay { sources: &peers.sources, release, artifact, file: path.clone(), armed: AtomicBool::new(false) };
         let result = self.swarm_from(peers, release, artifact, origin, dest, partial, relay).await;
         if result.is_ok() {
             // Verified: relay the renamed file until the release is offered.
