@@ -111,6 +111,9 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
     let (stop_tx, stop_rx) = watch::channel(false);
     let peers = peers(&cfg, &link_rx, &stop_rx).await?;
     let agents: Vec<Arc<Agent>> = agents(&cfg, peers.as_ref())?.into_iter().map(Arc::new).collect();
+    if let Some(peers) = &peers {
+        tokio::spawn(peers.clone().restore(agents.iter().map(|a| a.store.clone()).collect()));
+    }
     let names: Vec<String> = agents.iter().map(|a| a.service().to_string()).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for a in &agents {

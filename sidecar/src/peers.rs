@@ -35,6 +35,7 @@ use crate::agent::Link;
 use crate::coord::session::Session;
 use crate::coord::sources;
 use crate::host::download::{NextTurn, OriginSlot, Peer, ReleaseId, Sources, Turn};
+use crate::host::releases::ReleaseStore;
 use crate::host::serve::{Catalog, Kept};
 use rand::seq::SliceRandom;
 use std::collections::{HashMap, HashSet};
@@ -182,6 +183,37 @@ impl Peers {
         peers
     }
 
+    /// After a restart: offers again the artifacts `stores` kept, each once it is
+    /// verified again from disk against the catalog (`releases/<service>/<version>`:
+    /// size and sha256; its signature was checked when it was installed); an
+    /// artifact that no longer matches is deleted.
+    pub async fn restore(self: Arc<Self>, stores: Vec<ReleaseStore>) {
+        let kept: Vec<(ReleaseStore, String)> =
+            stores.into_iter().flat_map(|st| st.kept_versions().into_iter().map(move |v| (st.clone(), v))).collect();
+        for (store, version) in kept {
+            let Some(s) = self.session().await else { return };
+            let release = ReleaseId { service: store.service().to_string(), version: version.clone() };
+            let path = s.layout.release(&release.service, &version);
+            let artifact = match crate::coord::zk::get::<znode_schema::Release>(&s.client, &path).await {
+                Ok(Some((r, _, _))) => r.artifact,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(%release, error = %err, "cannot read the catalog; not serving the kept artifact");
+                    continue;
+                }
+            };
+            let file = store.kept_artifact(&version);
+            let (f, a) = (file.clone(), artifact.clone());
+            let same = tokio::task::spawn_blocking(move || matches_artifact(&f, &a)).await.unwrap_or(false);
+            if same {
+                self.offer(&release, &artifact, &file);
+            } else {
+                tracing::warn!(%release, file = %file.display(), "the kept artifact no longer matches its release; deleted");
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    }
+
     /// Runs the publisher until `shutdown`: makes this host's source nodes match what
     /// it offers, in every session.
     pub async fn publish(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -225,7 +257,10 @@ impl Peers {
                 continue;
             }
             match sources::publish(s, &release.service, &release.version, &payload).await {
-                Ok(czxid) => {
+                Ok(None) => {
+                    tracing::warn!(%release, "another session holds this host's source node; trying again later")
+                }
+                Ok(Some(czxid)) => {
                     let what = if payload.complete {
                         "serving the release to peers"
                     } else {
@@ -239,6 +274,20 @@ impl Peers {
             }
         }
     }
+}
+
+/// Whether `file` has `artifact`'s size and sha256.
+fn matches_artifact(file: &Path, artifact: &Artifact) -> bool {
+    use sha2::Digest;
+    let Ok(mut f) = std::fs::File::open(file) else { return false };
+    if f.metadata().map(|m| m.len()).ok() != Some(artifact.size) {
+        return false;
+    }
+    let mut hasher = sha2::Sha256::new();
+    if std::io::copy(&mut f, &mut hasher).is_err() {
+        return false;
+    }
+    hex::encode(hasher.finalize()).eq_ignore_ascii_case(&artifact.sha256)
 }
 
 /// `http://<address>/v1/<service>/<version>` for a checked address.

@@ -163,3 +163,27 @@ async fn a_peer_killed_mid_transfer_is_replaced_and_the_download_resumes() {
         .unwrap_or_else(|| panic!("the origin download did not resume: {gets:?}"));
     assert!(resumed_at >= 1 << 20, "resumed at byte {resumed_at}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_host_serves_its_kept_release_again() {
+    let (mut fleet, c, _server, _v2) = one_host_at_v2("peers-restart", "", 64 << 10).await;
+    let path = fleet.layout().peer_source("api", "2", &fleet.hosts[0].id);
+    let before = c.check_stat(&path).await.unwrap().unwrap().ephemeral_owner;
+    fleet.kill(0);
+    fleet.start(0);
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok((data, stat)) = c.get_data(&path).await {
+                let source: znode_schema::PeerSource = znode_schema::decode(&path, &data).unwrap();
+                if stat.ephemeral_owner != before && source.complete {
+                    return source;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let source = found.unwrap_or_else(|_| panic!("{path} was not taken over by the new session"));
+    assert_eq!(source.address, format!("127.0.0.1:{}", fleet.hosts[0].peer_port));
+    assert!(plain_log(&fleet, 0).contains("serving the release to peers"));
+}

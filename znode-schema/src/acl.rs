@@ -389,6 +389,20 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_can_record_and_remove_peer_sources() {
+        let s = sec();
+        let sidecar = |node| s.acl(node, &[]).into_iter().find(|g| g.scheme == "x509").unwrap().perms;
+        use perm::*;
+        assert_eq!(sidecar(Node::PeersDir), READ | CREATE, "a service's directory under peers");
+        for dir in [Node::PeersService, Node::PeersRelease] {
+            assert_eq!(sidecar(dir), READ | CREATE | DELETE, "{dir:?}: created by a first source, removed when empty");
+        }
+        assert_eq!(sidecar(Node::Source), READ | WRITE, "a source rewrites its node when complete");
+        assert_eq!(sidecar(Node::OriginSlot), READ);
+        assert!(Node::Source.is_per_host() && !Node::OriginSlot.is_per_host());
+    }
+
+    #[test]
     fn a_hosts_own_nodes_name_only_its_ids() {
         let s = sec();
         let me = vec!["x509:CN=web-01,O=baton".to_string()];

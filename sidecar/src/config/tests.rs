@@ -179,7 +179,10 @@ fn service_problems(service: &str, expected: &str) {
 #[test]
 fn unknown_top_level_keys_are_named() {
     let found = problems(&format!("{}[zookeper]\nconnect = \"x\"\n", with_service("")));
-    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, peers, service"]);
+    assert_eq!(
+        found,
+        ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, peers, service"]
+    );
 }
 
 #[test]

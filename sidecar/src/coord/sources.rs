@@ -112,26 +112,38 @@ pub async fn take_slot(
 }
 
 /// Records this host as a source of `service` `version` (creating its node, or
-/// rewriting the one this session owns); returns the node's creation zxid.
-pub async fn publish(s: &Session, service: &str, version: &str, payload: &PeerSource) -> Result<i64, ZkError> {
+/// rewriting the one this session owns; one left by this host's previous session is
+/// replaced); returns the node's creation zxid, or `None` when another session
+/// holds it (a host with the same id: tried again later).
+pub async fn publish(s: &Session, service: &str, version: &str, payload: &PeerSource) -> Result<Option<i64>, ZkError> {
     let dir = s.layout.peers_release(service, version);
     let path = s.layout.peer_source(service, version, &s.host);
     let data = encode(payload);
-    match create_ephemeral(s, &dir, &path, &data).await {
-        Ok(czxid) => Ok(czxid),
-        Err(zkc::Error::NodeExists) => match s.client.check_stat(&path).await {
-            Ok(Some(stat)) if stat.ephemeral_owner == s.id() => match s.client.set_data(&path, &data, None).await {
-                Ok(_) => Ok(stat.czxid),
-                Err(e) => Err(ZkError::call("set", path, e)),
-            },
-            // Our previous session's (it vanishes with that session, and names the
-            // same address meanwhile); looked at again on the next publish.
-            Ok(Some(stat)) => Ok(stat.czxid),
-            Ok(None) => Err(ZkError::call("create", path, zkc::Error::NoNode)),
-            Err(e) => Err(ZkError::call("exists", path, e)),
-        },
-        Err(e) => Err(ZkError::call("create", path, e)),
+    for _ in 0..3 {
+        match create_ephemeral(s, &dir, &path, &data).await {
+            Ok(czxid) => return Ok(Some(czxid)),
+            Err(zkc::Error::NodeExists) => {}
+            Err(e) => return Err(ZkError::call("create", path, e)),
+        }
+        match s.client.check_stat(&path).await {
+            Ok(Some(stat)) if stat.ephemeral_owner == s.id() => {
+                return match s.client.set_data(&path, &data, None).await {
+                    Ok(_) => Ok(Some(stat.czxid)),
+                    Err(e) => Err(ZkError::call("set", path, e)),
+                };
+            }
+            Ok(Some(stat)) if Some(stat.ephemeral_owner) == s.previous => {
+                match s.client.delete(&path, Some(stat.version)).await {
+                    Ok(()) | Err(zkc::Error::NoNode | zkc::Error::BadVersion) => {}
+                    Err(e) => return Err(ZkError::call("delete", path, e)),
+                }
+            }
+            Ok(Some(_)) => return Ok(None),
+            Ok(None) => {}
+            Err(e) => return Err(ZkError::call("exists", path, e)),
+        }
     }
+    Ok(None)
 }
 
 /// Deletes `path` when this session owns it, then the release's directory `dir`

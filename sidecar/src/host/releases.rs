@@ -114,6 +114,11 @@ impl ReleaseStore {
         names.into_iter().filter(|v| self.has(v)).collect()
     }
 
+    /// The service this store holds.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// `<data_dir>/<service>`.
     pub fn root(&self) -> &Path {
         &self.root
