@@ -144,6 +144,18 @@ impl Peers {
                         return Ok(Some(Turn::Peers(peers)));
                     }
                 }
+                if first {
+                    let (s, service, version) = (s.clone(), service.to_string(), version.to_string());
+                    tokio::spawn(async move {
+                        match sources::tidy(&s, &service, &version).await {
+                            Ok(n) if n > 0 => {
+                                tracing::debug!(%service, removed = n, "removed empty release directories under peers/")
+                            }
+                            Ok(_) => {}
+                            Err(err) => tracing::debug!(%service, error = %err, "failed to tidy peers/"),
+                        }
+                    });
+                }
                 tracing::info!(%release, slot = %guard.path, "took an origin slot");
                 return Ok(Some(Turn::Origin(OriginSlot::held(Box::new(guard)))));
             }

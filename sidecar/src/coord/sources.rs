@@ -166,3 +166,23 @@ pub async fn unpublish(s: &Session, service: &str, version: &str) -> Result<(), 
     let dir = s.layout.peers_release(service, version);
     delete_own(s, &s.layout.peer_source(service, version, &s.host), &dir).await
 }
+
+/// Deletes the empty release directories under `peers/<service>` other than
+/// `version`'s (left when their last source's session expired): one listing and one
+/// delete per directory, refused by ZooKeeper for a directory that is not empty.
+/// Done by the host holding a release's origin slot 0, so once per release.
+pub async fn tidy(s: &Session, service: &str, version: &str) -> Result<usize, ZkError> {
+    let mut removed = 0;
+    for v in zk::children(&s.client, &s.layout.peers_service(service)).await? {
+        if v == version {
+            continue;
+        }
+        let dir = s.layout.peers_release(service, &v);
+        match s.client.delete(&dir, None).await {
+            Ok(()) => removed += 1,
+            Err(zkc::Error::NoNode | zkc::Error::NotEmpty) => {}
+            Err(e) => return Err(ZkError::call("delete", dir, e)),
+        }
+    }
+    Ok(removed)
+}
