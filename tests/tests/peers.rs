@@ -1,8 +1,10 @@
 //! Peers with real sidecars: the origin is hit at most `origin_fetches` times, a peer
 //! serving corrupt bytes is skipped and nothing bad is installed, a peer killed
-//! mid-transfer is replaced and the download resumes where it was.
+//! mid-transfer is replaced and the download resumes where it was, a host streams
+//! from a peer still downloading (relaying), a restarted host serves again.
+//! Peers off is every other test of the suite.
 
-use baton_tests::artifact_server::ArtifactServer;
+use baton_tests::artifact_server::{ArtifactServer, Fault};
 use baton_tests::chaos::{PATIENCE, plain_log, policy, served_version, start_at_v1, wait_done, wait_versions};
 use baton_tests::fleet::{Fleet, file_artifact, stage};
 use baton_tests::{eventually, shared_server, unique_root};
@@ -199,4 +201,47 @@ async fn a_restarted_host_serves_its_kept_release_again() {
     let source = found.unwrap_or_else(|_| panic!("{path} was not taken over by the new session"));
     assert_eq!(source.address, format!("127.0.0.1:{}", fleet.hosts[0].peer_port));
     assert!(plain_log(&fleet, 0).contains("serving the release to peers"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_streams_from_a_peer_still_downloading_and_the_origin_is_read_once() {
+    let root = unique_root("peers-relay");
+    let mut fleet = Fleet::new(&shared_server().connect_string(), &root, "api", 2)
+        .with_host_config(&peers_config("origin_fetches = 1"));
+    let c = fleet.client().await;
+    start_at_v1(&mut fleet, &c).await;
+    // A slow origin: 2 MiB at 512 KiB/s, about 4 s for the host that fetches it.
+    let server = ArtifactServer::start();
+    let (v2, _) = served_release(&fleet, &server, "2", 2 << 20);
+    server.fail_always(Fault::Throttle(512 << 10));
+    stage(&c, &fleet.layout(), "api", "2", &v2, policy(1, 2, Duration::ZERO)).await;
+    let layout = fleet.layout();
+    let slot = layout.origin_slot("api", "2", 0);
+    let relayed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            // The origin fetcher, and the other host's partial download while the
+            // fetcher's source node still says it relays an unfinished download.
+            if let Ok((data, _)) = c.get_data(&slot).await {
+                let fetcher: znode_schema::OriginFetch = znode_schema::decode(&slot, &data).unwrap();
+                let other = fleet.hosts.iter().position(|h| h.id != fetcher.host).unwrap();
+                let source = layout.peer_source("api", "2", &fetcher.host);
+                let partial = fleet.hosts[other].data_dir.join("api/downloads/2/artifact.partial");
+                let got = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+                if let Ok((data, _)) = c.get_data(&source).await {
+                    let s: znode_schema::PeerSource = znode_schema::decode(&source, &data).unwrap();
+                    if !s.complete && got >= 256 << 10 {
+                        return other;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let other = relayed.unwrap_or_else(|_| panic!("no host streamed from a download in progress\n{}", fleet.logs()));
+    wait_versions(&fleet, &c, 2, "2").await;
+    assert_eq!(origin_gets(&server).len(), 1, "{:?}", server.requests());
+    assert!(plain_log(&fleet, other).contains("download verified (from peers)"));
+    let sha = hex::encode(Sha256::digest(std::fs::read(installed(&fleet, other, "2")).unwrap()));
+    assert_eq!(sha, v2.sha256);
 }
