@@ -170,7 +170,8 @@ impl Peers {
         sources.into_iter().filter(ok).collect()
     }
 
-    /// Up to [`TRY_PEERS`] of `hosts` (in random order) with their checked URLs. A
+    /// Up to [`TRY_PEERS`] of `hosts` (in random order, at most `2 × TRY_PEERS` of
+    /// them read) with their checked URLs. A
     /// relaying source created after this host's own is left out: it may be
     /// downstream of this host, and streaming from it would be a cycle.
     async fn candidates(&self, s: &Session, release: &ReleaseId, mut hosts: Vec<String>) -> Vec<Peer> {
@@ -178,7 +179,8 @@ impl Peers {
         let mine = lock(&self.mine).get(release).copied();
         hosts.shuffle(&mut rand::thread_rng());
         let mut peers = Vec::new();
-        for host in hosts {
+        // At most twice as many reads as peers offered, whatever N.
+        for host in hosts.into_iter().take(2 * TRY_PEERS) {
             if peers.len() == TRY_PEERS {
                 break;
             }
