@@ -328,6 +328,12 @@ impl Config {
             host.data_dir.display(),
             host.keep_releases
         );
+        if let Some(p) = &self.peers {
+            out += &format!(
+                "  peers: listen {} (advertised {}), {} uploads at once, {} origin fetches per release\n",
+                p.listen, p.advertise, p.max_uploads, p.origin_fetches
+            );
+        }
         for s in &self.services {
             let mode = match &s.mode {
                 RunMode::Run(cmd) => format!("run {}", cmd.join(" ")),

@@ -334,6 +334,8 @@ fn peers_are_off_by_default_and_read_with_their_defaults() {
     );
     let peers = Config::parse(&text, "test.toml").unwrap().peers.unwrap();
     assert_eq!((peers.advertise.as_str(), peers.max_upload_rate), ("web-01:7070", Some(2 << 20)));
+    let summary = Config::parse(&text, "test.toml").unwrap().summary("test.toml");
+    assert!(summary.contains("peers: listen 0.0.0.0:7070 (advertised web-01:7070)"), "{summary}");
 }
 
 #[test_case("advertise = \"a:1\"", "peers.listen: is required"; "no listen")]
