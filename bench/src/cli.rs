@@ -65,6 +65,30 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// One release to N in-process sidecar cores from a rate-limited origin, with
+    /// peers and without: origin bytes, time until every host holds it verified next
+    /// to one host's download, uploads per host.
+    Distribute {
+        /// Hosts (sidecar cores in this process).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=200))]
+        hosts: u16,
+        /// Artifact size in MB (10^6 bytes).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        size_mb: u64,
+        /// The origin's rate in MB/s, shared by all its downloads.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        rate_mb: u64,
+        /// `[peers] origin_fetches` of every host.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        origin_fetches: u32,
+        /// `[peers] max_uploads` of every host.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_uploads: u32,
+        /// Leave out the run with peers off (N downloads from the origin: N times one
+        /// host's time when the origin is the bottleneck).
+        #[arg(long)]
+        peers_only: bool,
+    },
     /// All three with their default sizes (`--hosts` for rollout), one JSON line.
     All {
         /// Hosts of the rollout benchmark.

@@ -6,9 +6,11 @@
 //! - [`rollout`]: N sidecar processes, handoff latency, traffic, footprint.
 //! - [`scale`]: in-process sidecar cores for several N, growth of time and traffic.
 //! - [`download`]: fetch, verify and install throughput against curl pipelines.
+//! - [`distribute`]: one release to N hosts from a rate-limited origin, peers on and off.
 
 pub mod bed;
 pub mod cli;
+pub mod distribute;
 pub mod download;
 pub mod load;
 pub mod procfleet;
@@ -61,6 +63,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download { size_mb, files, runs } => {
             rt.block_on(download::run(&download::Options { size_mb, files, runs }, &mut report))?;
             report.finish()
+        }
+        Command::Distribute { hosts, size_mb, rate_mb, origin_fetches, max_uploads, peers_only } => {
+            let opts =
+                distribute::Options { hosts: hosts.into(), size_mb, rate_mb, origin_fetches, max_uploads, peers_only };
+            with_bed(&rt, |bed| {
+                Box::pin(async move { distribute::run(&opts, bed, &mut report).await.map(|()| report) })
+            })?
+            .finish()
         }
         Command::All { hosts } => {
             let opts = rollout::Options {

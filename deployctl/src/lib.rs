@@ -162,6 +162,9 @@ async fn init(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     paths.extend(ctx.layout.top_dirs());
+    // Not a top dir (trees made before peers stay valid), but sidecars with [peers]
+    // need it, and cannot create it under a secured root.
+    paths.push(ctx.layout.peers_dir());
     let mut created = Vec::new();
     for p in &paths {
         if ctx.zk.ensure(p).await.with_context(|| format!("failed to create {p}"))? {

@@ -32,6 +32,8 @@ pub struct Config {
     pub download: DownloadConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[peers]`: none when absent (peers off: every download is from the artifact URL).
+    pub peers: Option<PeersConfig>,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
 }
@@ -104,6 +106,23 @@ pub struct DownloadConfig {
 pub struct MetricsConfig {
     /// Where `GET /metrics` is served (none: not served).
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Peer-to-peer distribution (`[peers]`, see docs/download.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeersConfig {
+    /// Where this host's peer server listens (`IP:PORT`).
+    pub listen: std::net::SocketAddr,
+    /// The address other hosts reach it at (`HOST:PORT`; default: `listen`).
+    pub advertise: String,
+    /// How many uploads this host serves at once; more are answered 503.
+    pub max_uploads: u32,
+    /// How many hosts of the fleet download one release from its URL at once.
+    pub origin_fetches: u32,
+    /// How long a peer may send nothing before the transfer moves to another source.
+    pub stall: Duration,
+    /// The most bytes per second one upload sends (none: no limit).
+    pub max_upload_rate: Option<u64>,
 }
 
 /// This machine.
@@ -364,6 +383,12 @@ impl Config {
             host.data_dir.display(),
             host.keep_releases
         );
+        if let Some(p) = &self.peers {
+            out += &format!(
+                "  peers: listen {} (advertised {}), {} uploads at once, {} origin fetches per release\n",
+                p.listen, p.advertise, p.max_uploads, p.origin_fetches
+            );
+        }
         for s in &self.services {
             let mode = match &s.mode {
                 RunMode::Run(cmd) => format!("run {}", cmd.join(" ")),

@@ -18,5 +18,6 @@ pub mod promote;
 pub mod queue;
 pub mod register;
 pub mod session;
+pub mod sources;
 pub mod turn;
 pub mod zk;

@@ -22,8 +22,10 @@ use crate::coord::session::Session;
 use crate::coord::{register, zk};
 use crate::host::download::{Fetcher, Pace, RetryPolicy};
 use crate::host::releases::ReleaseStore;
+use crate::host::serve::Catalog;
 use crate::host::supervisor::Supervisor;
 use crate::host::trust::Trust;
+use crate::peers::Peers;
 use anyhow::Context;
 use std::fs::File;
 use std::sync::Arc;
@@ -44,8 +46,26 @@ fn lock_data_dir(cfg: &Config) -> anyhow::Result<nix::fcntl::Flock<File>> {
     })
 }
 
+/// Starts the peer server and the publisher of `[peers]`, when configured.
+async fn peers(
+    cfg: &Config,
+    link: &watch::Receiver<Link>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<Arc<Peers>>> {
+    let Some(p) = &cfg.peers else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(p.listen)
+        .await
+        .with_context(|| format!("failed to listen on [peers] listen = {:?}", p.listen.to_string()))?;
+    let catalog = Catalog::new(p.max_uploads, p.max_upload_rate);
+    let peers = Peers::new(cfg.host.id.clone(), p.advertise.clone(), p.origin_fetches, catalog.clone(), link.clone());
+    tracing::info!(listen = %p.listen, advertise = %p.advertise, max_uploads = p.max_uploads, origin_fetches = p.origin_fetches, "serving verified releases to peers");
+    tokio::spawn(crate::host::serve::serve(listener, catalog, stop.clone()));
+    tokio::spawn(peers.clone().publish(stop.clone()));
+    Ok(Some(peers))
+}
+
 /// Builds the agents of every configured service.
-fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
+fn agents(cfg: &Config, peers: Option<&Arc<Peers>>) -> anyhow::Result<Vec<Agent>> {
     let trust = Trust::from_keys(&cfg.trust.minisign_keys).context("reading [trust] minisign_keys")?;
     if trust.is_enforced() {
         tracing::info!(keys = cfg.trust.minisign_keys.len(), "only releases signed by a trusted key are installed");
@@ -60,6 +80,10 @@ fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
         .with_roots(roots)
         .limited(cfg.limits.download.clone())
         .paced(pace);
+    let fetcher = match (peers, &cfg.peers) {
+        (Some(peers), Some(p)) => fetcher.with_peers(peers.clone(), p.stall),
+        _ => fetcher,
+    };
     let fetcher = Arc::new(fetcher);
     cfg.services
         .iter()
@@ -68,6 +92,10 @@ fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
             let store = ReleaseStore::open(&cfg.host.data_dir, &svc.name)
                 .with_context(|| format!("failed to open the release store of service {}", svc.name))?
                 .with_unpack_limits(cfg.limits.unpack);
+            let store = match peers {
+                Some(peers) => store.with_sources(peers.clone()),
+                None => store,
+            };
             let sup = Supervisor::new(svc.clone(), &cfg.host.data_dir);
             Ok(Agent::new(svc, &cfg.host, sup, store, fetcher.clone()))
         })
@@ -78,7 +106,14 @@ fn agents(cfg: &Config) -> anyhow::Result<Vec<Agent>> {
 pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&cfg)?;
     let layout = Layout::new(&cfg.zookeeper.root).context("invalid [zookeeper] root")?;
-    let agents: Vec<Arc<Agent>> = agents(&cfg)?.into_iter().map(Arc::new).collect();
+    let (link_tx, link_rx) = watch::channel(Link::Connecting);
+    // The agents stop on a signal, or when one of them hits a fatal error.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let peers = peers(&cfg, &link_rx, &stop_rx).await?;
+    let agents: Vec<Arc<Agent>> = agents(&cfg, peers.as_ref())?.into_iter().map(Arc::new).collect();
+    if let Some(peers) = &peers {
+        tokio::spawn(peers.clone().restore(agents.iter().map(|a| a.store.clone()).collect()));
+    }
     let names: Vec<String> = agents.iter().map(|a| a.service().to_string()).collect();
     tracing::info!(
         version = crate::VERSION,
@@ -87,6 +122,7 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
         zookeeper = %cfg.zookeeper.connect,
         root = %cfg.zookeeper.root,
         data_dir = %cfg.host.data_dir.display(),
+        peers = %cfg.peers.as_ref().map_or("off".to_string(), |p| p.advertise.clone()),
         "sidecar starting"
     );
     let _metrics = match cfg.metrics.listen {
@@ -98,9 +134,6 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
         }
         None => None,
     };
-    let (link_tx, link_rx) = watch::channel(Link::Connecting);
-    // The agents stop on a signal, or when one of them hits a fatal error.
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for a in &agents {
         let (a, link, stop) = (a.clone(), link_rx.clone(), stop_rx.clone());

@@ -15,6 +15,7 @@ pub(crate) mod logfile;
 pub mod pidfile;
 pub mod process;
 pub mod releases;
+pub mod serve;
 pub mod step;
 pub mod supervisor;
 pub mod trust;

@@ -9,6 +9,7 @@ pub mod coord;
 pub mod daemon;
 pub mod host;
 pub mod metrics;
+pub mod peers;
 pub mod safefs;
 
 /// The sidecar's version, written into registrations.

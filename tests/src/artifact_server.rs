@@ -40,6 +40,8 @@ pub enum Fault {
     /// Send the headers, then one body byte per interval, forever (a trickle that
     /// never trips an idle timeout).
     Trickle(std::time::Duration),
+    /// Send the body at this many bytes per second (a slow origin).
+    Throttle(u64),
     /// Answer `302 Found` with this `Location`.
     Redirect(String),
 }
@@ -322,6 +324,17 @@ async fn handle(mut socket: TcpStream, state: Arc<State>) {
             for byte in response.body.iter() {
                 tokio::time::sleep(every).await;
                 if socket.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(())
+        }
+        Some(Fault::Throttle(rate)) => {
+            let _ = send(&mut socket, &response, 0, true).await;
+            let chunk = (rate / 20).max(1) as usize;
+            for piece in response.body.chunks(chunk) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if socket.write_all(piece).await.is_err() {
                     return;
                 }
             }

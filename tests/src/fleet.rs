@@ -40,6 +40,8 @@ pub struct Host {
     pub config: PathBuf,
     /// Its sidecar's log file.
     pub log: PathBuf,
+    /// The port its peer server may listen on (`{peer_port}` in the host config).
+    pub peer_port: u16,
     /// The command prefix its sidecar is started with (e.g. `ip netns exec NS`, see
     /// [`crate::netns`]); empty by default.
     pub exec_prefix: Vec<String>,
@@ -61,7 +63,8 @@ pub struct Fleet {
     pub hosts: Vec<Host>,
     /// Session timeout written in the configs.
     pub session_timeout: Duration,
-    /// Host-level tables (`[trust]`, `[limits]`…) written in every config after `[host]`.
+    /// Host-level tables (`[trust]`, `[limits]`…) written in every config after `[host]`;
+    /// `{peer_port}` is replaced by the host's [`Host::peer_port`].
     pub host_config: String,
     /// More `[zookeeper]` lines of every host's config (`tls = {…}`, `auth = {…}`),
     /// `{host}` replaced by the host id; empty by default.
@@ -132,7 +135,9 @@ impl Fleet {
         let port = ports[0].1;
         let config = base.join("sidecar.toml");
         let log = base.join("sidecar.log");
-        let host = Host { id: id.into(), port, ports, data_dir, config, log, exec_prefix: vec![], child: None };
+        let peer_port = crate::zk::free_port();
+        let host =
+            Host { id: id.into(), port, ports, data_dir, config, log, peer_port, exec_prefix: vec![], child: None };
         self.write_config(&host, "");
         self.hosts.push(host);
         self.hosts.len() - 1
@@ -159,7 +164,8 @@ impl Fleet {
             data = h.data_dir.display(),
         );
         if !self.host_config.is_empty() {
-            cfg.push_str(&format!("\n{}\n", self.host_config.trim_end()));
+            let host_config = self.host_config.replace("{peer_port}", &h.peer_port.to_string());
+            cfg.push_str(&format!("\n{}\n", host_config.trim_end()));
         }
         for (svc, port) in &h.ports {
             let extra: String = extras.iter().filter(|(s, _)| s == svc).map(|(_, e)| format!("{e}\n")).collect();

@@ -422,3 +422,44 @@ async fn a_sidecar_whose_certificate_the_server_refuses_stops_with_a_clear_error
     assert!(log.contains(&format!("zookeeper at {} refused TLS", z.tls_connect())), "{log}");
     assert!(log.contains(&stranger.cert.display().to_string()), "names the certificate: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_record_their_sources_in_a_secured_tree() {
+    let z = server();
+    let mut ctl = Ctl::on(&z.plain_connect(), "peers");
+    let fleet = Fleet::new(&z.plain_connect(), &ctl.root, "api", 2)
+        .with_host_config("[peers]\nlisten = \"127.0.0.1:{peer_port}\"\norigin_fetches = 1\n");
+    let mut fleet = fleet;
+    let deployer = digest_file(fleet.dir(), "deployer", "d-secret");
+    let sidecar = digest_file(fleet.dir(), "sidecar", "s-secret");
+    ctl.global = vec!["--digest-file".into(), deployer.display().to_string()];
+    fleet.set_zk_extra(&format!("auth = {{ digest_file = \"{}\" }}", sidecar.display()));
+    let init =
+        ["init", "--deployer", &digest_id("deployer", "d-secret"), "--sidecar", &digest_id("sidecar", "s-secret")];
+    ok(&ctl, &init.map(String::from)).await;
+    fleet.start_all();
+    let client = z.digest_client("deployer", "d-secret").await;
+    let v1 = fleet.artifact("1", Behaviour::Good);
+    ok(&ctl, &stage_args(&v1, "1", "0")).await;
+    baton_tests::chaos::wait_versions_within(&fleet, &client, 2, "1", PATIENCE).await;
+    // v2 from an HTTP origin: one host fetches it, the other streams it from that one.
+    let server = baton_tests::artifact_server::ArtifactServer::start();
+    let file = fleet.artifact("2", Behaviour::Good);
+    server.put("/demo", std::fs::read(file.url.trim_start_matches("file://")).unwrap());
+    let v2 = Artifact { url: server.url("/demo"), format: znode_schema::ArtifactFormat::File, ..file };
+    ok(&ctl, &stage_args(&v2, "2", "1")).await;
+    baton_tests::chaos::wait_versions_within(&fleet, &client, 2, "2", PATIENCE).await;
+    let gets = server.requests().iter().filter(|r| r.method == "GET").count();
+    assert_eq!(gets, 1, "the origin was read once");
+    let layout = fleet.layout();
+    let sources = client.list_children(&layout.peers_release("api", "2")).await.unwrap();
+    assert_eq!(sources.len(), 2, "both hosts serve v2: {sources:?}");
+    let (acl, _) = client.get_acl(&layout.peer_source("api", "2", "api-1")).await.unwrap();
+    assert!(acl.iter().any(|a| a.scheme() == "digest" && a.id().starts_with("sidecar:")), "{acl:?}");
+    assert!(!acl.iter().any(|a| a.scheme() == "world" && a.permission() != zk::Permission::READ), "{acl:?}");
+    for i in 0..2 {
+        assert!(!fleet.log(i).contains("NoAuth"), "{}", fleet.log(i));
+    }
+    let check = ok(&ctl, &["check".to_string()]).await;
+    assert!(check.stdout.contains("0 looser"), "{check:?}");
+}

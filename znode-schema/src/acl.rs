@@ -19,7 +19,7 @@
 //! `a` (set ACLs). ZooKeeper checks create and delete on the parent: see
 //! docs/security.md for what this does and does not prevent.
 
-use crate::layout::{Layout, UPGRADING};
+use crate::layout::{Layout, ORIGIN_PREFIX, SOURCE_PREFIX, UPGRADING};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -176,6 +176,16 @@ pub enum Node {
     HistoryService,
     /// `history/<service>/event-<seq>`.
     Event,
+    /// `peers`.
+    PeersDir,
+    /// `peers/<service>`.
+    PeersService,
+    /// `peers/<service>/<version>`.
+    PeersRelease,
+    /// `peers/<service>/<version>/source-<host>`.
+    Source,
+    /// `peers/<service>/<version>/origin-<slot>`.
+    OriginSlot,
     /// Anything else under the root (deployer only).
     Other,
 }
@@ -183,18 +193,23 @@ pub enum Node {
 impl Node {
     /// Whether the node is named for one host (its sidecar's own ids get its write).
     pub fn is_per_host(self) -> bool {
-        matches!(self, Node::Registration | Node::Ticket | Node::Marker)
+        matches!(self, Node::Registration | Node::Ticket | Node::Marker | Node::Source)
     }
 
     /// What the sidecar role may do on this node.
     pub fn sidecar_perms(self) -> u32 {
         use perm::*;
         match self {
-            Node::CurrentDir | Node::HistoryDir => READ | CREATE,
+            Node::CurrentDir | Node::HistoryDir | Node::PeersDir => READ | CREATE,
+            // A release's directory is created by its first source or origin fetcher
+            // and removed by whoever leaves it empty.
+            Node::PeersService | Node::PeersRelease => READ | CREATE | DELETE,
+            // Ephemeral: the owner's session removes it; any sidecar reads it.
+            Node::OriginSlot => READ,
             Node::DeployDir => READ | DELETE,
             Node::CurrentService | Node::Staging | Node::HistoryService | Node::UpgradingDir => READ | CREATE | DELETE,
             Node::DeployEntry => READ | WRITE | CREATE | DELETE,
-            Node::Registration | Node::Ticket | Node::Marker => READ | WRITE,
+            Node::Registration | Node::Ticket | Node::Marker | Node::Source => READ | WRITE,
             _ => READ,
         }
     }
@@ -229,6 +244,11 @@ impl Layout {
             ["releases", _, _] => Node::Release,
             ["history", _] => Node::HistoryService,
             ["history", _, _] => Node::Event,
+            ["peers"] => Node::PeersDir,
+            ["peers", _] => Node::PeersService,
+            ["peers", _, _] => Node::PeersRelease,
+            ["peers", _, _, n] if n.starts_with(SOURCE_PREFIX) => Node::Source,
+            ["peers", _, _, n] if n.starts_with(ORIGIN_PREFIX) => Node::OriginSlot,
             _ => Node::Other,
         })
     }
@@ -338,6 +358,12 @@ mod tests {
     #[test_case("/dc/deploy/deploy-0000000001/upgrading/web-01" => Some(Node::Marker))]
     #[test_case("/dc/releases/api/1.0" => Some(Node::Release))]
     #[test_case("/dc/history/api/event-" => Some(Node::Event))]
+    #[test_case("/dc/peers" => Some(Node::PeersDir))]
+    #[test_case("/dc/peers/api" => Some(Node::PeersService))]
+    #[test_case("/dc/peers/api/1.0" => Some(Node::PeersRelease))]
+    #[test_case("/dc/peers/api/1.0/source-web-01" => Some(Node::Source))]
+    #[test_case("/dc/peers/api/1.0/origin-0" => Some(Node::OriginSlot))]
+    #[test_case("/dc/peers/api/1.0/other" => Some(Node::Other))]
     #[test_case("/dc/odd/thing" => Some(Node::Other))]
     #[test_case("/dcx" => None)]
     #[test_case("/other" => None)]
@@ -364,6 +390,20 @@ mod tests {
         assert_ne!(sidecar(Node::DeployEntry) & perm::WRITE, 0, "the fence rewrites the entry");
         assert!(s.acl(Node::Staging, &[]).iter().any(|g| g.scheme == "digest" && g.perms == perm::ALL));
         assert!(s.acl(Node::Staging, &[]).iter().any(|g| g.full_id() == WORLD && g.perms == perm::READ));
+    }
+
+    #[test]
+    fn sidecars_can_record_and_remove_peer_sources() {
+        let s = sec();
+        let sidecar = |node| s.acl(node, &[]).into_iter().find(|g| g.scheme == "x509").unwrap().perms;
+        use perm::*;
+        assert_eq!(sidecar(Node::PeersDir), READ | CREATE, "a service's directory under peers");
+        for dir in [Node::PeersService, Node::PeersRelease] {
+            assert_eq!(sidecar(dir), READ | CREATE | DELETE, "{dir:?}: created by a first source, removed when empty");
+        }
+        assert_eq!(sidecar(Node::Source), READ | WRITE, "a source rewrites its node when complete");
+        assert_eq!(sidecar(Node::OriginSlot), READ);
+        assert!(Node::Source.is_per_host() && !Node::OriginSlot.is_per_host());
     }
 
     #[test]

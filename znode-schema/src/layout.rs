@@ -23,6 +23,10 @@ pub const EVENT_PREFIX: &str = "event-";
 pub const UPGRADING: &str = "upgrading";
 /// Name of the node under a deploy entry that says it rolls back (`on_halt = rollback`).
 pub const ROLLBACK_MARK: &str = "rollback";
+/// The name prefix of a release's source nodes under `peers/<service>/<version>`.
+pub const SOURCE_PREFIX: &str = "source-";
+/// The name prefix of a release's origin slots under `peers/<service>/<version>`.
+pub const ORIGIN_PREFIX: &str = "origin-";
 /// The default root.
 pub const DEFAULT_ROOT: &str = "/dc";
 
@@ -175,6 +179,32 @@ impl Layout {
     pub fn history_event(&self, service: &str, event: &str) -> String {
         format!("{}/history/{service}/{event}", self.base)
     }
+
+    /// `<root>/peers`: where hosts record the releases they serve to other hosts.
+    /// Not one of [`Layout::top_dirs`]: a tree made before peers existed stays valid;
+    /// `deployctl init` creates it, sidecars with `[peers]` create it in an open tree.
+    pub fn peers_dir(&self) -> String {
+        format!("{}/peers", self.base)
+    }
+    /// `<root>/peers/<service>`
+    pub fn peers_service(&self, service: &str) -> String {
+        format!("{}/peers/{service}", self.base)
+    }
+    /// `<root>/peers/<service>/<version>`: the sources of one release and its origin
+    /// slots, in one directory so that one read shows a downloader both.
+    pub fn peers_release(&self, service: &str, version: &str) -> String {
+        format!("{}/peers/{service}/{version}", self.base)
+    }
+    /// `<root>/peers/<service>/<version>/source-<host>` (ephemeral, [`crate::PeerSource`]):
+    /// `host` serves the verified artifact of that release.
+    pub fn peer_source(&self, service: &str, version: &str, host: &str) -> String {
+        format!("{}/peers/{service}/{version}/{SOURCE_PREFIX}{host}", self.base)
+    }
+    /// `<root>/peers/<service>/<version>/origin-<slot>` (ephemeral, [`crate::OriginFetch`]):
+    /// one of the `origin_fetches` slots of hosts downloading from the artifact URL.
+    pub fn origin_slot(&self, service: &str, version: &str, slot: u32) -> String {
+        format!("{}/peers/{service}/{version}/{ORIGIN_PREFIX}{slot}", self.base)
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +238,8 @@ mod tests {
         assert_eq!(l.upgrading(&entry, "web-01"), "/dc/deploy/deploy-0000000007/upgrading/web-01");
         assert_eq!(l.release("api", "1.4.0"), "/dc/releases/api/1.4.0");
         assert_eq!(l.history_prefix("api"), "/dc/history/api/event-");
+        assert_eq!(l.peer_source("api", "1.4.0", "web-01"), "/dc/peers/api/1.4.0/source-web-01");
+        assert_eq!(l.origin_slot("api", "1.4.0", 2), "/dc/peers/api/1.4.0/origin-2");
     }
 
     #[test]

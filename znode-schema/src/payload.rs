@@ -164,6 +164,66 @@ pub struct Ticket {
     pub at: String,
 }
 
+/// `peers/<service>/<version>/source-<host>` (ephemeral): the host serves the artifact
+/// of this release to other hosts (verified, or while downloading it), over plain HTTP at
+/// `http://<address>/v1/<service>/<version>`. Untrusted: a downloader checks the
+/// address' form, and verifies whatever it receives as it would the origin's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSource {
+    /// The host id.
+    pub host: String,
+    /// Where other hosts reach its peer server: `IP:PORT` or `NAME:PORT`.
+    pub address: String,
+    /// The artifact's size, bytes (as verified by the host).
+    pub size: u64,
+    /// The artifact's sha256 (as the release says; verified by the host once complete).
+    pub sha256: String,
+    /// When it started serving it.
+    pub since: String,
+    /// Whether the host holds the whole artifact verified; `false` while it relays
+    /// the bytes it is still downloading (never verified yet: the downloader's whole
+    /// artifact check is what protects it). Absent: `true`.
+    #[serde(default = "complete_default")]
+    pub complete: bool,
+}
+
+fn complete_default() -> bool {
+    true
+}
+
+impl PeerSource {
+    /// Checks [`PeerSource::address`]: `IP:PORT`, `[IPv6]:PORT` or `NAME:PORT` (a DNS
+    /// name of letters, digits, `-` and `.`), the port 1–65535. What a peer node says
+    /// is untrusted: nothing else is ever put in a URL.
+    pub fn check_address(address: &str) -> Result<(), String> {
+        if address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() != 0) {
+            return Ok(());
+        }
+        let bad = || format!("{address:?} is not HOST:PORT (an IP address or a DNS name, and a port 1-65535)");
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if port_ok && name_ok { Ok(()) } else { Err(bad()) }
+    }
+}
+
+/// `peers/<service>/<version>/origin-<slot>` (ephemeral): a host downloading this
+/// release from its artifact URL; at most `origin_fetches` slots are used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginFetch {
+    /// The host id.
+    pub host: String,
+    /// When it took the slot.
+    pub since: String,
+}
+
 /// The state of a deploy entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -342,4 +402,26 @@ pub struct HistoryEvent {
     /// (`detail` is then the latest error); absent: once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerSource;
+    use test_case::test_case;
+
+    #[test_case("10.0.0.5:7070" => true)]
+    #[test_case("[::1]:7070" => true)]
+    #[test_case("web-01.dc.example:7070" => true)]
+    #[test_case("localhost:1" => true)]
+    #[test_case("10.0.0.5:0" => false)]
+    #[test_case("10.0.0.5" => false)]
+    #[test_case(":7070" => false)]
+    #[test_case("a b:7070" => false)]
+    #[test_case("evil/x:80" => false)]
+    #[test_case("user@host:80" => false)]
+    #[test_case("-a:80" => false)]
+    #[test_case("host:99999" => false)]
+    fn addresses(a: &str) -> bool {
+        PeerSource::check_address(a).is_ok()
+    }
 }

@@ -70,6 +70,17 @@ pub(super) struct RawDownload {
     pub ca: Option<PathBuf>,
 }
 
+/// `[peers]`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPeers {
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub max_uploads: Option<i64>,
+    pub origin_fetches: Option<i64>,
+    pub stall: Option<String>,
+    pub max_upload_rate: Option<RawSize>,
+}
+
 /// One `[[service]]`.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawService {
@@ -114,7 +125,8 @@ pub(super) struct RawHooks {
 }
 
 /// The top-level keys, in the order they are documented.
-pub(super) const TOP_KEYS: [&str; 7] = ["zookeeper", "host", "trust", "limits", "download", "metrics", "service"];
+pub(super) const TOP_KEYS: [&str; 8] =
+    ["zookeeper", "host", "trust", "limits", "download", "peers", "metrics", "service"];
 
 /// `[metrics]`.
 #[derive(Debug, Default, Deserialize)]

@@ -213,7 +213,10 @@ fn service_problems(service: &str, expected: &str) {
 #[test]
 fn unknown_top_level_keys_are_named() {
     let found = problems(&format!("{}[zookeper]\nconnect = \"x\"\n", with_service("")));
-    assert_eq!(found, ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, service"]);
+    assert_eq!(
+        found,
+        ["zookeper: unknown key; expected one of zookeeper, host, trust, limits, download, peers, metrics, service"]
+    );
 }
 
 #[test]
@@ -349,4 +352,35 @@ fn limits_and_download_pace_are_read_with_units_and_checked() {
     assert!(found[1].starts_with("limits.file_dirs[0]: rel must be an absolute directory"), "{found:?}");
     assert!(found[2].starts_with("limits.max_artifact_size: invalid size \"2 parsecs\": unknown unit"), "{found:?}");
     assert!(found[3].starts_with("limits.max_entries: must be at least 1"), "{found:?}");
+}
+
+#[test]
+fn peers_are_off_by_default_and_read_with_their_defaults() {
+    assert_eq!(Config::parse(&with_service(""), "test.toml").unwrap().peers, None);
+    let text = format!("{ZK}[peers]\nlisten = \"10.0.0.5:7070\"\n[[service]]\n{RUN}");
+    let peers = Config::parse(&text, "test.toml").unwrap().peers.unwrap();
+    assert_eq!(peers.listen, "10.0.0.5:7070".parse().unwrap());
+    assert_eq!(peers.advertise, "10.0.0.5:7070");
+    assert_eq!((peers.max_uploads, peers.origin_fetches, peers.stall), (4, 3, Duration::from_secs(5)));
+    assert_eq!(peers.max_upload_rate, None);
+    let text = format!(
+        "{ZK}[peers]\nlisten = \"0.0.0.0:7070\"\nadvertise = \"web-01:7070\"\nmax_upload_rate = \"2MiB/s\"\n[[service]]\n{RUN}"
+    );
+    let peers = Config::parse(&text, "test.toml").unwrap().peers.unwrap();
+    assert_eq!((peers.advertise.as_str(), peers.max_upload_rate), ("web-01:7070", Some(2 << 20)));
+    let summary = Config::parse(&text, "test.toml").unwrap().summary("test.toml");
+    assert!(summary.contains("peers: listen 0.0.0.0:7070 (advertised web-01:7070)"), "{summary}");
+}
+
+#[test_case("advertise = \"a:1\"", "peers.listen: is required"; "no listen")]
+#[test_case("listen = \"web:7070\"", "peers.listen: \"web:7070\" is not IP:PORT"; "listen name")]
+#[test_case("listen = \"0.0.0.0:7070\"", "peers.advertise: is required when peers.listen (0.0.0.0:7070) is a wildcard"; "wildcard")]
+#[test_case("listen = \"0.0.0.0:7070\"\nadvertise = \"a/b:1\"", "peers.advertise: \"a/b:1\" is not HOST:PORT"; "bad advertise")]
+#[test_case("listen = \"10.0.0.5:7070\"\nmax_uploads = 0", "peers.max_uploads: must be between 1 and 1000, not 0"; "no uploads")]
+#[test_case("listen = \"10.0.0.5:7070\"\norigin_fetches = -1", "peers.origin_fetches: must be between 1 and 100, not -1"; "negative fetches")]
+#[test_case("listen = \"10.0.0.5:7070\"\nstall = \"0s\"", "peers.stall: must be greater than zero"; "zero stall")]
+#[test_case("listen = \"10.0.0.5:7070\"\nport = 1", "peers.port: unknown field `port`"; "unknown key")]
+fn peers_problems(peers: &str, expected: &str) {
+    let found = problems(&format!("{ZK}[peers]\n{peers}\n[[service]]\n{RUN}"));
+    assert!(found.iter().any(|p| p.contains(expected)), "{expected:?} not in {found:?}");
 }

@@ -1,8 +1,8 @@
 //! From the raw tables to a [`Config`], collecting every problem with its key.
 
 use super::raw::{
-    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawMetrics, RawService, RawSize, RawTls,
-    RawTrust, RawZk,
+    self, RawAuth, RawDownload, RawHealth, RawHooks, RawHost, RawLimits, RawMetrics, RawPeers, RawService, RawSize,
+    RawTls, RawTrust, RawZk,
 };
 use super::*;
 use serde::Deserialize;
@@ -97,17 +97,26 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let trust = p.section::<RawTrust>("trust", table.remove("trust")).and_then(|raw| trust(&mut p, raw));
     let limits = p.section::<RawLimits>("limits", table.remove("limits")).and_then(|raw| limits(&mut p, raw));
     let download = p.section::<RawDownload>("download", table.remove("download")).and_then(|raw| download(&mut p, raw));
+    let peers = match table.remove("peers") {
+        None => Some(None),
+        raw => p.section::<RawPeers>("peers", raw).and_then(|raw| peers(&mut p, raw)).map(Some),
+    };
     let metrics = p.section::<RawMetrics>("metrics", table.remove("metrics")).and_then(|raw| metrics(&mut p, raw));
     let services = services(&mut p, table.remove("service"));
     for key in table.keys() {
         p.push(key.as_str(), format!("unknown key; expected one of {}", raw::TOP_KEYS.join(", ")));
     }
-    match (zk, host, trust, limits, download, metrics, services) {
-        (Some(zookeeper), Some(host), Some(trust), Some(limits), Some(download), Some(metrics), Some(services))
-            if p.0.is_empty() =>
-        {
-            Ok(Config { zookeeper, host, trust, limits, download, metrics, services })
-        }
+    match (zk, host, trust, limits, download, peers, metrics, services) {
+        (
+            Some(zookeeper),
+            Some(host),
+            Some(trust),
+            Some(limits),
+            Some(download),
+            Some(peers),
+            Some(metrics),
+            Some(services),
+        ) if p.0.is_empty() => Ok(Config { zookeeper, host, trust, limits, download, peers, metrics, services }),
         _ => Err(with_lines(text, without_follow_ons(p.0))),
     }
 }
@@ -303,6 +312,53 @@ fn download(p: &mut Problems, raw: RawDownload) -> Option<DownloadConfig> {
         },
     };
     Some(DownloadConfig { deadline: deadline?, min_rate: min_rate?, ca: ca? })
+}
+
+fn peers(p: &mut Problems, raw: RawPeers) -> Option<PeersConfig> {
+    let listen = match raw.listen.as_deref().map(str::parse::<std::net::SocketAddr>) {
+        None => p.none("peers.listen", "is required to turn peers on (for example \"0.0.0.0:7070\")"),
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(_)) => p.none("peers.listen", format!("{:?} is not IP:PORT", raw.listen.unwrap_or_default())),
+    };
+    let advertise = match (raw.advertise, listen) {
+        (Some(a), _) => match znode_schema::PeerSource::check_address(&a) {
+            Ok(()) => Some(a),
+            Err(e) => p.none("peers.advertise", e),
+        },
+        (None, Some(l)) if l.ip().is_unspecified() || l.port() == 0 => p.none(
+            "peers.advertise",
+            format!(
+                "is required when peers.listen ({l}) is a wildcard address or port 0: the address other hosts reach"
+            ),
+        ),
+        (None, l) => l.map(|l| l.to_string()),
+    };
+    let mut count = |key: &str, raw: Option<i64>, default: u32, max: u32| match raw {
+        None => Some(default),
+        Some(n) if (1..=i64::from(max)).contains(&n) => Some(n as u32),
+        Some(n) => p.none(key, format!("must be between 1 and {max}, not {n}")),
+    };
+    let max_uploads = count("peers.max_uploads", raw.max_uploads, 4, 1000);
+    let origin_fetches = count("peers.origin_fetches", raw.origin_fetches, 3, 100);
+    let stall = p.duration("peers.stall", raw.stall.as_deref(), Duration::from_secs(5));
+    let rate = raw.max_upload_rate.map(|r| match r {
+        RawSize::Text(t) => RawSize::Text(t.trim().trim_end_matches("/s").to_string()),
+        other => other,
+    });
+    let max_upload_rate = match rate.map(|r| parse_size(&r)) {
+        None => Some(None),
+        Some(Ok(0)) => p.none("peers.max_upload_rate", "must be greater than zero (leave it out for no limit)"),
+        Some(Ok(n)) => Some(Some(n)),
+        Some(Err(e)) => p.none("peers.max_upload_rate", e),
+    };
+    Some(PeersConfig {
+        max_upload_rate: max_upload_rate?,
+        listen: listen?,
+        advertise: advertise?,
+        max_uploads: max_uploads?,
+        origin_fetches: origin_fetches?,
+        stall: stall?,
+    })
 }
 
 fn zookeeper(p: &mut Problems, raw: RawZk) -> Option<ZkConfig> {

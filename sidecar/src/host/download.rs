@@ -29,9 +29,12 @@ mod backoff;
 mod error;
 mod partial;
 mod range;
+mod sources;
+mod swarm;
 
 pub use backoff::RetryPolicy;
 pub use error::DownloadError;
+pub use sources::{Fetched, NextTurn, OriginSlot, Peer, ReleaseId, Sources, Turn};
 
 use crate::host::trust::Trust;
 use bytes::{Bytes, BytesMut};
@@ -125,6 +128,7 @@ pub struct Fetcher {
     limits: DownloadLimits,
     pace: Pace,
     roots: Vec<reqwest::Certificate>,
+    peers: Option<swarm::Peers>,
 }
 
 /// The most redirects followed.
@@ -214,7 +218,16 @@ impl Fetcher {
     pub fn with_timeouts(retry: RetryPolicy, timeouts: Timeouts) -> Self {
         let limits = DownloadLimits::permissive();
         let client = client(timeouts, &limits, &[]);
-        Fetcher { client, retry, timeouts, trust: Trust::default(), limits, pace: Pace::default(), roots: Vec::new() }
+        Fetcher {
+            client,
+            retry,
+            timeouts,
+            trust: Trust::default(),
+            limits,
+            pace: Pace::default(),
+            roots: Vec::new(),
+            peers: None,
+        }
     }
 
     /// This fetcher, downloading only what `limits` allow.
@@ -318,11 +331,24 @@ impl Fetcher {
             partial.reset().await?;
         }
         check_space(url, &path, artifact.size.saturating_sub(partial.len()))?;
+        self.attempts(artifact, &source, partial, dest).await
+    }
+
+    /// Transfers from `source` into `partial` until it is verified and renamed to
+    /// `dest`, retrying what may succeed.
+    async fn attempts(
+        &self,
+        artifact: &Artifact,
+        source: &Source,
+        mut partial: Partial,
+        dest: &Path,
+    ) -> Result<(), DownloadError> {
+        let url = artifact.url.as_str();
         tracing::debug!(url, dest = %dest.display(), resume_from = partial.len(), "download starting");
         let attempts = self.retry.attempts();
         for attempt in 1.. {
-            let result = match &source {
-                Source::Http(u) => self.transfer(u, artifact, &mut partial).await,
+            let result = match source {
+                Source::Http(u) => self.transfer(&self.origin(), u, artifact, &mut partial).await,
                 Source::File(p) => match self.confined(url, p) {
                     Ok(real) => read_file(&real, artifact, &mut partial).await,
                     Err(e) => Err(e),
@@ -350,25 +376,34 @@ impl Fetcher {
 
     /// One HTTP transfer appending to `partial`, resuming from its length. Ends with
     /// `partial` holding exactly `artifact.size` bytes, or an error.
-    async fn transfer(&self, url: &Url, artifact: &Artifact, partial: &mut Partial) -> Result<(), DownloadError> {
+    async fn transfer(
+        &self,
+        via: &Via<'_>,
+        url: &Url,
+        artifact: &Artifact,
+        partial: &mut Partial,
+    ) -> Result<(), DownloadError> {
         if partial.len() > artifact.size {
             partial.reset().await?;
         }
         if partial.len() == artifact.size {
             return Ok(());
         }
-        let mut request = self.client.get(url.clone());
+        let mut request = via.client.get(url.clone());
         if let Some(range) = range_header(partial.len()) {
             request = request.header(header::RANGE, range);
         }
         let network =
             |e: reqwest::Error| DownloadError::Network { url: url.to_string(), message: chain(&e.without_url()) };
-        let mut response = self.idle(url, request.send()).await?.map_err(network)?;
+        let mut response = idle(via.idle, url, request.send()).await?.map_err(network)?;
         self.check_response(url, &response, artifact, partial).await?;
+        if let Some(started) = via.started {
+            started();
+        }
         let truncated = |received| DownloadError::Truncated { url: url.to_string(), expected: artifact.size, received };
         let mut rate = RateWindow::new(self.pace);
         loop {
-            match self.idle(url, response.chunk()).await? {
+            match idle(via.idle, url, response.chunk()).await? {
                 Ok(Some(chunk)) => {
                     rate.add(url.as_str(), chunk.len() as u64)?;
                     accept(url.as_str(), artifact.size, partial, chunk).await?
@@ -432,11 +467,23 @@ impl Fetcher {
         }
     }
 
-    /// Runs `fut`, cut after the idle timeout.
-    async fn idle<T>(&self, url: &Url, fut: impl Future<Output = T>) -> Result<T, DownloadError> {
-        let after = self.timeouts.idle;
-        tokio::time::timeout(after, fut).await.map_err(|_| DownloadError::Timeout { url: url.to_string(), after })
+    /// The artifact URL's client and idle timeout.
+    fn origin(&self) -> Via<'_> {
+        Via { client: &self.client, idle: self.timeouts.idle, started: None }
     }
+}
+
+/// The client and the idle timeout of one kind of source.
+struct Via<'a> {
+    client: &'a reqwest::Client,
+    idle: Duration,
+    /// Called when a response was accepted, before its body is read.
+    started: Option<&'a (dyn Fn() + Sync)>,
+}
+
+/// Runs `fut`, cut after `after` (an idle timeout).
+async fn idle<T>(after: Duration, url: &Url, fut: impl Future<Output = T>) -> Result<T, DownloadError> {
+    tokio::time::timeout(after, fut).await.map_err(|_| DownloadError::Timeout { url: url.to_string(), after })
 }
 
 /// Bytes received in the current window, to cut a transfer below the minimum rate.

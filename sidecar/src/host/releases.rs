@@ -5,6 +5,7 @@
 //! releases/.tmp-<version>-<n>  a release being unpacked (removed by `open`)
 //! releases/.trash-<version>-<n> a release being pruned (removed by `open`)
 //! downloads/<version>/artifact[.partial]  downloads (a partial one is resumed)
+//! artifacts/<version>          verified artifacts kept for peers (with [peers] only)
 //! current -> releases/<version>  the active release, switched atomically
 //! state.json                   {"active": "1.4.0", "previous": "1.3.0"}
 //! ```
@@ -28,7 +29,7 @@ mod error;
 
 pub use error::{InstallError, StoreError};
 
-use crate::host::download::Fetcher;
+use crate::host::download::{Fetcher, ReleaseId, Sources};
 use crate::host::unpack::{UnpackLimits, unpack};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -39,6 +40,7 @@ use znode_schema::{Artifact, validate_service, validate_version};
 
 const RELEASES: &str = "releases";
 const DOWNLOADS: &str = "downloads";
+const ARTIFACTS: &str = "artifacts";
 const CURRENT: &str = "current";
 const STATE: &str = "state.json";
 const TMP_PREFIX: &str = ".tmp-";
@@ -65,6 +67,7 @@ pub struct ReleaseStore {
     root: PathBuf,
     service: String,
     unpack_limits: UnpackLimits,
+    sources: Option<std::sync::Arc<dyn Sources>>,
 }
 
 impl ReleaseStore {
@@ -78,6 +81,7 @@ impl ReleaseStore {
             root: data_dir.join(service),
             service: service.to_string(),
             unpack_limits: Default::default(),
+            sources: None,
         };
         for dir in [store.root.join(RELEASES), store.root.join(DOWNLOADS)] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -91,6 +95,28 @@ impl ReleaseStore {
     pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
         self.unpack_limits = limits;
         self
+    }
+
+    /// This store, telling `sources` when a kept artifact is pruned.
+    pub fn with_sources(mut self, sources: std::sync::Arc<dyn Sources>) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// Where the verified artifact of installed release `version` is kept for peers.
+    pub fn kept_artifact(&self, version: &str) -> PathBuf {
+        self.root.join(ARTIFACTS).join(version)
+    }
+
+    /// The installed releases whose artifact is kept for peers.
+    pub fn kept_versions(&self) -> Vec<String> {
+        let names = dir_names(&self.root.join(ARTIFACTS)).unwrap_or_default();
+        names.into_iter().filter(|v| self.has(v)).collect()
+    }
+
+    /// The service this store holds.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// `<data_dir>/<service>`.
@@ -151,8 +177,9 @@ impl ReleaseStore {
             let partial = downloads.join("artifact.partial");
             fs::rename(&file, &partial).map_err(io_err(&partial))?;
         }
-        let fetched = fetcher.fetch(artifact, &file).await;
-        fetched.map_err(|source| InstallError::Download { version: version.to_string(), source })?;
+        let release = ReleaseId { service: self.service.clone(), version: version.to_string() };
+        let fetched = fetcher.fetch_release(&release, artifact, &file).await;
+        let fetched = fetched.map_err(|source| InstallError::Download { version: version.to_string(), source })?;
         if fetcher.trust().is_enforced() {
             let (trust, path, a, service, v) =
                 (fetcher.trust().clone(), file.clone(), artifact.clone(), self.service.clone(), version.to_string());
@@ -162,10 +189,19 @@ impl ReleaseStore {
             if let Err(source) = checked {
                 // The bytes are what ZooKeeper names, but not what a trusted key signed:
                 // downloading them again would not help.
+                if fetcher.sources().is_some() {
+                    self.drop_artifact(fetcher.sources(), &release)?;
+                }
                 remove_dir_all(&downloads)?;
                 return Err(InstallError::Signature { version: version.to_string(), source });
             }
         }
+        if let Some(sources) = fetcher.sources() {
+            // Verified (size, sha256, signature): other hosts may have it from here.
+            self.keep_artifact(version, &file)?;
+            sources.offer(&release, artifact, &self.kept_artifact(version));
+        }
+        drop(fetched); // the origin slot, once this host is a source
         let store = self.clone();
         let (version, artifact) = (version.to_string(), artifact.clone());
         let unpacked = tokio::task::spawn_blocking(move || store.unpack_into_place(&version, &artifact, &file))
@@ -175,7 +211,39 @@ impl ReleaseStore {
             // Installed, or verified but refused: downloading it again would not help.
             remove_dir_all(&downloads)?;
         }
+        if unpacked.is_err() && fetcher.sources().is_some() {
+            self.drop_artifact(fetcher.sources(), &release)?;
+        }
         unpacked.map(|()| dir)
+    }
+
+    /// Keeps the verified download `file` as `artifacts/<version>` (a hard link).
+    fn keep_artifact(&self, version: &str, file: &Path) -> Result<(), StoreError> {
+        let dir = self.root.join(ARTIFACTS);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let kept = self.kept_artifact(version);
+        match fs::remove_file(&kept) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&kept)(e)),
+            _ => {}
+        }
+        fs::hard_link(file, &kept).map_err(io_err(&kept))?;
+        sync_dir(&dir)
+    }
+
+    /// Stops serving and deletes the kept artifact of `release`.
+    fn drop_artifact(
+        &self,
+        sources: Option<&std::sync::Arc<dyn Sources>>,
+        release: &ReleaseId,
+    ) -> Result<(), StoreError> {
+        if let Some(sources) = sources {
+            sources.withdraw(release);
+        }
+        let kept = self.kept_artifact(&release.version);
+        match fs::remove_file(&kept) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&kept)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Unpacks a verified artifact into a temporary directory and renames it into place.
@@ -257,6 +325,8 @@ impl ReleaseStore {
         sync_dir(&releases)?;
         remove_dir_all(&trash)?;
         remove_dir_all(&self.root.join(DOWNLOADS).join(version))?;
+        let release = ReleaseId { service: self.service.clone(), version: version.to_string() };
+        self.drop_artifact(self.sources.as_ref(), &release)?;
         tracing::info!(root = %self.root.display(), version, "release pruned");
         Ok(())
     }
@@ -302,6 +372,16 @@ impl ReleaseStore {
         for name in dir_names(&downloads)? {
             if self.has(&name) {
                 remove_dir_all(&downloads.join(&name))?;
+            }
+        }
+        let artifacts = self.root.join(ARTIFACTS);
+        for name in dir_names(&artifacts).unwrap_or_default() {
+            if !self.has(&name) {
+                let path = artifacts.join(&name);
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+                    _ => {}
+                }
             }
         }
         for name in [format!("{STATE}.tmp"), format!("{CURRENT}.tmp")] {
