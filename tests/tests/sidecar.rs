@@ -200,7 +200,7 @@ async fn boot_with_nobody_online_uses_the_last_active_release() {
     let back = wait_current(&client, &fleet, "api-1", "back online", |c| c.is_some()).await.unwrap();
     assert_ne!(back.pid, first.pid);
     let log = fleet.log(0);
-    assert!(log.contains("LastActive"), "boot reason in the log:\n{log}");
+    assert!(log.contains("no host online: the last active release here"), "boot reason in the log:\n{log}");
     wait_current(&client, &fleet, "api-1", "v2", |c| c.as_ref().is_some_and(|c| c.version == "2")).await;
 }
 

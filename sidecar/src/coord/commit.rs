@@ -143,13 +143,20 @@ async fn finish(
     let entry_path = s.layout.deploy_entry(end.entry);
     let current = s.layout.current_host(end.service, &s.host);
     let mut state = None;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        // The first attempt assumes what a step leaves (its ticket and marker exist,
+        // the registration does not: the fence deleted it), so the usual commit costs
+        // one request; if that does not hold, the multi fails as a whole and the next
+        // attempts are built from what exists.
+        let optimistic = attempt == 0;
         let ticket = match end.ticket {
-            Some(t) if exists(s, &s.layout.ticket(end.service, t)).await? => Some(s.layout.ticket(end.service, t)),
+            Some(t) if optimistic || exists(s, &s.layout.ticket(end.service, t)).await? => {
+                Some(s.layout.ticket(end.service, t))
+            }
             _ => None,
         };
-        let has_marker = exists(s, &marker).await?;
-        let owner = zk::owner(&s.client, &current).await?;
+        let has_marker = optimistic || exists(s, &marker).await?;
+        let owner = if optimistic { None } else { zk::owner(&s.client, &current).await? };
         let registered = owner.is_some();
         // Another session holding this host id's node is never overwritten here: the
         // registration's own guard claims it (or stops the sidecar).
