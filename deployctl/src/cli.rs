@@ -5,6 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use znode_schema::{HumanDuration, Quorum};
 
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// deployctl: stage releases and watch and steer rollouts coordinated by ZooKeeper.
 ///
 /// Every command reads or writes the znodes documented in docs/znode-schema.md; every
@@ -13,34 +16,34 @@ use znode_schema::{HumanDuration, Quorum};
 #[command(name = "deployctl", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// ZooKeeper connect string: HOST:PORT[,HOST:PORT...][/chroot].
-    #[arg(long, env = "BATON_ZK", global = true)]
+    #[arg(long, env = "BATON_ZK", global = true, help_heading = GLOBAL)]
     pub zk: Option<String>,
     /// Root of baton's tree in ZooKeeper.
-    #[arg(long, env = "BATON_ROOT", default_value = znode_schema::layout::DEFAULT_ROOT, global = true)]
+    #[arg(long, env = "BATON_ROOT", default_value = znode_schema::layout::DEFAULT_ROOT, global = true, help_heading = GLOBAL)]
     pub root: String,
     /// Print JSON instead of tables (shapes documented in docs/deployctl.md).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// Who you are in history events and payloads [default: $USER@hostname].
-    #[arg(long, env = "BATON_BY", global = true)]
+    #[arg(long, env = "BATON_BY", global = true, help_heading = GLOBAL)]
     pub by: Option<String>,
     /// History events kept per service; older ones are pruned after each write.
-    #[arg(long, default_value_t = crate::history::DEFAULT_KEEP, global = true)]
+    #[arg(long, default_value_t = crate::history::DEFAULT_KEEP, global = true, help_heading = GLOBAL)]
     pub history_keep: usize,
     /// ZooKeeper session timeout (the server clamps it to 2..20 ticks).
-    #[arg(long, default_value = "10s", global = true)]
+    #[arg(long, default_value = "10s", global = true, help_heading = GLOBAL)]
     pub session_timeout: HumanDuration,
     /// Connect over TLS, trusting the servers' certificates signed by this CA (PEM).
-    #[arg(long, env = "BATON_ZK_TLS_CA", global = true)]
+    #[arg(long, env = "BATON_ZK_TLS_CA", global = true, help_heading = GLOBAL)]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for TLS: an x509 identity such as CN=deployer.
-    #[arg(long, env = "BATON_ZK_TLS_CERT", global = true)]
+    #[arg(long, env = "BATON_ZK_TLS_CERT", global = true, help_heading = GLOBAL)]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
-    #[arg(long, env = "BATON_ZK_TLS_KEY", global = true)]
+    #[arg(long, env = "BATON_ZK_TLS_KEY", global = true, help_heading = GLOBAL)]
     pub tls_key: Option<PathBuf>,
     /// Log in with a digest identity: a file holding user:password (use it over TLS).
-    #[arg(long, env = "BATON_ZK_DIGEST_FILE", global = true)]
+    #[arg(long, env = "BATON_ZK_DIGEST_FILE", global = true, help_heading = GLOBAL)]
     pub digest_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -63,7 +66,9 @@ pub enum Command {
     Check,
     /// Stage a release: catalog it, make it the staged release of SERVICE and queue its rollout.
     #[command(after_help = "Examples:\n  \
-        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --size 12345\n  \
+        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex>\n  \
+        deployctl stage api --version 1.4.0 --url https://far/api.tar.gz --sha256 <64 hex> --size 12345 --no-fetch\n  \
+        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --dry-run\n  \
         deployctl stage api --version 1.4.0 --file ./api-1.4.0.tar.gz --url https://repo/api-1.4.0.tar.gz \\\n    \
         --quorum 60% --max-parallel 2 --bake 30s")]
     Stage(Box<StageArgs>),
@@ -135,9 +140,18 @@ pub struct StageArgs {
     /// The artifact's sha256, 64 hex digits [default with --file: computed].
     #[arg(long)]
     pub sha256: Option<String>,
-    /// The artifact's size in bytes [default with --file: its size].
+    /// The artifact's size in bytes [default: measured by fetching the artifact, or --file's size];
+    /// checked against the fetched artifact unless --no-fetch.
     #[arg(long)]
     pub size: Option<u64>,
+    /// Do not fetch the artifact to check it (for an artifact this machine cannot reach):
+    /// --sha256 and --size are then taken as given.
+    #[arg(long, requires = "sha256", conflicts_with = "file")]
+    pub no_fetch: bool,
+    /// Print the plan (hosts online, quorum arithmetic, batches, queue position,
+    /// warnings, refusals) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// A local copy of the artifact: its sha256 and size are computed (and checked against
     /// --sha256 and --size when given).
     #[arg(long)]
@@ -163,8 +177,9 @@ pub struct StageArgs {
     /// Supersede the service's unfinished rollout (its deploy entry is deleted).
     #[arg(long)]
     pub replace: bool,
-    /// Stage a service that no sidecar has ever registered (no `current/<service>`):
-    /// refused otherwise, since such a rollout has no host to move it.
+    /// Stage anyway when no sidecar has ever registered the service (nothing under
+    /// `current/<service>`, no catalog, no history), or when the quorum can never be met
+    /// by the hosts online: refused otherwise, since such a rollout never moves.
     #[arg(long)]
     pub force: bool,
     /// A minisign signature of the artifact (`minisign -S -m ARTIFACT -t "baton SERVICE

@@ -2,7 +2,6 @@
 //! pruning to the newest N per service, and `deployctl history`.
 
 use crate::Ctx;
-use crate::error::Refusal;
 use crate::model::{Node, read};
 use crate::output::{Table, print_json};
 use crate::zk::{Op, Txn};
@@ -85,10 +84,7 @@ pub async fn newest(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<Op
 
 /// `deployctl history SERVICE [--limit N]`.
 pub async fn show(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<()> {
-    let path = ctx.layout.history(service);
-    let Some(events) = newest(ctx, service, limit).await? else {
-        return Err(Refusal::NotFound { what: "history".into(), service: service.into(), path }.into());
-    };
+    let events = newest(ctx, service, limit).await?.unwrap_or_default();
     if ctx.json {
         let rows: Vec<_> = events.iter().map(event_json).collect();
         print_json(&json!({ "service": service, "events": rows }));
@@ -112,9 +108,9 @@ pub async fn show(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<()> 
         }
     }
     if t.is_empty() {
-        println!("no history for {service}");
+        outln!("no history for {service}");
     } else {
-        print!("{}", t.render(""));
+        out!("{}", t.render(""));
     }
     Ok(())
 }

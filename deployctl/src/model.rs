@@ -256,3 +256,30 @@ pub fn describe(e: &Entry) -> String {
         Err(m) => format!("{} (malformed: {})", e.name, m.error),
     }
 }
+
+/// One queue entry as JSON, the one shape every command prints (`queue`, `ahead`):
+/// `{"position", "path", "service", "version", "state", "reason", "markers"}`, or
+/// `{"position", "path", "error"}` for a malformed entry. `index` is 0-based.
+pub fn queue_item(index: usize, e: &Entry) -> serde_json::Value {
+    match &e.node.value {
+        Ok(d) => serde_json::json!({"position": index + 1, "path": e.node.path, "service": d.service,
+            "version": d.version, "state": d.state, "reason": d.reason, "markers": e.markers.len()}),
+        Err(m) => serde_json::json!({"position": index + 1, "path": m.path, "error": m.error}),
+    }
+}
+
+/// Refuses a service of which nothing is known: no `current/`, `staging/`,
+/// `releases/` or `history/` node and no deploy entry. Every command that names a
+/// service (except `stage`, which has `--force`) refuses it alike (exit 3).
+pub async fn require_service(zk: &Zk, layout: &Layout, service: &str) -> anyhow::Result<()> {
+    let dirs = [layout.current_service(service), layout.staging(service), layout.releases(service), layout.history(service)];
+    for d in &dirs {
+        if zk.stat(d).await?.is_some() {
+            return Ok(());
+        }
+    }
+    if Queue::read(zk, layout).await?.first_of(service).is_some() {
+        return Ok(());
+    }
+    Err(crate::error::Refusal::UnknownService { service: service.into(), root: layout.root().into() }.into())
+}

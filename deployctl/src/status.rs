@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, service: Option<&str>, per_host: bool) -> anyhow::Re
     if ctx.json {
         print_json(&to_json(&queue, &rows));
     } else if per_host {
-        print!("{}", hosts_table(&rows).render(""));
+        out!("{}", hosts_table(&rows).render(""));
     } else {
         print_summary(&queue, &rows, service.is_none());
     }
@@ -39,16 +39,7 @@ pub async fn run(ctx: &Ctx, service: Option<&str>, per_host: bool) -> anyhow::Re
 }
 
 fn to_json(queue: &Queue, rows: &[Row<'_>]) -> Value {
-    let queue_json: Vec<Value> = queue
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| match &e.node.value {
-            Ok(d) => json!({"position": i + 1, "path": e.node.path, "service": d.service, "version": d.version,
-                            "state": d.state, "markers": e.markers.len()}),
-            Err(m) => json!({"position": i + 1, "path": m.path, "error": m.error}),
-        })
-        .collect();
+    let queue_json: Vec<Value> = queue.entries.iter().enumerate().map(|(i, e)| crate::model::queue_item(i, e)).collect();
     let services: Vec<Value> = rows.iter().map(|r| service_json(queue, r)).collect();
     json!({"queue": queue_json, "services": services, "problems": queue.malformed()})
 }
@@ -115,20 +106,20 @@ fn problems(r: &Row<'_>) -> Vec<Malformed> {
 fn print_summary(queue: &Queue, rows: &[Row<'_>], show_queue: bool) {
     if show_queue {
         if queue.entries.is_empty() {
-            println!("deploy queue: empty");
+            outln!("deploy queue: empty");
         } else {
-            println!("deploy queue:");
+            outln!("deploy queue:");
             for (i, e) in queue.entries.iter().enumerate() {
-                println!("  {}. {}", i + 1, crate::model::describe(e));
+                outln!("  {}. {}", i + 1, crate::model::describe(e));
             }
         }
         if rows.is_empty() {
-            println!("no services");
+            outln!("no services");
         }
     }
     for r in rows {
-        println!();
-        print!("{}", summary(queue, r));
+        outln!();
+        out!("{}", summary(queue, r));
     }
 }
 

@@ -122,7 +122,7 @@ fn say(multi: &MultiProgress, line: &str) {
 /// Without a rollout in the queue: fine when the service is complete, else refused.
 async fn nothing_to_watch(ctx: &Ctx, service: Option<&str>) -> anyhow::Result<()> {
     let Some(s) = service else {
-        println!("no rollout in progress");
+        outln!("no rollout in progress");
         return Ok(());
     };
     let view = ServiceView::read(&ctx.zk, &ctx.layout, s).await?;
@@ -130,7 +130,7 @@ async fn nothing_to_watch(ctx: &Ctx, service: Option<&str>) -> anyhow::Result<()
     let at = view.host_versions().filter(|(_, v)| Some(*v) == staged.as_deref()).count();
     match staged {
         Some(v) if at == view.hosts.len() => {
-            println!("{s} {v}: no rollout in progress; all {at} online host(s) run the staged release");
+            outln!("{s} {v}: no rollout in progress; all {at} online host(s) run the staged release");
             Ok(())
         }
         Some(v) => {
@@ -211,7 +211,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
         if let (Some(v), Some(f)) = (v.as_object_mut(), fields.as_object()) {
             v.extend(f.clone());
         }
-        println!("{v}");
+        outln!("{v}");
     };
     for (t, s) in targets.iter_mut().zip(seen) {
         let name = format!("{} {}", t.entry.service, t.entry.version);
@@ -252,7 +252,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                     );
                     t.last_line = key;
                 } else if key != t.last_line {
-                    println!("{name}: {at_target}/{total} hosts at target; {msg}");
+                    outln!("{name}: {at_target}/{total} hosts at target; {msg}");
                     t.last_line = key;
                 }
             }
@@ -263,7 +263,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                 } else if t.last_line != "done" && json {
                     line(t, serde_json::json!({"event": "completed", "elapsed_s": elapsed.as_secs()}));
                 } else if t.last_line != "done" {
-                    println!("{name}: completed in {}", short(elapsed));
+                    outln!("{name}: completed in {}", short(elapsed));
                 }
                 t.last_line = "done".into();
             }
@@ -275,7 +275,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                 if json {
                     line(t, serde_json::json!({"event": "failed", "reason": reason}));
                 } else {
-                    println!("{name}: {reason}");
+                    outln!("{name}: {reason}");
                 }
                 let (service, version) = (t.entry.service.clone(), t.entry.version.clone());
                 return Some(Err(Halted { service, version, reason }.into()));
