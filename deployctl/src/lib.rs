@@ -29,6 +29,7 @@ pub mod security;
 pub mod stage;
 pub mod status;
 pub mod watch;
+pub mod why;
 pub mod zk;
 
 use anyhow::Context;

@@ -283,3 +283,13 @@ pub async fn require_service(zk: &Zk, layout: &Layout, service: &str) -> anyhow:
     }
     Err(crate::error::Refusal::UnknownService { service: service.into(), root: layout.root().into() }.into())
 }
+
+/// Hosts with a live `current/<service>/<host>` node of any service: only a live
+/// session keeps one (a live sidecar registers `baton-sidecar` at least).
+pub async fn live_hosts(zk: &Zk, layout: &Layout) -> Result<std::collections::BTreeSet<String>, ZkError> {
+    let mut out = std::collections::BTreeSet::new();
+    for service in zk.children(&layout.current_dir()).await?.unwrap_or_default() {
+        out.extend(zk.children(&layout.current_service(&service)).await?.unwrap_or_default());
+    }
+    Ok(out)
+}
