@@ -7,7 +7,6 @@ use crate::output::{Table, print_json, short_sha};
 use serde_json::json;
 use znode_schema::{Release, Staging};
 
-
 /// Every release of `service`, oldest staged first; `None` when the service has no catalog.
 pub async fn read_all(ctx: &Ctx, service: &str) -> anyhow::Result<Option<Vec<Node<Release>>>> {
     let Some(names) = ctx.zk.children(&ctx.layout.releases(service)).await? else { return Ok(None) };

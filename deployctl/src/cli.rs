@@ -59,7 +59,9 @@ pub enum Command {
         deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key init \\\n    \
         --deployer x509:CN=deployer,O=baton --sidecar x509:CN=sidecar,O=baton --reader world")]
     Init(InitArgs),
-    /// Report every node whose ACL grants more than the layout's (exit 3 if any, or if the tree is open).
+    /// Validate every node under the root as the sidecars read it (payloads, policy keys, staged
+    /// releases without a deploy entry) and report every ACL looser than the layout's (exit 3 on
+    /// any problem, or if the tree is open).
     #[command(
         after_help = "Example:\n  deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key check"
     )]

@@ -2,10 +2,10 @@
 //!
 //! | code | meaning |
 //! | ---- | ------- |
-//! | 0 | success (`watch`: the rollout completed) |
+//! | 0 | success (`watch`: the rollout completed; a closed stdout) |
 //! | 1 | runtime error: ZooKeeper unreachable, a transaction kept conflicting, I/O |
-//! | 2 | usage error or invalid input, refused before anything was written |
-//! | 3 | refused by the state in ZooKeeper (conflict), nothing written |
+//! | 2 | usage error or invalid input (an artifact that cannot be fetched or verified too), nothing written |
+//! | 3 | refused by the state in ZooKeeper: no tree, no such service, a conflict; nothing written |
 //! | 4 | `watch`: the rollout halted, or was aborted or superseded |
 
 use znode_schema::{NameError, layout::RootError, policy::PolicyError};
@@ -25,14 +25,19 @@ pub enum Exit {
     Halted = 4,
 }
 
-/// The text appended to `deployctl --help`.
+/// The text appended to `deployctl --help`: the one table for every command
+/// (docs/deployctl.md has it too).
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success (watch: the rollout completed)
-  1  runtime error (ZooKeeper unreachable, conflicting writers, I/O)
-  2  usage error or invalid input, refused before anything was written
-  3  refused by the state in ZooKeeper (conflict), nothing written
-  4  watch: the rollout halted, or was aborted or superseded";
+  0  success; watch: every watched rollout completed; a closed stdout (`| head`) ends quietly with 0
+  1  runtime error: ZooKeeper unreachable, other writers kept winning, I/O, watch --timeout
+  2  usage error or invalid input (names, flags, sha256, URL, policy, an artifact that cannot be
+     fetched or does not match --sha256/--size), refused before anything was written
+  3  refused by the state in ZooKeeper, nothing written: no tree (run init), no such service,
+     a conflict (unfinished rollout, immutable version, nothing to resume/roll back...),
+     check found problems
+  4  watch: a rollout halted, or was aborted, rolled back or superseded
+The table is the same for every command. Under --json an error is one line on stderr: {\"error\": \"…\", \"exit\": 3, \"kind\": \"refused\"}.";
 
 /// An input refused before anything was written (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +83,7 @@ pub enum Invalid {
     )]
     NoSize,
     /// The artifact could not be fetched from its URL.
-    #[error("{0}; nothing was staged (give --size BYTES --no-fetch for an artifact this machine cannot reach)")]
+    #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
     /// The fetched artifact's sha256 is not the one given.
     #[error("the artifact at {url} has sha256 {actual}, not the expected {expected} (--sha256); nothing was staged")]

@@ -12,22 +12,22 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why an artifact could not be fetched.
+/// What every fetch error ends with.
+const HINT: &str = "nothing was staged (give --size BYTES --no-fetch for an artifact this machine cannot reach)";
+
+/// Why an artifact could not be fetched. The causes are in the messages (one line
+/// with the hint last), not in `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The server could not be reached, or the connection broke.
-    #[error("failed to fetch {url}: {message}")]
+    #[error("failed to fetch {url}: {message}; {HINT}")]
     Unreachable { url: String, message: String },
     /// The server answered with an HTTP error.
-    #[error("failed to fetch {url}: the server answered HTTP {status}")]
+    #[error("failed to fetch {url}: the server answered HTTP {status}; {HINT}")]
     Http { url: String, status: String },
     /// A `file://` artifact cannot be read.
-    #[error("failed to read {url}: {source}")]
-    File {
-        url: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("failed to read {url}: {error}; {HINT}")]
+    File { url: String, error: String },
 }
 
 /// What a fetch saw: the artifact's sha256 (lowercase hex) and size.
@@ -44,7 +44,9 @@ pub async fn fetch(url: &str) -> Result<Fetched, FetchError> {
     if let Some(path) = url.strip_prefix("file://") {
         return match hash_file(Path::new(path)) {
             Ok((sha256, size)) => Ok(Fetched { sha256, size }),
-            Err(crate::error::Invalid::File { source, .. }) => Err(FetchError::File { url: url.into(), source }),
+            Err(crate::error::Invalid::File { source, .. }) => {
+                Err(FetchError::File { url: url.into(), error: source.to_string() })
+            }
             Err(other) => Err(FetchError::Unreachable { url: url.into(), message: other.to_string() }),
         };
     }

@@ -9,8 +9,10 @@ use crate::model::{Queue, ServiceView};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use znode_schema::acl::Node;
+use znode_schema::layout::EVENT_PREFIX;
 use znode_schema::{
-    Current, DeployEntry, HistoryEvent, Layout, Release, Security, Staging, Ticket, TicketName, Upgrading, decode,
+    Current, DeployEntry, DeployName, HistoryEvent, Layout, Release, Security, SeqName, Staging, Ticket, TicketName,
+    Upgrading, decode,
 };
 
 /// One problem found at a path.
@@ -26,17 +28,21 @@ pub struct Finding {
 pub fn payload(node: Node, path: &str, raw: &[u8], out: &mut Vec<Finding>) {
     let mut push = |problem: String| out.push(Finding { path: path.into(), problem });
     let name = path.rsplit('/').next().unwrap_or_default();
+    // Names that readers skip (not `deploy-<seq>`, `event-<seq>`, `<host>-<seq>`) are not read.
+    let read = match node {
+        Node::DeployEntry => DeployName::parse(name).is_some(),
+        Node::Event => SeqName::parse(name, EVENT_PREFIX).is_some(),
+        Node::Ticket => TicketName::parse(name).is_some(),
+        _ => true,
+    };
+    if !read {
+        return;
+    }
     let result = match node {
         Node::Registration => decode::<Current>(path, raw).map(|c| (c.host != name).then(|| host_mismatch(&c.host))),
         Node::Staging => policy_keys::<Staging>(path, raw),
-        Node::Ticket => decode::<Ticket>(path, raw).map(|t| {
-            let parsed = TicketName::parse(name);
-            match parsed {
-                None => Some(format!("the name {name:?} is not <host>-<10 digits>")),
-                Some(n) if n.host != t.host => Some(host_mismatch(&t.host)),
-                Some(_) => None,
-            }
-        }),
+        Node::Ticket => decode::<Ticket>(path, raw)
+            .map(|t| TicketName::parse(name).filter(|n| n.host != t.host).map(|_| host_mismatch(&t.host))),
         Node::DeployEntry => decode::<DeployEntry>(path, raw)
             .map(|d| znode_schema::validate_service(&d.service).err().map(|e| format!("field `service`: {e}"))),
         Node::Marker => decode::<Upgrading>(path, raw).map(|u| (u.host != name).then(|| host_mismatch(&u.host))),
@@ -74,7 +80,10 @@ fn policy_keys<T: DeserializeOwned>(path: &str, raw: &[u8]) -> Result<Option<Str
     });
     Ok((!unknown.is_empty()).then(|| {
         let known = "quorum, max_parallel, bake, health_deadline, max_failures";
-        format!("unknown policy key(s) {} (ignored by sidecars, which use the default; known: {known})", unknown.join(", "))
+        format!(
+            "unknown policy key(s) {} (ignored by sidecars, which use the default; known: {known})",
+            unknown.join(", ")
+        )
     }))
 }
 

@@ -272,7 +272,8 @@ pub fn queue_item(index: usize, e: &Entry) -> serde_json::Value {
 /// `releases/` or `history/` node and no deploy entry. Every command that names a
 /// service (except `stage`, which has `--force`) refuses it alike (exit 3).
 pub async fn require_service(zk: &Zk, layout: &Layout, service: &str) -> anyhow::Result<()> {
-    let dirs = [layout.current_service(service), layout.staging(service), layout.releases(service), layout.history(service)];
+    let dirs =
+        [layout.current_service(service), layout.staging(service), layout.releases(service), layout.history(service)];
     for d in &dirs {
         if zk.stat(d).await?.is_some() {
             return Ok(());

@@ -81,8 +81,6 @@ pub fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
-
-
 /// A short human duration: `45s`, `3m12s`, `2h5m`.
 pub fn short(d: Duration) -> String {
     let s = d.as_secs();

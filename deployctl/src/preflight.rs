@@ -51,7 +51,8 @@ impl Preflight {
         let spare = total.saturating_sub(required);
         let parallel = spare.min(staging.policy.max_parallel);
         let todo: Vec<String> = online.iter().filter(|(_, v)| *v != staging.version).map(|(h, _)| h.clone()).collect();
-        let batches = if parallel == 0 { Vec::new() } else { todo.chunks(parallel as usize).map(<[_]>::to_vec).collect() };
+        let batches =
+            if parallel == 0 { Vec::new() } else { todo.chunks(parallel as usize).map(<[_]>::to_vec).collect() };
         let ahead: Vec<usize> =
             (0..before.queue.entries.len()).filter(|i| before.queue.entries[*i].service() != Some(service)).collect();
         let mut warnings = Vec::new();
@@ -72,9 +73,22 @@ impl Preflight {
         }
         if let Some(staged) = before.view.staging.as_ref().and_then(|s| s.ok()).filter(|s| s.version == staging.version)
         {
-            warnings.push(format!("{service} {} is already the staged release (staged by {})", staged.version, staged.staged_by));
+            warnings.push(format!(
+                "{service} {} is already the staged release (staged by {})",
+                staged.version, staged.staged_by
+            ));
         }
-        Preflight { online, upgrading, required, parallel, batches, position: ahead.len() + 1, ahead, warnings, refusal }
+        Preflight {
+            online,
+            upgrading,
+            required,
+            parallel,
+            batches,
+            position: ahead.len() + 1,
+            ahead,
+            warnings,
+            refusal,
+        }
     }
 
     /// Prints the plan (`stage --dry-run`); `err` is why the stage would be refused.

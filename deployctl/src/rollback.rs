@@ -74,13 +74,20 @@ fn target<'a>(service: &str, to: Option<&str>, f: &Facts<'a>) -> Result<&'a Rele
             None => previous(service, left, f.releases)?,
         },
     };
-    let release = find(&version).ok_or_else(|| Refusal::NotInCatalog { service: service.into(), version: version.clone() })?;
+    let release =
+        find(&version).ok_or_else(|| Refusal::NotInCatalog { service: service.into(), version: version.clone() })?;
     if staged == Some(version.as_str()) {
-        if let Some((_, e)) = f.queue.first_of(service).filter(|(_, e)| e.node.ok().is_some_and(|d| d.version == version)) {
+        if let Some((_, e)) =
+            f.queue.first_of(service).filter(|(_, e)| e.node.ok().is_some_and(|d| d.version == version))
+        {
             return Err(Refusal::AlreadyRollingTo { service: service.into(), version, path: e.node.path.clone() });
         }
         if f.view.host_versions().all(|(_, v)| v == version) {
-            return Err(Refusal::NothingToRollBack { service: service.into(), version, hosts: f.view.hosts.len() as u32 });
+            return Err(Refusal::NothingToRollBack {
+                service: service.into(),
+                version,
+                hosts: f.view.hosts.len() as u32,
+            });
         }
     }
     Ok(release)

@@ -26,8 +26,8 @@ use crate::artifact::{check_sha256, check_url, file_url, hash_file, signature};
 use crate::cli::StageArgs;
 use crate::error::{Invalid, Refusal};
 use crate::model::{Node, Queue, ServiceView, describe, queue_item, read, require_tree};
-use crate::preflight::Preflight;
 use crate::output::print_json;
+use crate::preflight::Preflight;
 use crate::zk::{Op, Txn, TxnFailure, classify, created_path};
 use anyhow::Context;
 use serde_json::json;
@@ -220,7 +220,13 @@ struct Built {
 }
 
 /// Applies the refusals and builds the transaction.
-fn build(ctx: &Ctx, args: &StageArgs, staging: &Staging, entry: &DeployEntry, before: &Before) -> anyhow::Result<Built> {
+fn build(
+    ctx: &Ctx,
+    args: &StageArgs,
+    staging: &Staging,
+    entry: &DeployEntry,
+    before: &Before,
+) -> anyhow::Result<Built> {
     let (l, service) = (&ctx.layout, &staging.service);
     for m in before.queue.malformed() {
         eprintln!("warning: ignoring a malformed deploy entry: {m}");

@@ -74,7 +74,8 @@ pub fn why_json(why: &[Why]) -> Vec<Value> {
 }
 
 fn to_json(queue: &Queue, rows: &[Row<'_>]) -> Value {
-    let queue_json: Vec<Value> = queue.entries.iter().enumerate().map(|(i, e)| crate::model::queue_item(i, e)).collect();
+    let queue_json: Vec<Value> =
+        queue.entries.iter().enumerate().map(|(i, e)| crate::model::queue_item(i, e)).collect();
     let services: Vec<Value> = rows.iter().map(|r| service_json(queue, r)).collect();
     json!({"queue": queue_json, "services": services, "problems": queue.malformed()})
 }
@@ -240,7 +241,8 @@ fn hosts_table(rows: &[Row<'_>]) -> Table {
     for r in rows {
         let v = &r.view;
         let note = |host: &str| {
-            let notes: Vec<String> = r.why.iter().filter(|w| host_of(w) == Some(host)).map(ToString::to_string).collect();
+            let notes: Vec<String> =
+                r.why.iter().filter(|w| host_of(w) == Some(host)).map(ToString::to_string).collect();
             notes.join("; ")
         };
         let ticket = |host: &str| {

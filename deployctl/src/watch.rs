@@ -159,7 +159,9 @@ async fn nothing_to_watch(ctx: &Ctx, service: Option<&str>) -> anyhow::Result<()
             Some(v) if at == view.hosts.len() => {
                 outln!("{s} {v}: no rollout in progress; all {at} online host(s) run the staged release");
             }
-            Some(v) => behind.push((s.clone(), format!("{at} of {} online host(s) run the staged {v}", view.hosts.len()))),
+            Some(v) => {
+                behind.push((s.clone(), format!("{at} of {} online host(s) run the staged {v}", view.hosts.len())))
+            }
             None if service.is_some() => behind.push((s.clone(), "nothing is staged".into())),
             None => {}
         }
@@ -270,7 +272,11 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                     "{at_target}/{total} hosts at {}; {state}; {}; {}",
                     t.entry.version,
                     steps.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", "),
-                    why.iter().map(|w| format!("{w:?}")).filter(|w| !w.starts_with("Stuck")).collect::<Vec<_>>().join("; ")
+                    why.iter()
+                        .map(|w| format!("{w:?}"))
+                        .filter(|w| !w.starts_with("Stuck"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
                 let mut msg = format!(
                     "{state}; {}; elapsed {}; eta {eta}",

@@ -92,7 +92,9 @@ pub fn explain(f: &Facts<'_>) -> Vec<Why> {
     if pos > 0 {
         let head = &f.queue.entries[0];
         out.push(match head.node.ok() {
-            Some(h) => Why::Behind { service: h.service.clone(), version: h.version.clone(), state: h.state.to_string() },
+            Some(h) => {
+                Why::Behind { service: h.service.clone(), version: h.version.clone(), state: h.state.to_string() }
+            }
             None => Why::BehindMalformed { path: head.node.path.clone() },
         });
     }
@@ -137,19 +139,30 @@ fn quorum(f: &Facts<'_>, entry: &Entry, version: &str, out: &mut Vec<Why>) {
 fn downloads(f: &Facts<'_>, entry: &Entry, version: &str, since: &str, out: &mut Vec<Why>) {
     let ticketed: BTreeSet<&str> = f.view.tickets.iter().map(|(t, _)| t.host.as_str()).collect();
     let marked: BTreeSet<&str> = entry.markers.iter().map(|(h, _)| h.as_str()).collect();
-    let failed: BTreeSet<&str> = entry.node.ok().map(|d| d.failed_hosts.iter().map(String::as_str).collect()).unwrap_or_default();
+    let failed: BTreeSet<&str> =
+        entry.node.ok().map(|d| d.failed_hosts.iter().map(String::as_str).collect()).unwrap_or_default();
     let mut quiet = Vec::new();
     for (host, node) in &f.view.hosts {
         let Some(c) = node.ok() else { continue };
-        if c.version == version || ticketed.contains(host.as_str()) || marked.contains(host.as_str()) || failed.contains(host.as_str()) {
+        if c.version == version
+            || ticketed.contains(host.as_str())
+            || marked.contains(host.as_str())
+            || failed.contains(host.as_str())
+        {
             continue;
         }
-        let event = f
-            .events
-            .iter()
-            .find(|e| e.event == EventKind::DownloadFailed && e.host.as_deref() == Some(host) && e.version.as_deref() == Some(version) && e.at.as_str() >= since);
+        let event = f.events.iter().find(|e| {
+            e.event == EventKind::DownloadFailed
+                && e.host.as_deref() == Some(host)
+                && e.version.as_deref() == Some(version)
+                && e.at.as_str() >= since
+        });
         match (c.last_error.as_ref(), event) {
-            (Some(err), ev) => out.push(Why::DownloadFailing { host: host.clone(), error: err.clone(), count: ev.and_then(|e| e.count).unwrap_or(1) }),
+            (Some(err), ev) => out.push(Why::DownloadFailing {
+                host: host.clone(),
+                error: err.clone(),
+                count: ev.and_then(|e| e.count).unwrap_or(1),
+            }),
             (None, Some(ev)) => out.push(Why::DownloadFailing {
                 host: host.clone(),
                 error: ev.detail.clone().unwrap_or_else(|| "no detail".into()),
@@ -171,7 +184,12 @@ mod tests {
     fn lines_read_as_documented() {
         let q = Why::Quorum { quorum: "3".into(), required: 3, online: 2 };
         assert_eq!(q.to_string(), "blocked: quorum 3 needs 3 online, 2 online");
-        let s = Why::Stuck { host: "web-03".into(), since: "t".into(), for_: "4m00s".into(), unlock: "deployctl unlock api web-03".into() };
+        let s = Why::Stuck {
+            host: "web-03".into(),
+            since: "t".into(),
+            for_: "4m00s".into(),
+            unlock: "deployctl unlock api web-03".into(),
+        };
         assert_eq!(s.to_string(), "web-03 stepping for 4m00s with no session — `deployctl unlock api web-03`");
         let p = Why::Paused { by: Some("ops@h".into()), reason: "error rate".into() };
         assert_eq!(p.to_string(), "paused by ops@h: error rate");

@@ -129,7 +129,10 @@ async fn stage_refuses_invalid_input_and_writes_nothing() {
         (stage_args("api", "1", "abc"), "invalid sha256 \"abc\": expected 64 hex digits"),
         (stage_args("api", "1", &not_hex), "expected 64 hex digits"),
         (vec!["stage", "api", "--version", "1", "--url", "ftp://x/a", "--sha256", &good, "--size", "1"], "invalid URL"),
-        (vec!["stage", "api", "--version", "1", "--url", "https://x/a", "--sha256", &good, "--no-fetch"], "--size BYTES"),
+        (
+            vec!["stage", "api", "--version", "1", "--url", "https://x/a", "--sha256", &good, "--no-fetch"],
+            "--size BYTES",
+        ),
         (vec!["stage", "api", "--version", "1", "--url", "https://x/a", "--size", "1"], "sha256 is unknown"),
         (vec!["stage", "api", "--version", "1", "--file", f, "--sha256", &good], "does not match"),
         (vec!["stage", "api", "--version", "1", "--file", f, "--size", "99"], "--size 99 does not match"),
@@ -234,7 +237,11 @@ async fn stage_prints_its_place_in_the_queue_and_needs_init() {
     assert_eq!(v["deploy"]["position"], 2);
     assert_eq!(v["deploy"]["queue_length"], 2);
     let ahead = &v["deploy"]["ahead"][0];
-    assert_eq!((ahead["service"].as_str(), ahead["state"].as_str(), ahead["position"].as_u64()), (Some("api"), Some("active"), Some(1)), "{v}");
+    assert_eq!(
+        (ahead["service"].as_str(), ahead["state"].as_str(), ahead["position"].as_u64()),
+        (Some("api"), Some("active"), Some(1)),
+        "{v}"
+    );
     assert_eq!(v["deploy"]["path"].as_str(), Some(deploy_entries(&c, &ctl.layout).await[1].0.as_str()));
 
     let fresh = Ctl::new("noinit");

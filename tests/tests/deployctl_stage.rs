@@ -75,7 +75,10 @@ async fn stage_refuses_what_it_cannot_fetch_or_verify_and_writes_nothing() {
             vec!["--url", &url, "--sha256", &wrong],
             vec![format!("the artifact at {url} has sha256 {good}, not the expected {wrong}")],
         ),
-        (vec!["--url", &url, "--sha256", &good, "--size", "5"], vec![format!("is {} bytes long, not the expected 5", bytes.len())]),
+        (
+            vec!["--url", &url, "--sha256", &good, "--size", "5"],
+            vec![format!("is {} bytes long, not the expected 5", bytes.len())],
+        ),
         (vec!["--url", &file_missing, "--sha256", &good], vec![format!("failed to read {file_missing}")]),
         (vec!["--url", &url, "--sha256", &good, "--no-fetch"], vec!["--no-fetch needs --size".into()]),
     ];
@@ -105,7 +108,10 @@ async fn no_fetch_takes_the_size_as_given() {
     ctl.ok(&["stage", "api", "--version", "2", "--url", &dead, "--sha256", &digest, "--size", "123", "--no-fetch"])
         .await;
     let staging = get(&c, &ctl.layout.staging("api")).await;
-    assert_eq!((staging["artifact"]["size"].as_u64(), staging["artifact"]["url"].as_str()), (Some(123), Some(dead.as_str())));
+    assert_eq!(
+        (staging["artifact"]["size"].as_u64(), staging["artifact"]["url"].as_str()),
+        (Some(123), Some(dead.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -116,7 +122,8 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
         online(&c, l, "api", h, "1.0").await;
     }
     let fake = "--url https://r/a --sha256 cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc --size 1 --no-fetch";
-    let web: Vec<&str> = ["stage", "web", "--version", "9", "--quorum", "0"].into_iter().chain(fake.split(' ')).collect();
+    let web: Vec<&str> =
+        ["stage", "web", "--version", "9", "--quorum", "0"].into_iter().chain(fake.split(' ')).collect();
     ctl.ok(&web).await;
     let before = snapshot(&c, &ctl.root).await;
     let stage: Vec<&str> = ["stage", "api", "--version", "2", "--quorum", "50%", "--max-parallel", "3", "--dry-run"]
@@ -126,7 +133,10 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
     let r = ctl.ok(&stage).await;
     assert!(r.stdout.contains("plan for api 2 (dry run: nothing written)"), "{r:?}");
     assert!(r.stdout.contains("4 host(s): web-01 1.0, web-02 1.0, web-03 1.0, web-04 1.0"), "{r:?}");
-    assert!(r.stdout.contains("50% of 4 = 2 must stay online; 4 - 2 = 2 may step, max_parallel 3: 2 at a time"), "{r:?}");
+    assert!(
+        r.stdout.contains("50% of 4 = 2 must stay online; 4 - 2 = 2 may step, max_parallel 3: 2 at a time"),
+        "{r:?}"
+    );
     let batches: Vec<&str> = r.stdout.lines().filter(|l| l.trim_start().starts_with("batch")).collect();
     assert_eq!(batches.len(), 2, "{r:?}");
     assert!(batches[0].ends_with("web-01, web-02") && batches[1].ends_with("web-03, web-04"), "{r:?}");
@@ -183,7 +193,9 @@ async fn restaging_a_version_at_another_url_records_it_and_warns() {
     let digest = sha256(&bytes);
     let (old, new) = (server.url("/old/a"), server.url("/new/a"));
     ctl.ok(&["stage", "api", "--version", "1", "--url", &old, "--sha256", &digest, "--quorum", "0"]).await;
-    let r = ctl.ok(&["stage", "api", "--version", "1", "--url", &new, "--sha256", &digest, "--quorum", "0", "--replace"]).await;
+    let r = ctl
+        .ok(&["stage", "api", "--version", "1", "--url", &new, "--sha256", &digest, "--quorum", "0", "--replace"])
+        .await;
     assert!(
         r.stderr.contains(&format!("warning: release api 1 was catalogued at {old}; the catalog now records {new}")),
         "{r:?}"
