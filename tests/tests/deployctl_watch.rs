@@ -171,4 +171,9 @@ async fn watch_rides_out_a_zookeeper_restart() {
     complete(&c, &ctl, "api", "1.1").await;
     assert_eq!(w.code().await, 0, "stdout {} stderr {}", w.stdout(), w.stderr());
     assert!(w.stderr().contains("connected again"), "{}", w.stderr());
+    assert!(
+        w.stdout().contains("api 1.1: stale since") && w.stdout().contains("ZooKeeper unreachable"),
+        "the progress was marked stale while ZooKeeper was down: {}",
+        w.stdout()
+    );
 }
