@@ -102,7 +102,11 @@ pub enum Command {
     /// Show SERVICE's release catalog, newest first.
     #[command(after_help = "Example:\n  deployctl releases api --json")]
     Releases(ServiceArg),
-    /// Print a shell completion script.
+    /// Print the names of services, or of a service's hosts or versions (for the completions).
+    #[command(hide = true)]
+    Complete(CompleteArgs),
+    /// Print a shell completion script (bash also completes service, host and version names
+    /// from ZooKeeper).
     #[command(after_help = "Example:\n  deployctl completions bash > /etc/bash_completion.d/deployctl")]
     Completions(CompletionsArgs),
 }
@@ -270,4 +274,24 @@ pub struct HistoryArgs {
 pub struct CompletionsArgs {
     /// The shell.
     pub shell: clap_complete::Shell,
+}
+
+/// What `complete` lists.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompleteWhat {
+    /// Every service.
+    Services,
+    /// The hosts of SERVICE (online, queued, stepping).
+    Hosts,
+    /// The catalog versions of SERVICE.
+    Versions,
+}
+
+/// `complete` arguments.
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// What to list.
+    pub what: CompleteWhat,
+    /// The service, for hosts and versions.
+    pub service: Option<String>,
 }

@@ -17,6 +17,7 @@ pub mod output;
 pub mod artifact;
 pub mod catalog;
 pub mod cli;
+pub mod completion;
 pub mod control;
 pub mod error;
 pub mod fetch;
@@ -33,7 +34,6 @@ pub mod why;
 pub mod zk;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use cli::{Cli, Command};
 use error::Invalid;
 use znode_schema::Layout;
@@ -64,8 +64,7 @@ pub fn default_identity() -> String {
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Completions(args) = &cli.command {
-        let mut cmd = Cli::command();
-        clap_complete::generate(args.shell, &mut cmd, "deployctl", &mut std::io::stdout());
+        out!("{}", completion::script(args.shell));
         return Ok(());
     }
     let layout = Layout::new(&cli.root).map_err(Invalid::from)?;
@@ -136,7 +135,7 @@ fn named_service(command: &Command) -> Option<&str> {
 
 async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema::Staging>) -> anyhow::Result<()> {
     // One order of refusals for every command: a bad name (2), no tree (3), no such service (3).
-    if !matches!(command, Command::Init(_) | Command::Check | Command::Completions(_)) {
+    if !matches!(command, Command::Init(_) | Command::Check | Command::Completions(_) | Command::Complete(_)) {
         if let Some(s) = named_service(&command) {
             znode_schema::validate_service(s).map_err(Invalid::from)?;
         }
@@ -177,6 +176,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema:
             catalog::show(ctx, &a.service).await
         }
         Command::Completions(_) => Ok(()),
+        Command::Complete(a) => completion::names(ctx, a.what, a.service.as_deref()).await,
     }
 }
 
