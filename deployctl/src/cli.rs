@@ -97,7 +97,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  deployctl unlock api web-03")]
     Unlock(UnlockArgs),
     /// Show SERVICE's history, newest first.
-    #[command(after_help = "Example:\n  deployctl history api --limit 50")]
+    #[command(after_help = "Examples:\n  deployctl history api --limit 50\n  deployctl history api --timeline api.svg")]
     History(HistoryArgs),
     /// Show SERVICE's release catalog, newest first.
     #[command(after_help = "Example:\n  deployctl releases api --json")]
@@ -267,6 +267,10 @@ pub struct HistoryArgs {
     /// How many events to show.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Instead of the table, draw the newest rollout (hosts against time: download and
+    /// queue, step, bake, failures) as an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
 }
 
 /// `completions` arguments.

@@ -29,6 +29,7 @@ pub mod rollback;
 pub mod security;
 pub mod stage;
 pub mod status;
+pub mod timeline;
 pub mod watch;
 pub mod why;
 pub mod zk;
@@ -169,7 +170,10 @@ async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema:
                 return Err(Invalid::Flag("--limit must be at least 1".into()).into());
             }
             znode_schema::validate_service(&a.service).map_err(Invalid::from)?;
-            history::show(ctx, &a.service, a.limit).await
+            match &a.timeline {
+                Some(file) => history::timeline(ctx, &a.service, file).await,
+                None => history::show(ctx, &a.service, a.limit).await,
+            }
         }
         Command::Releases(a) => {
             znode_schema::validate_service(&a.service).map_err(Invalid::from)?;
