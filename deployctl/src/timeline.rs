@@ -32,7 +32,8 @@ impl Kind {
         match self {
             Kind::Waiting => "#c9d6e8",
             Kind::Queued => "#f2d17a",
-            Kind::Step | Kind::Stepping => "#4a90d9",
+            Kind::Step => "#4a90d9",
+            Kind::Stepping => "#1f5fa8",
             Kind::Bake => "#7cc47c",
             Kind::Failed => "#d9534f",
         }
@@ -282,8 +283,8 @@ impl Picture {
         let legend_y = axis_y + 40.0;
         let kinds = [Kind::Waiting, Kind::Queued, Kind::Step, Kind::Stepping, Kind::Bake, Kind::Failed];
         for (i, k) in kinds.iter().enumerate() {
-            let lx = 10.0 + 150.0 * (i % 5) as f64;
-            let ly = legend_y + 18.0 * (i / 5) as f64;
+            let lx = 10.0 + 200.0 * (i % 4) as f64;
+            let ly = legend_y + 18.0 * (i / 4) as f64;
             let _ = writeln!(
                 s,
                 r#"<rect x="{lx}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
