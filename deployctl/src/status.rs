@@ -54,10 +54,18 @@ pub async fn reasons(
     view: &ServiceView,
     live: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<Vec<Why>> {
-    if queue.first_of(&view.name).is_none() {
-        return Ok(Vec::new());
-    }
-    let events = crate::history::newest(ctx, &view.name, 50).await?.unwrap_or_default();
+    let Some((_, entry)) = queue.first_of(&view.name) else { return Ok(Vec::new()) };
+    // The history is read only when a reason may come from it (who paused; a host
+    // behind with no ticket or marker may be failing to download), so `watch`'s polls
+    // stay a few reads each.
+    let d = entry.node.ok().expect("first_of yields decoded entries");
+    let quiet_host = view.host_versions().any(|(h, v)| {
+        v != d.version && !view.tickets.iter().any(|(t, _)| t.host == h) && !entry.markers.iter().any(|(m, _)| m == h)
+    });
+    let events = match d.state == znode_schema::DeployState::Paused || quiet_host {
+        true => crate::history::newest(ctx, &view.name, 50).await?.unwrap_or_default(),
+        false => Vec::new(),
+    };
     let events: Vec<_> = events.into_iter().filter_map(|n| n.value.ok()).collect();
     Ok(crate::why::explain(&crate::why::Facts { view, queue, live, events: &events }))
 }
