@@ -206,3 +206,58 @@ async fn restaging_a_version_at_another_url_records_it_and_warns() {
     assert_eq!(get(&c, &ctl.layout.staging("api")).await["artifact"]["url"], new.as_str());
     assert_eq!(deploy_entries(&c, &ctl.layout).await.len(), 1);
 }
+
+/// `openssl` with `args` in `dir`, which must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn stage_fetches_over_https_trusting_the_system_store() {
+    let (ctl, c) = setup("https").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (days, rsa) = (["-days", "1"], ["-newkey", "rsa:2048", "-nodes"]);
+    openssl(
+        d,
+        &[&["req", "-x509"][..], &rsa, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=baton test CA"], &days]
+            .concat(),
+    );
+    openssl(d, &[&["req"][..], &rsa, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let sign =
+        ["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem"];
+    openssl(d, &[&sign[..], &["-extfile", "ext.cnf"], &days].concat());
+    let bytes = b"an artifact served over https".to_vec();
+    std::fs::write(d.join("a.bin"), &bytes).unwrap();
+    let port = baton_tests::zk::free_port();
+    let mut server = std::process::Command::new("openssl");
+    server.args(["s_server", "-quiet", "-WWW", "-accept", &port.to_string(), "-cert", "leaf.pem", "-key", "leaf.key"]);
+    server.current_dir(d).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    let mut server = baton_tests::process::spawn_tied(server).expect("start openssl s_server");
+    baton_tests::eventually("openssl s_server to listen", std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let url = format!("https://localhost:{port}/a.bin");
+    let digest = sha256(&bytes);
+    let args = ["stage", "api", "--version", "2", "--url", &url, "--sha256", &digest];
+    // Not trusted: refused, naming the URL and the TLS error; nothing written.
+    let before = snapshot(&c, &ctl.root).await;
+    let r = ctl.run(&args).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains(&format!("failed to fetch {url}")) && r.stderr.contains("UnknownIssuer"), "{r:?}");
+    assert_eq!(snapshot(&c, &ctl.root).await, before, "nothing written");
+    // The system store (SSL_CERT_FILE, as rustls-native-certs reads it) trusts the CA.
+    let mut cmd = ctl.command(&args);
+    cmd.env("SSL_CERT_FILE", d.join("ca.pem"));
+    let r = baton_tests::ctl::run_command(cmd).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(get(&c, &ctl.layout.staging("api")).await["artifact"]["size"], bytes.len());
+    let _ = server.kill();
+    let _ = server.wait();
+}
