@@ -11,9 +11,10 @@ async fn main() {
     let cli = match baton_deployctl::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if json && e.use_stderr() => {
-            let err = anyhow::Error::from(baton_deployctl::error::Invalid::Flag(e.kind().to_string()))
-                .context(e.render().to_string().trim().to_string());
-            report(&err, true);
+            // clap's first line, without its `error: ` prefix and usage hints.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+            report(&anyhow::Error::from(baton_deployctl::error::Invalid::Flag(first)), true);
             std::process::exit(Exit::Usage as i32);
         }
         Err(e) => e.exit(),
