@@ -22,6 +22,7 @@ rm -rf "$dir/baton-dist"
 "$dir/baton-gen" "$dir/baton-dist"
 gzip -9n "$dir"/baton-dist/man/*.1   # Debian policy: compressed man pages
 mkdir -p "$target/debian"
-# Dev builds (the CI test): fast compression (a larger .deb, seconds instead of a minute).
-extra=(); [[ $profile == dev ]] && extra=(--fast)
+# Stripped binaries (the release profile keeps line tables); dev builds (the CI
+# test): fast compression too (a larger .deb, seconds instead of a minute).
+extra=(--strip); [[ $profile == dev ]] && extra+=(--fast)
 cargo deb -p baton-dist --no-build --profile "$profile" "${extra[@]}" --output "$target/debian/" | tail -1
