@@ -2,7 +2,6 @@
 //! release most online hosts run, and `deployctl releases`.
 
 use crate::Ctx;
-use crate::error::Refusal;
 use crate::model::{Node, ServiceView, read};
 use crate::output::{Table, print_json, short_sha};
 use serde_json::json;
@@ -39,24 +38,39 @@ pub fn most_popular(view: &ServiceView, catalog: &[Node<Release>], except: Optio
         .map(|(v, _)| v)
 }
 
-/// A staging payload for a catalog release, keeping the policy of `previous`.
-pub fn staging_for(ctx: &Ctx, release: &Release, previous: Option<&Staging>) -> Staging {
+/// A staging payload for a catalog release with the release's own policy (the one
+/// it was first staged with), or the defaults when the catalog entry predates
+/// recorded policies; never the policy of the release being left.
+pub fn staging_for(ctx: &Ctx, release: &Release) -> Staging {
     Staging {
         service: release.service.clone(),
         version: release.version.clone(),
         artifact: release.artifact.clone(),
-        policy: previous.map(|s| s.policy.clone()).unwrap_or_default(),
+        policy: release.policy.clone().unwrap_or_default(),
         staged_at: znode_schema::time::now(),
         staged_by: ctx.by.clone(),
     }
 }
 
+/// Where the policy of [`staging_for`] comes from, in words.
+pub fn policy_source(release: &Release) -> String {
+    match &release.policy {
+        Some(_) => format!("{}'s own policy from the catalog", release.version),
+        None => format!("the default policy (the catalog entry of {} records none)", release.version),
+    }
+}
+
+/// A policy in one line: `quorum 2, max_parallel 1, bake 10s, health_deadline 60s, max_failures 0`.
+pub fn policy_line(p: &znode_schema::Policy) -> String {
+    format!(
+        "quorum {}, max_parallel {}, bake {}, health_deadline {}, max_failures {}",
+        p.quorum, p.max_parallel, p.bake, p.health_deadline, p.max_failures
+    )
+}
+
 /// `deployctl releases SERVICE`.
 pub async fn show(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
-    let path = ctx.layout.releases(service);
-    let Some(releases) = read_all(ctx, service).await? else {
-        return Err(Refusal::NotFound { what: "release catalog".into(), service: service.into(), path }.into());
-    };
+    let releases = read_all(ctx, service).await?.unwrap_or_default();
     let view = ServiceView::read(&ctx.zk, &ctx.layout, service).await?;
     let staged = view.staged_version().map(String::from);
     let hosts_on = |v: &str| view.host_versions().filter(|(_, hv)| *hv == v).count();
@@ -93,9 +107,9 @@ pub async fn show(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
         }
     }
     if t.is_empty() {
-        println!("no releases of {service}");
+        outln!("no releases of {service}");
     } else {
-        print!("{}", t.render(""));
+        out!("{}", t.render(""));
     }
     Ok(())
 }

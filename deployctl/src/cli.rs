@@ -5,6 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use znode_schema::{HumanDuration, Quorum};
 
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// deployctl: stage releases and watch and steer rollouts coordinated by ZooKeeper.
 ///
 /// Every command reads or writes the znodes documented in docs/znode-schema.md; every
@@ -13,34 +16,34 @@ use znode_schema::{HumanDuration, Quorum};
 #[command(name = "deployctl", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// ZooKeeper connect string: HOST:PORT[,HOST:PORT...][/chroot].
-    #[arg(long, env = "BATON_ZK", global = true)]
+    #[arg(long, env = "BATON_ZK", global = true, help_heading = GLOBAL)]
     pub zk: Option<String>,
     /// Root of baton's tree in ZooKeeper.
-    #[arg(long, env = "BATON_ROOT", default_value = znode_schema::layout::DEFAULT_ROOT, global = true)]
+    #[arg(long, env = "BATON_ROOT", default_value = znode_schema::layout::DEFAULT_ROOT, global = true, help_heading = GLOBAL)]
     pub root: String,
     /// Print JSON instead of tables (shapes documented in docs/deployctl.md).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// Who you are in history events and payloads [default: $USER@hostname].
-    #[arg(long, env = "BATON_BY", global = true)]
+    #[arg(long, env = "BATON_BY", global = true, help_heading = GLOBAL)]
     pub by: Option<String>,
     /// History events kept per service; older ones are pruned after each write.
-    #[arg(long, default_value_t = crate::history::DEFAULT_KEEP, global = true)]
+    #[arg(long, default_value_t = crate::history::DEFAULT_KEEP, global = true, help_heading = GLOBAL)]
     pub history_keep: usize,
     /// ZooKeeper session timeout (the server clamps it to 2..20 ticks).
-    #[arg(long, default_value = "10s", global = true)]
+    #[arg(long, default_value = "10s", global = true, help_heading = GLOBAL)]
     pub session_timeout: HumanDuration,
     /// Connect over TLS, trusting the servers' certificates signed by this CA (PEM).
-    #[arg(long, env = "BATON_ZK_TLS_CA", global = true)]
+    #[arg(long, env = "BATON_ZK_TLS_CA", global = true, help_heading = GLOBAL)]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for TLS: an x509 identity such as CN=deployer.
-    #[arg(long, env = "BATON_ZK_TLS_CERT", global = true)]
+    #[arg(long, env = "BATON_ZK_TLS_CERT", global = true, help_heading = GLOBAL)]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
-    #[arg(long, env = "BATON_ZK_TLS_KEY", global = true)]
+    #[arg(long, env = "BATON_ZK_TLS_KEY", global = true, help_heading = GLOBAL)]
     pub tls_key: Option<PathBuf>,
     /// Log in with a digest identity: a file holding user:password (use it over TLS).
-    #[arg(long, env = "BATON_ZK_DIGEST_FILE", global = true)]
+    #[arg(long, env = "BATON_ZK_DIGEST_FILE", global = true, help_heading = GLOBAL)]
     pub digest_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -56,14 +59,18 @@ pub enum Command {
         deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key init \\\n    \
         --deployer x509:CN=deployer,O=baton --sidecar x509:CN=sidecar,O=baton --reader world")]
     Init(InitArgs),
-    /// Report every node whose ACL grants more than the layout's (exit 3 if any, or if the tree is open).
+    /// Validate every node under the root as the sidecars read it (payloads, policy keys, staged
+    /// releases without a deploy entry) and report every ACL looser than the layout's (exit 3 on
+    /// any problem, or if the tree is open).
     #[command(
         after_help = "Example:\n  deployctl --zk zk1:2281 --tls-ca ca.pem --tls-cert deployer.pem --tls-key deployer.key check"
     )]
     Check,
     /// Stage a release: catalog it, make it the staged release of SERVICE and queue its rollout.
     #[command(after_help = "Examples:\n  \
-        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --size 12345\n  \
+        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex>\n  \
+        deployctl stage api --version 1.4.0 --url https://far/api.tar.gz --sha256 <64 hex> --size 12345 --no-fetch\n  \
+        deployctl stage api --version 1.4.0 --url https://repo/api-1.4.0.tar.gz --sha256 <64 hex> --dry-run\n  \
         deployctl stage api --version 1.4.0 --file ./api-1.4.0.tar.gz --url https://repo/api-1.4.0.tar.gz \\\n    \
         --quorum 60% --max-parallel 2 --bake 30s")]
     Stage(Box<StageArgs>),
@@ -93,12 +100,16 @@ pub enum Command {
     #[command(after_help = "Example:\n  deployctl unlock api web-03")]
     Unlock(UnlockArgs),
     /// Show SERVICE's history, newest first.
-    #[command(after_help = "Example:\n  deployctl history api --limit 50")]
+    #[command(after_help = "Examples:\n  deployctl history api --limit 50\n  deployctl history api --timeline api.svg")]
     History(HistoryArgs),
     /// Show SERVICE's release catalog, newest first.
     #[command(after_help = "Example:\n  deployctl releases api --json")]
     Releases(ServiceArg),
-    /// Print a shell completion script.
+    /// Print the names of services, or of a service's hosts or versions (for the completions).
+    #[command(hide = true)]
+    Complete(CompleteArgs),
+    /// Print a shell completion script (bash also completes service, host and version names
+    /// from ZooKeeper).
     #[command(after_help = "Example:\n  deployctl completions bash > /etc/bash_completion.d/deployctl")]
     Completions(CompletionsArgs),
 }
@@ -138,9 +149,18 @@ pub struct StageArgs {
     /// The artifact's sha256, 64 hex digits [default with --file: computed].
     #[arg(long)]
     pub sha256: Option<String>,
-    /// The artifact's size in bytes [default with --file: its size].
+    /// The artifact's size in bytes [default: measured by fetching the artifact, or --file's size];
+    /// checked against the fetched artifact unless --no-fetch.
     #[arg(long)]
     pub size: Option<u64>,
+    /// Do not fetch the artifact to check it (for an artifact this machine cannot reach):
+    /// --sha256 and --size are then taken as given.
+    #[arg(long, requires = "sha256", conflicts_with = "file")]
+    pub no_fetch: bool,
+    /// Print the plan (hosts online, quorum arithmetic, batches, queue position,
+    /// warnings, refusals) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// A local copy of the artifact: its sha256 and size are computed (and checked against
     /// --sha256 and --size when given).
     #[arg(long)]
@@ -185,8 +205,9 @@ pub struct StageArgs {
     /// Supersede the service's unfinished rollout (its deploy entry is deleted).
     #[arg(long)]
     pub replace: bool,
-    /// Stage a service that no sidecar has ever registered (no `current/<service>`):
-    /// refused otherwise, since such a rollout has no host to move it.
+    /// Stage anyway when no sidecar has ever registered the service (nothing under
+    /// `current/<service>`, no catalog, no history), or when the quorum can never be met
+    /// by the hosts online: refused otherwise, since such a rollout never moves.
     #[arg(long)]
     pub force: bool,
     /// A minisign signature of the artifact (`minisign -S -m ARTIFACT -t "baton SERVICE
@@ -268,6 +289,10 @@ pub struct HistoryArgs {
     /// How many events to show.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Instead of the table, draw the newest rollout (hosts against time: download and
+    /// queue, step, bake, failures) as an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
 }
 
 /// `completions` arguments.
@@ -275,4 +300,24 @@ pub struct HistoryArgs {
 pub struct CompletionsArgs {
     /// The shell.
     pub shell: clap_complete::Shell,
+}
+
+/// What `complete` lists.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompleteWhat {
+    /// Every service.
+    Services,
+    /// The hosts of SERVICE (online, queued, stepping).
+    Hosts,
+    /// The catalog versions of SERVICE.
+    Versions,
+}
+
+/// `complete` arguments.
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// What to list.
+    pub what: CompleteWhat,
+    /// The service, for hosts and versions.
+    pub service: Option<String>,
 }

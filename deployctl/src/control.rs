@@ -140,7 +140,7 @@ pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&st
             print_json(&json!({"service": service, "path": entry.node.path, "entry": new}));
         } else {
             let verb = if pause { "paused" } else { "resumed" };
-            println!("{verb} {service}'s rollout to {} ({})", new.version, entry.node.path);
+            outln!("{verb} {service}'s rollout to {} ({})", new.version, entry.node.path);
         }
         return Ok(());
     }
@@ -255,8 +255,8 @@ pub async fn abort(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
             print_json(&json!({"service": service, "version": d.version, "removed": paths, "staged_version": back_to
                 .clone().or_else(|| view.staged_version().map(String::from)), "hosts_mid_step": in_flight}));
         } else {
-            println!("aborted {service}'s rollout to {} (removed {})", d.version, paths.join(", "));
-            println!("{detail}");
+            outln!("aborted {service}'s rollout to {} (removed {})", d.version, paths.join(", "));
+            outln!("{detail}");
         }
         return Ok(());
     }
@@ -281,7 +281,7 @@ fn restage_majority(
         eprintln!("warning: {} {target}, which most hosts run, is not in the catalog: staging left as is", view.name);
         return None;
     };
-    let new = catalog::staging_for(ctx, release, staging.ok());
+    let new = catalog::staging_for(ctx, release);
     txn.push(Op::Set { path: staging.path.clone(), data: encode(&new), version: staging.version });
     Some(target)
 }
@@ -320,7 +320,7 @@ pub async fn unlock(ctx: &Ctx, service: &str, host: &str, force: bool) -> anyhow
         if ctx.json {
             print_json(&json!({"service": service, "host": host, "removed": marker.path, "forced": force}));
         } else {
-            println!("unlocked {host} in {service}'s rollout to {} (removed {})", d.version, marker.path);
+            outln!("unlocked {host} in {service}'s rollout to {} (removed {})", d.version, marker.path);
         }
         return Ok(());
     }

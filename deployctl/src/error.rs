@@ -2,10 +2,10 @@
 //!
 //! | code | meaning |
 //! | ---- | ------- |
-//! | 0 | success (`watch`: the rollout completed) |
+//! | 0 | success (`watch`: the rollout completed; a closed stdout) |
 //! | 1 | runtime error: ZooKeeper unreachable, a transaction kept conflicting, I/O |
-//! | 2 | usage error or invalid input, refused before anything was written |
-//! | 3 | refused by the state in ZooKeeper (conflict), nothing written |
+//! | 2 | usage error or invalid input (an artifact that cannot be fetched or verified too), nothing written |
+//! | 3 | refused by the state in ZooKeeper: no tree, no such service, a conflict; nothing written |
 //! | 4 | `watch`: the rollout halted, or was aborted or superseded |
 
 use znode_schema::{NameError, layout::RootError, policy::PolicyError};
@@ -25,14 +25,19 @@ pub enum Exit {
     Halted = 4,
 }
 
-/// The text appended to `deployctl --help`.
+/// The text appended to `deployctl --help`: the one table for every command
+/// (docs/deployctl.md has it too).
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success (watch: the rollout completed)
-  1  runtime error (ZooKeeper unreachable, conflicting writers, I/O)
-  2  usage error or invalid input, refused before anything was written
-  3  refused by the state in ZooKeeper (conflict), nothing written
-  4  watch: the rollout halted, or was aborted or superseded";
+  0  success; watch: every watched rollout completed; a closed stdout (`| head`) ends quietly with 0
+  1  runtime error: ZooKeeper unreachable, other writers kept winning, I/O, watch --timeout
+  2  usage error or invalid input (names, flags, sha256, URL, policy, an artifact that cannot be
+     fetched or does not match --sha256/--size), refused before anything was written
+  3  refused by the state in ZooKeeper, nothing written: no tree (run init), no such service,
+     a conflict (unfinished rollout, immutable version, nothing to resume/roll back...),
+     check found problems
+  4  watch: a rollout halted, or was aborted, rolled back or superseded
+The table is the same for every command. Under --json an error is one line on stderr: {\"error\": \"…\", \"exit\": 3, \"kind\": \"refused\"}.";
 
 /// An input refused before anything was written (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +76,21 @@ pub enum Invalid {
     /// Neither `--url` nor a local copy to point at.
     #[error("the artifact's URL is unknown: give --url URL or --file PATH")]
     NoUrl,
-    /// The size is unknown.
+    /// The size is unknown (`--no-fetch` without `--size`).
     #[error(
-        "the artifact's size is unknown: give --size BYTES or --file PATH \
+        "the artifact's size is unknown: --no-fetch needs --size BYTES \
          (hosts verify the size as well as the sha256)"
     )]
     NoSize,
+    /// The artifact could not be fetched from its URL.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// The fetched artifact's sha256 is not the one given.
+    #[error("the artifact at {url} has sha256 {actual}, not the expected {expected} (--sha256); nothing was staged")]
+    FetchedSha256 { url: String, expected: String, actual: String },
+    /// The fetched artifact's size is not the one given.
+    #[error("the artifact at {url} is {actual} bytes long, not the expected {given} (--size); nothing was staged")]
+    FetchedSize { url: String, given: u64, actual: u64 },
     /// No ZooKeeper to talk to.
     #[error("no ZooKeeper given: use --zk HOST:PORT[,HOST:PORT...][/chroot] or set BATON_ZK")]
     NoZk,
@@ -112,6 +126,13 @@ pub enum Refusal {
          add --force to stage it anyway"
     )]
     NeverRegistered { service: String, path: String },
+    /// The quorum can never be met by the hosts online: nobody could ever step.
+    #[error(
+        "quorum {quorum} of {service} needs {required} host(s) to stay online while one steps, but {online} \
+         host(s) are online (and {upgrading} upgrading): no host could ever take its step; \
+         lower --quorum, or add --force to stage it anyway"
+    )]
+    QuorumUnreachable { service: String, quorum: String, required: u32, online: u32, upgrading: u32 },
     /// The service has no deploy entry.
     #[error("no unfinished rollout of {service}")]
     NoRollout { service: String },
@@ -150,9 +171,18 @@ pub enum Refusal {
     /// Nothing to roll back to.
     #[error("no release of {service} to roll back to: {why}")]
     NoRollbackTarget { service: String, why: String },
-    /// Rollback to what is staged without a rollout in flight.
-    #[error("{service} {version} is already staged and no rollout of {service} is in progress")]
-    AlreadyStaged { service: String, version: String },
+    /// Rollback to what every online host already runs.
+    #[error("nothing to roll back: {service} {version} is staged and every online host ({hosts}) runs it")]
+    NothingToRollBack { service: String, version: String, hosts: u32 },
+    /// Rollback to the release a rollout is already moving to.
+    #[error("{service} is already rolling to {version} ({path}); watch it with `deployctl watch {service}`")]
+    AlreadyRollingTo { service: String, version: String, path: String },
+    /// A second rollback without `--to`: it would walk back one more release.
+    #[error(
+        "{service} was already rolled back to {version} by {by} at {at}; a second rollback would walk the fleet \
+         back one more release: give --to VERSION to do that"
+    )]
+    AlreadyRolledBack { service: String, version: String, by: String, at: String },
     /// `watch` of a service without a rollout that is not complete either.
     #[error("no unfinished rollout of {service} to watch ({detail})")]
     NothingToWatch { service: String, detail: String },
@@ -172,6 +202,15 @@ pub enum Refusal {
         "{count} node(s) under {root} have an ACL looser than the layout's; `deployctl init` with the same roles tightens them"
     )]
     LooseAcls { root: String, count: usize },
+    /// `check` found payloads the sidecars cannot read, or read otherwise than meant.
+    #[error("{count} node(s) under {root} are invalid (listed above)")]
+    InvalidNodes { root: String, count: usize },
+    /// A service of which nothing is known.
+    #[error(
+        "no such service {service}: nothing under {root}/current, staging, releases or history, and no deploy entry; \
+         is the name right?"
+    )]
+    UnknownService { service: String, root: String },
     /// `history`/`releases` of an unknown service.
     #[error("{what} of {service} not found at {path}")]
     NotFound { what: String, service: String, path: String },
@@ -187,6 +226,31 @@ pub struct Halted {
     pub version: String,
     /// Why: the halt reason, or who aborted it.
     pub reason: String,
+}
+
+impl Exit {
+    /// The name of the code in JSON errors.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Runtime => "runtime",
+            Exit::Usage => "usage",
+            Exit::Refused => "refused",
+            Exit::Halted => "halted",
+        }
+    }
+}
+
+/// Prints an error on stderr: `deployctl: <what failed>: <why>`, or under `--json`
+/// one line `{"error": "<what failed>: <why>", "exit": 3, "kind": "refused"}`.
+pub fn report(err: &anyhow::Error, json: bool) {
+    let code = exit_code(err);
+    if json {
+        let v = serde_json::json!({"error": format!("{err:#}"), "exit": code as i32, "kind": code.kind()});
+        eprintln!("{v}");
+    } else {
+        eprintln!("deployctl: {err:#}");
+    }
 }
 
 /// The exit code for an error: the first typed cause found in its chain decides.

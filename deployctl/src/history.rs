@@ -2,10 +2,10 @@
 //! pruning to the newest N per service, and `deployctl history`.
 
 use crate::Ctx;
-use crate::error::Refusal;
 use crate::model::{Node, read};
 use crate::output::{Table, print_json};
 use crate::zk::{Op, Txn};
+use anyhow::Context;
 use serde_json::json;
 use znode_schema::{EventKind, HistoryEvent, SeqName, encode, layout::EVENT_PREFIX};
 
@@ -85,10 +85,7 @@ pub async fn newest(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<Op
 
 /// `deployctl history SERVICE [--limit N]`.
 pub async fn show(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<()> {
-    let path = ctx.layout.history(service);
-    let Some(events) = newest(ctx, service, limit).await? else {
-        return Err(Refusal::NotFound { what: "history".into(), service: service.into(), path }.into());
-    };
+    let events = newest(ctx, service, limit).await?.unwrap_or_default();
     if ctx.json {
         let rows: Vec<_> = events.iter().map(event_json).collect();
         print_json(&json!({ "service": service, "events": rows }));
@@ -112,9 +109,9 @@ pub async fn show(ctx: &Ctx, service: &str, limit: usize) -> anyhow::Result<()> 
         }
     }
     if t.is_empty() {
-        println!("no history for {service}");
+        outln!("no history for {service}");
     } else {
-        print!("{}", t.render(""));
+        out!("{}", t.render(""));
     }
     Ok(())
 }
@@ -129,4 +126,47 @@ fn event_json(node: &Node<HistoryEvent>) -> serde_json::Value {
         }
         Err(m) => json!(m),
     }
+}
+
+/// `deployctl history SERVICE --timeline FILE.svg`: the newest rollout drawn (see
+/// [`crate::timeline`]).
+pub async fn timeline(ctx: &Ctx, service: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let nodes = newest(ctx, service, ctx.history_keep.max(DEFAULT_KEEP)).await?.unwrap_or_default();
+    let mut events = Vec::new();
+    for n in nodes.into_iter().rev() {
+        let Ok(e) = n.value else { continue };
+        let ctime = ctx
+            .zk
+            .stat(&n.path)
+            .await?
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_millis(s.ctime as u64));
+        if let Some(t) = ctime.or_else(|| znode_schema::time::parse(&e.at)) {
+            events.push((e, t));
+        }
+    }
+    let queue = crate::model::Queue::read(&ctx.zk, &ctx.layout).await?;
+    let view = crate::model::ServiceView::read(&ctx.zk, &ctx.layout, service).await?;
+    let version = events.iter().rev().find(|(e, _)| matches!(e.event, EventKind::Staged | EventKind::RolledBack));
+    let version = version.and_then(|(e, _)| e.version.clone()).unwrap_or_default();
+    let release = read::<znode_schema::Release>(&ctx.zk, &ctx.layout.release(service, &version)).await?;
+    let policy = release.as_ref().and_then(|r| r.ok()).and_then(|r| r.policy.clone()).or_else(|| {
+        view.staging.as_ref().and_then(|s| s.ok()).filter(|s| s.version == version).map(|s| s.policy.clone())
+    });
+    let Some(picture) = crate::timeline::picture(service, &events, policy.as_ref(), &view, &queue) else {
+        return Err(crate::error::Refusal::NotFound {
+            what: "a staged release in the history".into(),
+            service: service.into(),
+            path: ctx.layout.history(service),
+        }
+        .into());
+    };
+    std::fs::write(file, picture.svg()).with_context(|| format!("failed to write {}", file.display()))?;
+    if ctx.json {
+        print_json(
+            &json!({"service": service, "version": version, "file": file.display().to_string(), "hosts": picture.hosts()}),
+        );
+    } else {
+        outln!("wrote {}: {service} {version}, {} host(s)", file.display(), picture.hosts());
+    }
+    Ok(())
 }

@@ -10,23 +10,31 @@
 //! - [`output`]: tables and JSON.
 //! - [`security`]: `init --deployer … --sidecar …` (roles and ACLs of the tree) and `check`.
 
+// First: its `out!`/`outln!` macros are used by the modules below.
+#[macro_use]
+pub mod output;
+
 pub mod artifact;
 pub mod catalog;
 pub mod cli;
+pub mod completion;
 pub mod control;
 pub mod error;
+pub mod fetch;
 pub mod history;
+pub mod inspect;
 pub mod model;
-pub mod output;
+pub mod preflight;
 pub mod rollback;
 pub mod security;
 pub mod stage;
 pub mod status;
+pub mod timeline;
 pub mod watch;
+pub mod why;
 pub mod zk;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use cli::{Cli, Command};
 use error::Invalid;
 use znode_schema::Layout;
@@ -57,8 +65,7 @@ pub fn default_identity() -> String {
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Completions(args) = &cli.command {
-        let mut cmd = Cli::command();
-        clap_complete::generate(args.shell, &mut cmd, "deployctl", &mut std::io::stdout());
+        out!("{}", completion::script(args.shell));
         return Ok(());
     }
     let layout = Layout::new(&cli.root).map_err(Invalid::from)?;
@@ -69,17 +76,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if by.trim().is_empty() || by.chars().any(char::is_control) {
         return Err(Invalid::Flag(format!("--by {by:?} must be a non-empty single line")).into());
     }
+    // zookeeper-client's TLS and reqwest bring two crypto providers: pick one (again is harmless).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Every input of `stage` (and `init`'s ids) is checked before connecting.
     let mut staging = match &cli.command {
-        Command::Stage(args) => Some(stage::plan(args, &by, &znode_schema::time::now())?),
+        Command::Stage(args) => Some(stage::plan(args, &by, &znode_schema::time::now()).await?),
         _ => None,
     };
     if let Command::Init(args) = &cli.command {
         security::roles(args)?;
     }
     let connect = cli.zk.clone().filter(|z| !z.trim().is_empty()).ok_or(Invalid::NoZk)?;
-    // zookeeper-client's TLS brings two crypto providers: pick one (again is harmless).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let creds = zk::Creds { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key, digest_file: cli.digest_file };
     creds.check().map_err(|e| Invalid::Flag(e.to_string()))?;
     let mut zk = zk::Zk::connect(&connect, cli.session_timeout.0, &creds).await?;
@@ -113,7 +120,31 @@ fn denied(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The service a command names, when it must exist (every command but `stage`).
+fn named_service(command: &Command) -> Option<&str> {
+    match command {
+        Command::Status(a) => a.service.as_deref(),
+        Command::Watch(a) => a.service.as_deref(),
+        Command::Pause(a) => Some(&a.service),
+        Command::Resume(a) | Command::Abort(a) | Command::Releases(a) => Some(&a.service),
+        Command::Rollback(a) => Some(&a.service),
+        Command::Unlock(a) => Some(&a.service),
+        Command::History(a) => Some(&a.service),
+        _ => None,
+    }
+}
+
 async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema::Staging>) -> anyhow::Result<()> {
+    // One order of refusals for every command: a bad name (2), no tree (3), no such service (3).
+    if !matches!(command, Command::Init(_) | Command::Check | Command::Completions(_) | Command::Complete(_)) {
+        if let Some(s) = named_service(&command) {
+            znode_schema::validate_service(s).map_err(Invalid::from)?;
+        }
+        model::require_tree(&ctx.zk, &ctx.layout).await?;
+        if let Some(s) = named_service(&command) {
+            model::require_service(&ctx.zk, &ctx.layout, s).await?;
+        }
+    }
     match command {
         Command::Init(a) => {
             init(ctx).await?;
@@ -140,13 +171,17 @@ async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema:
                 return Err(Invalid::Flag("--limit must be at least 1".into()).into());
             }
             znode_schema::validate_service(&a.service).map_err(Invalid::from)?;
-            history::show(ctx, &a.service, a.limit).await
+            match &a.timeline {
+                Some(file) => history::timeline(ctx, &a.service, file).await,
+                None => history::show(ctx, &a.service, a.limit).await,
+            }
         }
         Command::Releases(a) => {
             znode_schema::validate_service(&a.service).map_err(Invalid::from)?;
             catalog::show(ctx, &a.service).await
         }
         Command::Completions(_) => Ok(()),
+        Command::Complete(a) => completion::names(ctx, a.what, a.service.as_deref()).await,
     }
 }
 
@@ -176,10 +211,10 @@ async fn init(ctx: &Ctx) -> anyhow::Result<()> {
             &serde_json::json!({"root": root, "created": created, "existing": paths.len() - created.len()}),
         );
     } else if created.is_empty() {
-        println!("the tree under {root} already exists");
+        outln!("the tree under {root} already exists");
     } else {
         for p in &created {
-            println!("created {p}");
+            outln!("created {p}");
         }
     }
     Ok(())

@@ -261,3 +261,41 @@ pub fn describe(e: &Entry) -> String {
         Err(m) => format!("{} (malformed: {})", e.name, m.error),
     }
 }
+
+/// One queue entry as JSON, the one shape every command prints (`queue`, `ahead`):
+/// `{"position", "path", "service", "version", "state", "reason", "markers"}`, or
+/// `{"position", "path", "error"}` for a malformed entry. `index` is 0-based.
+pub fn queue_item(index: usize, e: &Entry) -> serde_json::Value {
+    match &e.node.value {
+        Ok(d) => serde_json::json!({"position": index + 1, "path": e.node.path, "service": d.service,
+            "version": d.version, "state": d.state, "reason": d.reason, "markers": e.markers.len()}),
+        Err(m) => serde_json::json!({"position": index + 1, "path": m.path, "error": m.error}),
+    }
+}
+
+/// Refuses a service of which nothing is known: no `current/`, `staging/`,
+/// `releases/` or `history/` node and no deploy entry. Every command that names a
+/// service (except `stage`, which has `--force`) refuses it alike (exit 3).
+pub async fn require_service(zk: &Zk, layout: &Layout, service: &str) -> anyhow::Result<()> {
+    let dirs =
+        [layout.current_service(service), layout.staging(service), layout.releases(service), layout.history(service)];
+    for d in &dirs {
+        if zk.stat(d).await?.is_some() {
+            return Ok(());
+        }
+    }
+    if Queue::read(zk, layout).await?.first_of(service).is_some() {
+        return Ok(());
+    }
+    Err(crate::error::Refusal::UnknownService { service: service.into(), root: layout.root().into() }.into())
+}
+
+/// Hosts with a live `current/<service>/<host>` node of any service: only a live
+/// session keeps one (a live sidecar registers `baton-sidecar` at least).
+pub async fn live_hosts(zk: &Zk, layout: &Layout) -> Result<std::collections::BTreeSet<String>, ZkError> {
+    let mut out = std::collections::BTreeSet::new();
+    for service in zk.children(&layout.current_dir()).await?.unwrap_or_default() {
+        out.extend(zk.children(&layout.current_service(&service)).await?.unwrap_or_default());
+    }
+    Ok(out)
+}

@@ -1,5 +1,18 @@
 //! Output for people (aligned tables, short durations) and for scripts (JSON).
 
+/// `print!` through [`write_out`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_out(format_args!($($arg)*)) };
+}
+
+/// `println!` through [`write_out`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -50,7 +63,22 @@ impl Table {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+    outln!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+}
+
+/// Writes to stdout. A reader that went away (`deployctl status | head -1`) ends
+/// deployctl quietly with exit 0: it has read what it wanted. Other write errors
+/// end it with exit 1 and a message.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "deployctl: failed to write to stdout: {e}");
+        std::process::exit(crate::error::Exit::Runtime as i32);
+    }
 }
 
 /// A short human duration: `45s`, `3m12s`, `2h5m`.

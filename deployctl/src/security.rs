@@ -88,40 +88,72 @@ pub async fn secure(ctx: &mut Ctx, roles: Security) -> anyhow::Result<()> {
     if ctx.json {
         print_json(&json!({"root": root, "security": roles, "acl_set": changed, "acl_kept": kept}));
     } else {
-        println!(
+        outln!(
             "secured the tree under {root}: roles in {path}; set the ACL of {changed} node(s), {kept} already right"
         );
     }
     Ok(())
 }
 
-/// `deployctl check`: every node whose ACL grants more than the layout's.
+/// `deployctl check`: every payload as the sidecars read it ([`crate::inspect`]),
+/// then every node whose ACL grants more than the layout's. Exit 3 on any finding,
+/// or when the tree is open.
 pub async fn check(ctx: &Ctx) -> anyhow::Result<()> {
     let root = ctx.layout.root().to_string();
-    let Some(roles) = ctx.zk.get(&ctx.layout.security()).await? else {
-        return Err(Refusal::OpenTree { root }.into());
+    crate::model::require_tree(&ctx.zk, &ctx.layout).await?;
+    let paths = walk(ctx).await?;
+    let mut invalid = Vec::new();
+    for p in &paths {
+        let node = ctx.layout.classify(p).unwrap_or(Node::Other);
+        if let Some((raw, _)) = ctx.zk.get(p).await? {
+            crate::inspect::payload(node, p, &raw, &mut invalid);
+        }
+    }
+    let queue = crate::model::Queue::read(&ctx.zk, &ctx.layout).await?;
+    let mut views = Vec::new();
+    for s in ctx.zk.children(&ctx.layout.staging_dir()).await?.unwrap_or_default() {
+        views.push(crate::model::ServiceView::read(&ctx.zk, &ctx.layout, &s).await?);
+    }
+    invalid.extend(crate::inspect::unrolled(&ctx.layout, &queue, &views));
+    let roles = match ctx.zk.get(&ctx.layout.security()).await? {
+        Some((raw, _)) => znode_schema::decode::<Security>(&ctx.layout.security(), &raw).ok(),
+        None => None,
     };
-    let roles: Security = znode_schema::decode(&ctx.layout.security(), &roles.0)?;
     let mut loose = Vec::new();
-    let mut checked = 0;
-    for p in walk(ctx).await? {
-        let node = ctx.layout.classify(&p).unwrap_or(Node::Other);
-        let Some(have) = ctx.zk.get_acl(&p).await? else { continue };
-        checked += 1;
+    for p in paths.iter().filter(|_| roles.is_some()) {
+        let roles = roles.as_ref().expect("filtered");
+        let node = ctx.layout.classify(p).unwrap_or(Node::Other);
+        let Some(have) = ctx.zk.get_acl(p).await? else { continue };
         let extra = roles.looser(node, &have);
         if !extra.is_empty() {
             let want: Vec<String> = roles.acl(node, &[]).iter().map(ToString::to_string).collect();
-            loose.push((p, extra.iter().map(ToString::to_string).collect::<Vec<_>>(), want));
+            loose.push((p.clone(), extra.iter().map(ToString::to_string).collect::<Vec<_>>(), want));
         }
     }
+    let checked = paths.len();
     if ctx.json {
         let nodes: Vec<_> = loose.iter().map(|(p, e, w)| json!({"path": p, "extra": e, "expected": w})).collect();
-        print_json(&json!({"root": root, "checked": checked, "loose": nodes}));
+        print_json(&json!({"root": root, "checked": checked, "open": roles.is_none(), "invalid": invalid,
+                           "loose": nodes}));
     } else {
-        for (p, extra, want) in &loose {
-            println!("LOOSE {p}: grants {} (the layout's ACL: {})", extra.join(", "), want.join(", "));
+        for f in &invalid {
+            outln!("INVALID {}: {}", f.path, f.problem);
         }
-        println!("checked {checked} node(s) under {root}: {} looser than the layout", loose.len());
+        for (p, extra, want) in &loose {
+            outln!("LOOSE {p}: grants {} (the layout's ACL: {})", extra.join(", "), want.join(", "));
+        }
+        outln!(
+            "checked {checked} node(s) under {root}: {} invalid, {} looser than the layout{}",
+            invalid.len(),
+            loose.len(),
+            if roles.is_none() { " (open tree: ACLs not checked)" } else { "" }
+        );
+    }
+    if !invalid.is_empty() {
+        return Err(Refusal::InvalidNodes { root, count: invalid.len() }.into());
+    }
+    if roles.is_none() {
+        return Err(Refusal::OpenTree { root }.into());
     }
     match loose.len() {
         0 => Ok(()),

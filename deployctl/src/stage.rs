@@ -25,8 +25,9 @@ use crate::Ctx;
 use crate::artifact::{check_sha256, check_url, file_url, hash_file, signature};
 use crate::cli::StageArgs;
 use crate::error::{Invalid, Refusal};
-use crate::model::{Node, Queue, ServiceView, describe, read, require_tree};
+use crate::model::{Node, Queue, ServiceView, describe, queue_item, read, require_tree};
 use crate::output::print_json;
+use crate::preflight::Preflight;
 use crate::zk::{Op, Txn, TxnFailure, classify, created_path};
 use anyhow::Context;
 use serde_json::json;
@@ -39,37 +40,30 @@ use znode_schema::{
 const ATTEMPTS: usize = 5;
 
 /// Checks every input and builds the staging payload, before anything is written.
-pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
+/// Without `--file` or `--no-fetch` the artifact is streamed once from its URL and
+/// must have the given sha256 (and `--size`, when given).
+pub async fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
     validate_service(&args.service)?;
     validate_version(&args.version)?;
-    let local = args.file.as_deref().map(hash_file).transpose()?;
-    let file_name = || args.file.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-    let sha256 = match (&args.sha256, &local) {
-        (Some(given), Some((actual, _))) => {
-            let given = check_sha256(given)?;
-            if &given != actual {
-                return Err(Invalid::FileSha256 { given, file: file_name(), actual: actual.clone() });
-            }
-            given
-        }
-        (Some(given), None) => check_sha256(given)?,
-        (None, Some((actual, _))) => actual.clone(),
-        (None, None) => return Err(Invalid::NoSha256),
-    };
-    let size = match (args.size, &local) {
-        (Some(given), Some((_, actual))) if given != *actual => {
-            return Err(Invalid::FileSize { given, file: file_name(), actual: *actual });
-        }
-        (Some(given), _) => given,
-        (None, Some((_, actual))) => *actual,
-        (None, None) => return Err(Invalid::NoSize),
-    };
+    let given_sha = args.sha256.as_deref().map(check_sha256).transpose()?;
     let url = match (&args.url, &args.file) {
         (Some(url), _) => url.clone(),
         (None, Some(file)) => file_url(file)?,
         (None, None) => return Err(Invalid::NoUrl),
     };
     check_url(&url)?;
+    let policy = policy(args)?;
+    let (sha256, size) = match &args.file {
+        Some(file) => local(file, given_sha, args.size)?,
+        None => {
+            let expected = given_sha.ok_or(Invalid::NoSha256)?;
+            match (args.no_fetch, args.size) {
+                (true, Some(size)) => (expected, size),
+                (true, None) => return Err(Invalid::NoSize),
+                (false, given) => fetched(&url, expected, given).await?,
+            }
+        }
+    };
     let signature = signature(
         &args.service,
         &args.version,
@@ -83,6 +77,18 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
         Some(_) => ArtifactFormat::File,
         None => ArtifactFormat::from_url(&url),
     };
+    Ok(Staging {
+        service: args.service.clone(),
+        version: args.version.clone(),
+        artifact: Artifact { url, sha256, size, format, signature },
+        policy,
+        staged_at: now.into(),
+        staged_by: by.into(),
+    })
+}
+
+/// The policy from the flags, defaults for the rest, validated.
+fn policy(args: &StageArgs) -> Result<Policy, Invalid> {
     let defaults = Policy::default();
     let policy = Policy {
         quorum: args.quorum.unwrap_or(defaults.quorum),
@@ -97,23 +103,45 @@ pub fn plan(args: &StageArgs, by: &str, now: &str) -> Result<Staging, Invalid> {
         on_halt: if args.auto_rollback { znode_schema::OnHalt::Rollback } else { defaults.on_halt },
     };
     policy.validate()?;
-    Ok(Staging {
-        service: args.service.clone(),
-        version: args.version.clone(),
-        artifact: Artifact { url, sha256, size, format, signature },
-        policy,
-        staged_at: now.into(),
-        staged_by: by.into(),
-    })
+    Ok(policy)
+}
+
+/// The sha256 and size of a local copy, checked against the ones given.
+fn local(file: &std::path::Path, sha256: Option<String>, size: Option<u64>) -> Result<(String, u64), Invalid> {
+    let (actual, actual_size) = hash_file(file)?;
+    let name = file.display().to_string();
+    if let Some(given) = sha256.filter(|g| *g != actual) {
+        return Err(Invalid::FileSha256 { given, file: name, actual });
+    }
+    if let Some(given) = size.filter(|g| *g != actual_size) {
+        return Err(Invalid::FileSize { given, file: name, actual: actual_size });
+    }
+    Ok((actual, actual_size))
+}
+
+/// Streams the artifact at `url` once and checks it is what the operator said.
+async fn fetched(url: &str, expected: String, size: Option<u64>) -> Result<(String, u64), Invalid> {
+    let got = crate::fetch::fetch(url).await?;
+    if got.sha256 != expected {
+        return Err(Invalid::FetchedSha256 { url: url.into(), expected, actual: got.sha256 });
+    }
+    if let Some(given) = size.filter(|g| *g != got.size) {
+        return Err(Invalid::FetchedSize { url: url.into(), given, actual: got.size });
+    }
+    Ok((expected, got.size))
 }
 
 /// What was read before the transaction.
-struct Before {
-    /// Whether `current/<service>` exists: a sidecar that runs the service creates it.
-    registered: bool,
-    staging: Option<Node<Staging>>,
-    release: Option<Node<Release>>,
-    queue: Queue,
+#[derive(Debug)]
+pub struct Before {
+    /// Evidence that a host ever ran the service.
+    pub registered: bool,
+    /// The service: staging node, online hosts, tickets.
+    pub view: ServiceView,
+    /// `releases/<service>/<version>`.
+    pub release: Option<Node<Release>>,
+    /// The deploy queue.
+    pub queue: Queue,
 }
 
 /// `deployctl stage`, with the payload [`plan`] built before connecting.
@@ -133,7 +161,13 @@ pub async fn run(ctx: &Ctx, args: &StageArgs, staging: Staging) -> anyhow::Resul
     };
     for _ in 0..ATTEMPTS {
         let before = read_before(ctx, &staging).await?;
-        let (txn, deploy_op, replaced) = build(ctx, args, &staging, &entry, &before)?;
+        let built = build(ctx, args, &staging, &entry, &before);
+        if args.dry_run {
+            let pre = Preflight::assess(&staging, &before);
+            pre.print(ctx, &staging, !args.no_fetch && args.file.is_none(), built.as_ref().err(), &before);
+            return built.map(|_| ());
+        }
+        let Built { txn, deploy_op, replaced, old_url } = built?;
         ctx.zk.ensure(&ctx.layout.releases(&service)).await?;
         ctx.zk.ensure(&ctx.layout.history(&service)).await?;
         let path = match ctx.zk.commit(&txn).await {
@@ -150,30 +184,54 @@ pub async fn run(ctx: &Ctx, args: &StageArgs, staging: Staging) -> anyhow::Resul
         let path = path.context("the transaction did not report the deploy entry it created")?;
         ctx.zk.ensure(&format!("{path}/{}", znode_schema::layout::UPGRADING)).await?;
         crate::history::prune(ctx, &service).await;
-        return report(ctx, &staging, &entry, &path, before.release.is_none(), &replaced).await;
+        let mut warnings = Preflight::assess(&staging, &before).warnings;
+        if let Some(old) = old_url {
+            warnings.push(format!(
+                "release {service} {} was catalogued at {old}; the catalog now records {} (same sha256)",
+                staging.version, staging.artifact.url
+            ));
+        }
+        let done = Staged { entry: &entry, path: &path, new_release: before.release.is_none(), replaced: &replaced };
+        return report(ctx, &staging, done, &warnings).await;
     }
     anyhow::bail!("failed to stage {service}: other writers kept changing it ({ATTEMPTS} attempts); try again")
 }
 
 async fn read_before(ctx: &Ctx, staging: &Staging) -> anyhow::Result<Before> {
-    let l = &ctx.layout;
+    let (l, service) = (&ctx.layout, &staging.service);
+    // A sidecar creates current/<service> at session start; a catalog or a history
+    // means the service was staged and run before.
+    let mut registered = ctx.zk.children(&l.current_service(service)).await?.is_some();
+    for dir in [l.releases(service), l.history(service)] {
+        registered |= !ctx.zk.children(&dir).await?.unwrap_or_default().is_empty();
+    }
     Ok(Before {
-        registered: ctx.zk.children(&l.current_service(&staging.service)).await?.is_some(),
-        staging: read(&ctx.zk, &l.staging(&staging.service)).await?,
-        release: read(&ctx.zk, &l.release(&staging.service, &staging.version)).await?,
+        registered,
+        view: ServiceView::read(&ctx.zk, l, service).await?,
+        release: read(&ctx.zk, &l.release(service, &staging.version)).await?,
         queue: Queue::read(&ctx.zk, l).await?,
     })
 }
 
-/// Applies the refusals and builds the transaction; returns it, the index of the
-/// deploy entry's creation, and the paths of the entries it replaces.
+/// A stage transaction and what it does.
+struct Built {
+    txn: Txn,
+    /// The index of the deploy entry's creation.
+    deploy_op: usize,
+    /// The entries it replaces.
+    replaced: Vec<String>,
+    /// The catalog's URL it replaces (same sha256, another URL).
+    old_url: Option<String>,
+}
+
+/// Applies the refusals and builds the transaction.
 fn build(
     ctx: &Ctx,
     args: &StageArgs,
     staging: &Staging,
     entry: &DeployEntry,
     before: &Before,
-) -> anyhow::Result<(Txn, usize, Vec<String>)> {
+) -> anyhow::Result<Built> {
     let (l, service) = (&ctx.layout, &staging.service);
     for m in before.queue.malformed() {
         eprintln!("warning: ignoring a malformed deploy entry: {m}");
@@ -182,9 +240,13 @@ fn build(
         // A typo'd service would head the queue with nobody to move it.
         return Err(Refusal::NeverRegistered { service: service.clone(), path: l.current_service(service) }.into());
     }
-    if let Some(release) = &before.release {
-        check_catalog(release, staging)?;
+    if let Some(refusal) = Preflight::assess(staging, before).refusal.filter(|_| !args.force) {
+        return Err(refusal.into());
     }
+    let new_url = match &before.release {
+        Some(release) => check_catalog(release, staging)?,
+        None => None,
+    };
     let mine: Vec<_> = before.queue.of_service(service).map(|(_, e)| e).collect();
     if let (Some(first), false) = (mine.first(), args.replace) {
         let d = first.node.ok().expect("of_service only yields decoded entries");
@@ -193,10 +255,15 @@ fn build(
     }
     let mut txn = Txn::default();
     let data = encode(staging);
-    match &before.staging {
+    match &before.view.staging {
         Some(node) => txn.push(Op::Set { path: node.path.clone(), data, version: node.version }),
         None => txn.push(Op::Create { path: l.staging(service), data }),
     };
+    let old_url = new_url.as_ref().and(before.release.as_ref()).and_then(|n| n.ok()).map(|r| r.artifact.url.clone());
+    if let (Some(node), Some(release)) = (&before.release, new_url) {
+        // The same bytes at another URL: the catalog records where they are now.
+        txn.push(Op::Set { path: node.path.clone(), data: encode(&release), version: node.version });
+    }
     if before.release.is_none() {
         let release = Release {
             service: service.clone(),
@@ -204,6 +271,7 @@ fn build(
             artifact: staging.artifact.clone(),
             staged_at: staging.staged_at.clone(),
             staged_by: staging.staged_by.clone(),
+            policy: Some(staging.policy.clone()),
         };
         txn.push(Op::Create { path: l.release(service, &staging.version), data: encode(&release) });
     }
@@ -223,26 +291,30 @@ fn build(
     };
     let ev = crate::history::event(ctx, EventKind::Staged, service, Some(&staging.version), Some(detail));
     crate::history::add(ctx, &mut txn, &ev);
-    Ok((txn, deploy_op, replaced))
+    Ok(Built { txn, deploy_op, replaced, old_url })
 }
 
 /// Refuses a version already cataloged with another artifact (a malformed catalog
-/// entry is refused too: it cannot be compared).
-fn check_catalog(release: &Node<Release>, staging: &Staging) -> Result<(), Refusal> {
+/// entry is refused too: it cannot be compared). The same sha256 and size at another
+/// URL is accepted: returns the catalog entry with the new URL, to be written.
+fn check_catalog(release: &Node<Release>, staging: &Staging) -> Result<Option<Release>, Refusal> {
     let (existing, existing_size) = match &release.value {
         Ok(r) => (r.artifact.sha256.clone(), r.artifact.size),
         Err(m) => (format!("<unreadable: {}>", m.error), 0),
     };
-    if existing.eq_ignore_ascii_case(&staging.artifact.sha256) && existing_size == staging.artifact.size {
-        return Ok(());
+    if !existing.eq_ignore_ascii_case(&staging.artifact.sha256) || existing_size != staging.artifact.size {
+        return Err(Refusal::CatalogMismatch {
+            service: staging.service.clone(),
+            version: staging.version.clone(),
+            existing,
+            existing_size,
+            path: release.path.clone(),
+        });
     }
-    Err(Refusal::CatalogMismatch {
-        service: staging.service.clone(),
-        version: staging.version.clone(),
-        existing,
-        existing_size,
-        path: release.path.clone(),
-    })
+    let Some(old) = release.ok().filter(|r| r.artifact.url != staging.artifact.url) else { return Ok(None) };
+    let mut new = old.clone();
+    new.artifact.url.clone_from(&staging.artifact.url);
+    Ok(Some(new))
 }
 
 /// After a lost reply: the transaction landed when staging/<service> holds exactly
@@ -265,61 +337,47 @@ async fn landed(ctx: &Ctx, staging: &Staging, entry: &DeployEntry) -> anyhow::Re
     Ok(found)
 }
 
-/// Prints the entry and its place in the queue, and warns about an unreachable quorum.
-async fn report(
-    ctx: &Ctx,
-    staging: &Staging,
-    entry: &DeployEntry,
-    path: &str,
+/// What a committed stage did.
+struct Staged<'a> {
+    entry: &'a DeployEntry,
+    path: &'a str,
     new_release: bool,
-    replaced: &[String],
-) -> anyhow::Result<()> {
+    replaced: &'a [String],
+}
+
+/// Prints the entry, its place in the queue and the warnings.
+async fn report(ctx: &Ctx, staging: &Staging, done: Staged<'_>, warnings: &[String]) -> anyhow::Result<()> {
+    let Staged { entry, path, new_release, replaced } = done;
     let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
     let position = queue.entries.iter().position(|e| e.node.path == path);
-    let ahead: Vec<String> = queue.entries.iter().take(position.unwrap_or(0)).map(describe).collect();
-    let view = ServiceView::read(&ctx.zk, &ctx.layout, &staging.service).await?;
-    let warning = quorum_warning(staging, view.hosts.len() as u32);
-    if let Some(w) = &warning {
+    let ahead = &queue.entries[..position.unwrap_or(0)];
+    for w in warnings {
         eprintln!("warning: {w}");
     }
     if ctx.json {
+        let ahead_json: Vec<_> = ahead.iter().enumerate().map(|(i, e)| queue_item(i, e)).collect();
         print_json(&json!({
             "service": staging.service, "version": staging.version, "staging": staging,
             "deploy": { "path": path, "entry": entry, "position": position.map(|p| p + 1),
-                        "queue_length": queue.entries.len(), "ahead": ahead },
-            "release_created": new_release, "replaced": replaced, "warnings": warning.into_iter().collect::<Vec<_>>(),
+                        "queue_length": queue.entries.len(), "ahead": ahead_json },
+            "release_created": new_release, "replaced": replaced, "warnings": warnings,
         }));
         return Ok(());
     }
     let a = &staging.artifact;
-    println!("staged {} {} ({} bytes, sha256 {}, {})", staging.service, staging.version, a.size, a.sha256, a.url);
+    outln!("staged {} {} ({} bytes, sha256 {}, {})", staging.service, staging.version, a.size, a.sha256, a.url);
     if !new_release {
-        println!("release {} {} was already in the catalog", staging.service, staging.version);
+        outln!("release {} {} was already in the catalog", staging.service, staging.version);
     }
     for r in replaced {
-        println!("replaced the unfinished rollout at {r}");
+        outln!("replaced the unfinished rollout at {r}");
     }
-    println!("deploy entry {path}: {}", String::from_utf8_lossy(&encode(entry)));
+    outln!("deploy entry {path}: {}", String::from_utf8_lossy(&encode(entry)));
+    let ahead: Vec<String> = ahead.iter().map(describe).collect();
     match position {
-        Some(0) => println!("queue position 1 of {}: at the head, hosts may start", queue.entries.len()),
-        Some(p) => println!("queue position {} of {}, behind: {}", p + 1, queue.entries.len(), ahead.join(", ")),
-        None => println!("the entry already left the queue (the rollout completed or was superseded)"),
+        Some(0) => outln!("queue position 1 of {}: at the head, hosts may start", queue.entries.len()),
+        Some(p) => outln!("queue position {} of {}, behind: {}", p + 1, queue.entries.len(), ahead.join(", ")),
+        None => outln!("the entry already left the queue (the rollout completed or was superseded)"),
     }
     Ok(())
-}
-
-/// A warning when no host could ever take its step with the hosts online now.
-pub fn quorum_warning(staging: &Staging, online: u32) -> Option<String> {
-    let q = staging.policy.quorum;
-    let required = q.required(online);
-    if online == 0 {
-        return Some(format!("no host of {} is online now; no host will step until hosts register", staging.service));
-    }
-    (required > online - 1).then(|| {
-        format!(
-            "quorum {q} needs {required} host(s) of {} to stay online but only {online} are online now: \
-             no host can take its step until more hosts register",
-            staging.service
-        )
-    })
 }

@@ -5,12 +5,14 @@
 use crate::Ctx;
 use crate::model::{Entry, Malformed, Queue, ServiceView, service_names};
 use crate::output::{Table, ago, print_json};
+use crate::why::Why;
 use serde_json::{Value, json};
 
-/// One service with its rollout, if any.
+/// One service with its rollout, if any, and why it is not moving.
 struct Row<'a> {
     view: ServiceView,
     entry: Option<(usize, &'a Entry)>,
+    why: Vec<Why>,
 }
 
 /// `deployctl status [SERVICE] [--hosts]`.
@@ -23,32 +25,65 @@ pub async fn run(ctx: &Ctx, service: Option<&str>, per_host: bool) -> anyhow::Re
         Some(s) => vec![s.to_string()],
         None => service_names(&ctx.zk, &ctx.layout, &queue).await?,
     };
+    let live = crate::model::live_hosts(&ctx.zk, &ctx.layout).await?;
     let mut rows = Vec::new();
     for name in names {
         let view = ServiceView::read(&ctx.zk, &ctx.layout, &name).await?;
-        rows.push(Row { entry: queue.first_of(&name), view });
+        let why = reasons(ctx, &queue, &view, &live).await?;
+        rows.push(Row { entry: queue.first_of(&name), view, why });
     }
     if ctx.json {
         print_json(&to_json(&queue, &rows));
     } else if per_host {
-        print!("{}", hosts_table(&rows).render(""));
+        out!("{}", hosts_table(&rows).render(""));
+        for r in &rows {
+            for w in r.why.iter().filter(|w| host_of(w).is_none()) {
+                outln!("{}: {w}", r.view.name);
+            }
+        }
     } else {
         print_summary(&queue, &rows, service.is_none());
     }
     Ok(())
 }
 
-fn to_json(queue: &Queue, rows: &[Row<'_>]) -> Value {
-    let queue_json: Vec<Value> = queue
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| match &e.node.value {
-            Ok(d) => json!({"position": i + 1, "path": e.node.path, "service": d.service, "version": d.version,
-                            "state": d.state, "markers": e.markers.len()}),
-            Err(m) => json!({"position": i + 1, "path": m.path, "error": m.error}),
+/// Why `view`'s rollout is not moving ([`crate::why::explain`]).
+pub async fn reasons(
+    ctx: &Ctx,
+    queue: &Queue,
+    view: &ServiceView,
+    live: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<Vec<Why>> {
+    let Some((_, entry)) = queue.first_of(&view.name) else { return Ok(Vec::new()) };
+    // The history is read only when a reason may come from it (who paused; a host
+    // behind with no ticket or marker may be failing to download), so `watch`'s polls
+    // stay a few reads each.
+    let d = entry.node.ok().expect("first_of yields decoded entries");
+    let quiet_host = view.host_versions().any(|(h, v)| {
+        v != d.version && !view.tickets.iter().any(|(t, _)| t.host == h) && !entry.markers.iter().any(|(m, _)| m == h)
+    });
+    let events = match d.state == znode_schema::DeployState::Paused || quiet_host {
+        true => crate::history::newest(ctx, &view.name, 50).await?.unwrap_or_default(),
+        false => Vec::new(),
+    };
+    let events: Vec<_> = events.into_iter().filter_map(|n| n.value.ok()).collect();
+    Ok(crate::why::explain(&crate::why::Facts { view, queue, live, events: &events }))
+}
+
+/// Reasons as JSON: each a tagged object with its line as `text`.
+pub fn why_json(why: &[Why]) -> Vec<Value> {
+    why.iter()
+        .map(|w| {
+            let mut v = serde_json::to_value(w).unwrap_or_default();
+            v["text"] = json!(w.to_string());
+            v
         })
-        .collect();
+        .collect()
+}
+
+fn to_json(queue: &Queue, rows: &[Row<'_>]) -> Value {
+    let queue_json: Vec<Value> =
+        queue.entries.iter().enumerate().map(|(i, e)| crate::model::queue_item(i, e)).collect();
     let services: Vec<Value> = rows.iter().map(|r| service_json(queue, r)).collect();
     json!({"queue": queue_json, "services": services, "problems": queue.malformed()})
 }
@@ -59,7 +94,7 @@ fn service_json(queue: &Queue, r: &Row<'_>) -> Value {
     let deploy = r.entry.map(|(pos, e)| {
         let d = e.node.ok().expect("first_of yields decoded entries");
         json!({"path": e.node.path, "position": pos + 1, "queue_length": queue.entries.len(), "version": d.version,
-               "state": d.state, "reason": d.reason, "failures": d.failures,
+               "state": d.state, "reason": d.reason, "failures": d.failures, "failed_hosts": d.failed_hosts,
                "max_failures": staging.map(|s| s.policy.max_failures), "created_at": d.created_at,
                "created_by": d.created_by})
     });
@@ -101,7 +136,7 @@ fn service_json(queue: &Queue, r: &Row<'_>) -> Value {
         .collect();
     json!({"service": v.name, "staging": staging, "staged_version": v.staged_version(), "deploy": deploy,
            "hosts_by_version": by_version, "hosts": hosts, "upgrading": upgrading, "tickets": tickets,
-           "problems": problems(r)})
+           "why": why_json(&r.why), "problems": problems(r)})
 }
 
 fn problems(r: &Row<'_>) -> Vec<Malformed> {
@@ -115,20 +150,20 @@ fn problems(r: &Row<'_>) -> Vec<Malformed> {
 fn print_summary(queue: &Queue, rows: &[Row<'_>], show_queue: bool) {
     if show_queue {
         if queue.entries.is_empty() {
-            println!("deploy queue: empty");
+            outln!("deploy queue: empty");
         } else {
-            println!("deploy queue:");
+            outln!("deploy queue:");
             for (i, e) in queue.entries.iter().enumerate() {
-                println!("  {}. {}", i + 1, crate::model::describe(e));
+                outln!("  {}. {}", i + 1, crate::model::describe(e));
             }
         }
         if rows.is_empty() {
-            println!("no services");
+            outln!("no services");
         }
     }
     for r in rows {
-        println!();
-        print!("{}", summary(queue, r));
+        outln!();
+        out!("{}", summary(queue, r));
     }
 }
 
@@ -189,16 +224,35 @@ fn summary(queue: &Queue, r: &Row<'_>) -> String {
         let tickets: Vec<String> = v.tickets.iter().map(|(t, _)| t.host.clone()).collect();
         t.row(vec!["tickets".into(), tickets.join(", ")]);
     }
+    if let Some(d) = r.entry.and_then(|(_, e)| e.node.ok()).filter(|d| !d.failed_hosts.is_empty()) {
+        t.row(vec!["failed".into(), d.failed_hosts.join(", ")]);
+    }
+    for w in &r.why {
+        t.row(vec!["why".into(), w.to_string()]);
+    }
     for p in problems(r) {
         t.row(vec!["problem".into(), format!("MALFORMED {p}")]);
     }
     format!("{}\n{}", v.name, t.render("  "))
 }
 
+/// The host a reason is about, when it is about one host.
+fn host_of(w: &Why) -> Option<&str> {
+    match w {
+        Why::Stuck { host, .. } | Why::DownloadFailing { host, .. } => Some(host),
+        _ => None,
+    }
+}
+
 fn hosts_table(rows: &[Row<'_>]) -> Table {
-    let mut t = Table::new(&["SERVICE", "HOST", "STATE", "VERSION", "SINCE", "TICKET"]);
+    let mut t = Table::new(&["SERVICE", "HOST", "STATE", "VERSION", "SINCE", "TICKET", "WHY"]);
     for r in rows {
         let v = &r.view;
+        let note = |host: &str| {
+            let notes: Vec<String> =
+                r.why.iter().filter(|w| host_of(w) == Some(host)).map(ToString::to_string).collect();
+            notes.join("; ")
+        };
         let ticket = |host: &str| {
             v.tickets.iter().position(|(t, _)| t.host == host).map(|i| format!("#{}", i + 1)).unwrap_or("-".into())
         };
@@ -213,6 +267,7 @@ fn hosts_table(rows: &[Row<'_>]) -> Table {
                     c.version.clone(),
                     since(&c.since),
                     ticket(h),
+                    note(h),
                 ]),
                 Err(m) => t.row(vec![v.name.clone(), h.clone(), "MALFORMED".into(), m.error.clone()]),
             }
@@ -223,7 +278,7 @@ fn hosts_table(rows: &[Row<'_>]) -> Table {
                 Some(u) => (format!("{} -> {}", u.from.as_deref().unwrap_or("nothing"), u.to), since(&u.since)),
                 None => ("MALFORMED".into(), "-".into()),
             };
-            t.row(vec![v.name.clone(), h.clone(), "upgrading".into(), ver, at, ticket(h)]);
+            t.row(vec![v.name.clone(), h.clone(), "upgrading".into(), ver, at, ticket(h), note(h)]);
         }
         for (tk, n) in &v.tickets {
             if seen.insert(tk.host.clone()) {

@@ -21,6 +21,7 @@ use crate::Ctx;
 use crate::error::{Halted, Refusal};
 use crate::model::{Queue, ServiceView};
 use crate::output::short;
+use crate::why::Why;
 use crate::zk::ZkError;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -39,7 +40,7 @@ struct Target {
 
 /// What one poll saw of a rollout.
 enum Seen {
-    Running { at_target: usize, total: usize, state: DeployState, reason: Option<String>, steps: Vec<(String, String)> },
+    Running { at_target: usize, total: usize, state: DeployState, steps: Vec<(String, String)>, why: Vec<Why> },
     Done,
     Failed(String),
     Pending,
@@ -83,6 +84,7 @@ pub async fn run(
             Ok(seen) => {
                 if trouble.take().is_some() {
                     say(&multi, "ZooKeeper: connected again");
+                    targets.iter_mut().for_each(|t| t.last_line.clear());
                 }
                 if let Some(done) = show(&multi, &mut targets, seen, ctx.json) {
                     return done;
@@ -90,6 +92,9 @@ pub async fn run(
             }
             Err(err) => {
                 let msg = format!("{err:#}");
+                if trouble.is_none() {
+                    stale(&mut targets, ctx.json, &msg);
+                }
                 if trouble.as_deref() != Some(msg.as_str()) {
                     say(&multi, &format!("ZooKeeper: {msg}; retrying"));
                     trouble = Some(msg);
@@ -101,6 +106,24 @@ pub async fn run(
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Marks every watched rollout's progress as stale: ZooKeeper cannot be read.
+fn stale(targets: &mut [Target], json: bool, error: &str) {
+    let at = znode_schema::time::now();
+    for t in targets.iter_mut().filter(|t| t.last_line != "done") {
+        let line = format!("stale since {at}: ZooKeeper unreachable, the progress shown is the last seen");
+        if let Some(bar) = &t.bar {
+            bar.set_message(line);
+        } else if json {
+            let v = serde_json::json!({"service": t.entry.service, "version": t.entry.version, "event": "stale",
+                                       "since": at, "error": error});
+            outln!("{v}");
+        } else {
+            outln!("{} {}: {line}", t.entry.service, t.entry.version);
+        }
+        t.last_line = "stale".into();
     }
 }
 
@@ -119,26 +142,39 @@ fn say(multi: &MultiProgress, line: &str) {
     }
 }
 
-/// Without a rollout in the queue: fine when the service is complete, else refused.
+/// Without a rollout in the queue: fine when every online host of the service (of
+/// every staged service, without SERVICE) runs its staged release, else refused.
+/// `watch` and `watch SERVICE` give the same verdict on the same fleet.
 async fn nothing_to_watch(ctx: &Ctx, service: Option<&str>) -> anyhow::Result<()> {
-    let Some(s) = service else {
-        println!("no rollout in progress");
-        return Ok(());
+    let names = match service {
+        Some(s) => vec![s.to_string()],
+        None => crate::model::service_names(&ctx.zk, &ctx.layout, &Queue::default()).await?,
     };
-    let view = ServiceView::read(&ctx.zk, &ctx.layout, s).await?;
-    let staged = view.staged_version().map(String::from);
-    let at = view.host_versions().filter(|(_, v)| Some(*v) == staged.as_deref()).count();
-    match staged {
-        Some(v) if at == view.hosts.len() => {
-            println!("{s} {v}: no rollout in progress; all {at} online host(s) run the staged release");
-            Ok(())
+    let mut behind = Vec::new();
+    for s in &names {
+        let view = ServiceView::read(&ctx.zk, &ctx.layout, s).await?;
+        let staged = view.staged_version().map(String::from);
+        let at = view.host_versions().filter(|(_, v)| Some(*v) == staged.as_deref()).count();
+        match staged {
+            Some(v) if at == view.hosts.len() => {
+                outln!("{s} {v}: no rollout in progress; all {at} online host(s) run the staged release");
+            }
+            Some(v) => {
+                behind.push((s.clone(), format!("{at} of {} online host(s) run the staged {v}", view.hosts.len())))
+            }
+            None if service.is_some() => behind.push((s.clone(), "nothing is staged".into())),
+            None => {}
         }
-        Some(v) => {
-            let detail = format!("{at} of {} online host(s) run the staged {v}", view.hosts.len());
-            Err(Refusal::NothingToWatch { service: s.into(), detail }.into())
-        }
-        None => Err(Refusal::NothingToWatch { service: s.into(), detail: "nothing is staged".into() }.into()),
     }
+    if behind.is_empty() {
+        if service.is_none() {
+            outln!("no rollout in progress");
+        }
+        return Ok(());
+    }
+    let service = behind.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ");
+    let detail = behind.iter().map(|(s, d)| format!("{s}: {d}")).collect::<Vec<_>>().join("; ");
+    Err(Refusal::NothingToWatch { service, detail }.into())
 }
 
 fn same(a: &DeployEntry, b: &DeployEntry) -> bool {
@@ -147,6 +183,7 @@ fn same(a: &DeployEntry, b: &DeployEntry) -> bool {
 
 async fn poll(ctx: &Ctx, targets: &mut [Target]) -> anyhow::Result<Vec<Seen>> {
     let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
+    let live = crate::model::live_hosts(&ctx.zk, &ctx.layout).await?;
     let mut out = Vec::new();
     for t in targets.iter_mut() {
         let view = ServiceView::read(&ctx.zk, &ctx.layout, &t.entry.service).await?;
@@ -163,7 +200,8 @@ async fn poll(ctx: &Ctx, targets: &mut [Target]) -> anyhow::Result<Vec<Seen>> {
                     Seen::Failed(format!("halted: {}", d.reason.as_deref().unwrap_or("no reason given")))
                 } else {
                     let total = view.hosts.len() + upgrading;
-                    Seen::Running { at_target, total, state: d.state, reason: d.reason.clone(), steps: steps.collect() }
+                    let why = crate::status::reasons(ctx, &queue, &view, &live).await?;
+                    Seen::Running { at_target, total, state: d.state, steps: steps.collect(), why }
                 }
             }
             None => {
@@ -211,7 +249,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
         if let (Some(v), Some(f)) = (v.as_object_mut(), fields.as_object()) {
             v.extend(f.clone());
         }
-        println!("{v}");
+        outln!("{v}");
     };
     for (t, s) in targets.iter_mut().zip(seen) {
         let name = format!("{} {}", t.entry.service, t.entry.version);
@@ -219,25 +257,35 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
             .and_then(|c| SystemTime::now().duration_since(c).ok())
             .unwrap_or_default();
         match s {
-            Seen::Running { at_target, total, state, reason, steps } => {
+            Seen::Running { at_target, total, state, steps, why } => {
                 let (first_at, first_n) = *t.first.get_or_insert((Instant::now(), at_target));
-                let eta = eta(first_at.elapsed(), at_target.saturating_sub(first_n), total.saturating_sub(at_target));
+                let eta = match state {
+                    DeployState::Active => {
+                        eta(first_at.elapsed(), at_target.saturating_sub(first_n), total.saturating_sub(at_target))
+                    }
+                    _ => "paused".into(),
+                };
                 let step: Vec<String> =
                     steps.iter().map(|(h, since)| format!("{h} stepping {}", crate::output::ago(since))).collect();
-                let state = match reason {
-                    Some(r) if state != DeployState::Active => format!("{state} ({r})"),
-                    _ => state.to_string(),
-                };
+                let why_text: Vec<String> = why.iter().map(ToString::to_string).collect();
                 let key = format!(
-                    "{at_target}/{total} hosts at {}; {state}; {}",
+                    "{at_target}/{total} hosts at {}; {state}; {}; {}",
                     t.entry.version,
-                    steps.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", ")
+                    steps.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", "),
+                    why.iter()
+                        .map(|w| format!("{w:?}"))
+                        .filter(|w| !w.starts_with("Stuck"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
-                let msg = format!(
+                let mut msg = format!(
                     "{state}; {}; elapsed {}; eta {eta}",
                     if step.is_empty() { "no host stepping".into() } else { step.join(", ") },
                     short(elapsed)
                 );
+                if !why_text.is_empty() {
+                    msg.push_str(&format!("; why: {}", why_text.join("; ")));
+                }
                 if let Some(bar) = &t.bar {
                     bar.set_length(total as u64);
                     bar.set_position(at_target as u64);
@@ -248,11 +296,12 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                     line(
                         t,
                         serde_json::json!({"event": "progress", "state": state, "at_target": at_target,
-                        "total": total, "stepping": stepping, "elapsed_s": elapsed.as_secs()}),
+                        "total": total, "stepping": stepping, "elapsed_s": elapsed.as_secs(), "eta": eta,
+                        "why": crate::status::why_json(&why)}),
                     );
                     t.last_line = key;
                 } else if key != t.last_line {
-                    println!("{name}: {at_target}/{total} hosts at target; {msg}");
+                    outln!("{name}: {at_target}/{total} hosts at target; {msg}");
                     t.last_line = key;
                 }
             }
@@ -263,7 +312,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                 } else if t.last_line != "done" && json {
                     line(t, serde_json::json!({"event": "completed", "elapsed_s": elapsed.as_secs()}));
                 } else if t.last_line != "done" {
-                    println!("{name}: completed in {}", short(elapsed));
+                    outln!("{name}: completed in {}", short(elapsed));
                 }
                 t.last_line = "done".into();
             }
@@ -275,7 +324,7 @@ fn show(multi: &MultiProgress, targets: &mut [Target], seen: Vec<Seen>, json: bo
                 if json {
                     line(t, serde_json::json!({"event": "failed", "reason": reason}));
                 } else {
-                    println!("{name}: {reason}");
+                    outln!("{name}: {reason}");
                 }
                 let (service, version) = (t.entry.service.clone(), t.entry.version.clone());
                 return Some(Err(Halted { service, version, reason }.into()));

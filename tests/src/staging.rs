@@ -39,6 +39,7 @@ pub async fn stage(
         artifact: artifact.clone(),
         staged_at: now.clone(),
         staged_by: "test@harness".into(),
+        policy: Some(staging.policy.clone()),
     };
     let entry = DeployEntry {
         service: service.into(),

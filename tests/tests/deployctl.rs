@@ -16,7 +16,9 @@ async fn get(c: &zk::Client, path: &str) -> Value {
 
 /// `stage SERVICE --version V` with a fake artifact.
 fn stage_args<'a>(service: &'a str, version: &'a str, digest: &'a str) -> Vec<&'a str> {
-    vec!["stage", service, "--version", version, "--url", "https://repo/a.tar.gz", "--sha256", digest, "--size", "10"]
+    // --no-fetch: the artifact is made up (deployctl_stage.rs fetches real ones).
+    let url = "https://repo/a.tar.gz";
+    vec!["stage", service, "--version", version, "--url", url, "--sha256", digest, "--size", "10", "--no-fetch"]
 }
 
 async fn setup(name: &str) -> (Ctl, zk::Client) {
@@ -127,7 +129,10 @@ async fn stage_refuses_invalid_input_and_writes_nothing() {
         (stage_args("api", "1", "abc"), "invalid sha256 \"abc\": expected 64 hex digits"),
         (stage_args("api", "1", &not_hex), "expected 64 hex digits"),
         (vec!["stage", "api", "--version", "1", "--url", "ftp://x/a", "--sha256", &good, "--size", "1"], "invalid URL"),
-        (vec!["stage", "api", "--version", "1", "--url", "https://x/a", "--sha256", &good], "--size BYTES"),
+        (
+            vec!["stage", "api", "--version", "1", "--url", "https://x/a", "--sha256", &good, "--no-fetch"],
+            "--size BYTES",
+        ),
         (vec!["stage", "api", "--version", "1", "--url", "https://x/a", "--size", "1"], "sha256 is unknown"),
         (vec!["stage", "api", "--version", "1", "--file", f, "--sha256", &good], "does not match"),
         (vec!["stage", "api", "--version", "1", "--file", f, "--size", "99"], "--size 99 does not match"),
@@ -161,7 +166,8 @@ async fn stage_refuses_a_second_unfinished_rollout_unless_replace() {
     assert_eq!(snapshot(&c, &ctl.root).await, before);
 
     let m = marker(&c, &first, "web-01", "0.9", "1.0").await;
-    let r = ctl.ok(&[stage_args("api", "1.1", &sha('b')), vec!["--replace"]].concat()).await;
+    // --force: no host online and one mid-step, so with quorum 1 nobody could step.
+    let r = ctl.ok(&[stage_args("api", "1.1", &sha('b')), vec!["--replace", "--force"]].concat()).await;
     assert!(r.stdout.contains(&format!("replaced the unfinished rollout at {first}")), "{r:?}");
     assert!(c.check_stat(&m).await.unwrap().is_none() && c.check_stat(&first).await.unwrap().is_none());
     let entries = deploy_entries(&c, l).await;
@@ -202,16 +208,20 @@ async fn stage_refuses_a_cataloged_version_with_another_sha256() {
 }
 
 #[tokio::test]
-async fn stage_warns_when_the_quorum_cannot_be_met() {
+async fn stage_refuses_a_quorum_that_cannot_be_met_unless_force() {
     let (ctl, c) = setup("quorum").await;
     let l = &ctl.layout;
     online(&c, l, "api", "web-01", "1.0").await;
     online(&c, l, "api", "web-02", "1.0").await;
-    let r = ctl.ok(&[stage_args("api", "1.1", &sha('a')), vec!["--quorum", "2"]].concat()).await;
+    let before = snapshot(&c, &ctl.root).await;
+    let r = ctl.run(&[stage_args("api", "1.1", &sha('a')), vec!["--quorum", "2"]].concat()).await;
+    assert_eq!(r.code, 3, "{r:?}");
     assert!(
-        r.stderr.contains("warning: quorum 2 needs 2 host(s) of api to stay online but only 2 are online"),
+        r.stderr.contains("quorum 2 of api needs 2 host(s) to stay online while one steps, but 2 host(s) are online"),
         "{r:?}"
     );
+    assert_eq!(snapshot(&c, &ctl.root).await, before, "nothing written");
+    ctl.ok(&[stage_args("api", "1.1", &sha('a')), vec!["--quorum", "2", "--force"]].concat()).await;
     let r = ctl.ok(&[stage_args("api", "1.2", &sha('b')), vec!["--quorum", "1", "--replace"]].concat()).await;
     assert!(!r.stderr.contains("warning"), "quorum 1 of 2 can be met: {r:?}");
     let r = ctl.ok(&[stage_args("api", "1.3", &sha('c')), vec!["--quorum", "50%", "--replace"]].concat()).await;
@@ -226,7 +236,12 @@ async fn stage_prints_its_place_in_the_queue_and_needs_init() {
     let v = json(&r.stdout);
     assert_eq!(v["deploy"]["position"], 2);
     assert_eq!(v["deploy"]["queue_length"], 2);
-    assert!(v["deploy"]["ahead"][0].as_str().unwrap().contains("api 1.0 (active)"), "{v}");
+    let ahead = &v["deploy"]["ahead"][0];
+    assert_eq!(
+        (ahead["service"].as_str(), ahead["state"].as_str(), ahead["position"].as_u64()),
+        (Some("api"), Some("active"), Some(1)),
+        "{v}"
+    );
     assert_eq!(v["deploy"]["path"].as_str(), Some(deploy_entries(&c, &ctl.layout).await[1].0.as_str()));
 
     let fresh = Ctl::new("noinit");

@@ -53,8 +53,10 @@ impl Watch {
 
 async fn stage(ctl: &Ctl, service: &str, version: &str, digit: char) {
     let digest = sha(digit);
-    let args = ["stage", service, "--version", version, "--url", "https://r/a", "--sha256", &digest, "--size", "1"];
-    ctl.ok(&[&args[..], &["--replace"]].concat()).await;
+    // --quorum 0: the fleets here are one or two hosts played by the test.
+    let artifact = ["--url", "https://r/a", "--sha256", &digest, "--size", "1", "--no-fetch", "--quorum", "0"];
+    let args = [&["stage", service, "--version", version][..], &artifact[..], &["--replace"]].concat();
+    ctl.ok(&args).await;
 }
 
 /// Plays the sidecars finishing a rollout: the last host re-registers at the new
@@ -169,4 +171,9 @@ async fn watch_rides_out_a_zookeeper_restart() {
     complete(&c, &ctl, "api", "1.1").await;
     assert_eq!(w.code().await, 0, "stdout {} stderr {}", w.stdout(), w.stderr());
     assert!(w.stderr().contains("connected again"), "{}", w.stderr());
+    assert!(
+        w.stdout().contains("api 1.1: stale since") && w.stdout().contains("ZooKeeper unreachable"),
+        "the progress was marked stale while ZooKeeper was down: {}",
+        w.stdout()
+    );
 }

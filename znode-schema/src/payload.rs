@@ -150,6 +150,10 @@ pub struct Release {
     pub staged_at: String,
     /// Who first staged it.
     pub staged_by: String,
+    /// The policy it was first staged with, which `deployctl rollback` uses to go back
+    /// to it; absent in entries written before deployctl recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 /// `staging/<service>/<host>-<seq>` (ephemeral sequential): the host downloaded and

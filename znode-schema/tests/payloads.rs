@@ -71,6 +71,7 @@ fn every_payload_round_trips() {
         artifact: Artifact { format: ArtifactFormat::File, ..artifact() },
         staged_at: "t".into(),
         staged_by: "u@h".into(),
+        policy: Some(Policy::default()),
     });
     round_trip(Ticket { host: "web-01".into(), version: "1.4.0".into(), at: "t".into() });
     for state in [DeployState::Active, DeployState::Paused, DeployState::Halted] {
