@@ -267,6 +267,10 @@ pub struct RollbackArgs {
     /// than the staged one, else the release staged just before it].
     #[arg(long)]
     pub to: Option<String>,
+    /// Roll back a release staged with `--on-failure stay` (one that cannot be undone,
+    /// such as a schema migration): refused otherwise.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `unlock` arguments.

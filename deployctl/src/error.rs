@@ -139,6 +139,12 @@ pub enum Refusal {
     /// Promote of a rollout without a canary phase, or promoted already.
     #[error("{service}'s rollout to {version} {why}: nothing to promote")]
     NothingToPromote { service: String, version: String, why: String },
+    /// Rollback of a release staged with `on_failure = stay`.
+    #[error(
+        "{service} {version} was staged with on_failure = stay: it cannot be undone (a schema migration?); \
+         roll forward with a new release, or add --force to roll back anyway"
+    )]
+    CannotUndo { service: String, version: String },
     /// Resume of a rollout that waits for promotion after its canaries.
     #[error(
         "{service}'s rollout to {version} is paused after its canary phase (canaries: {canaries}): \

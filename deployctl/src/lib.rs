@@ -164,7 +164,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command, staging: Option<znode_schema:
         Command::Resume(a) => control::set_state(ctx, &a.service, false, None).await,
         Command::Abort(a) => control::abort(ctx, &a.service).await,
         Command::Promote(a) => control::promote(ctx, &a.service).await,
-        Command::Rollback(a) => rollback::run(ctx, &a.service, a.to.as_deref()).await,
+        Command::Rollback(a) => rollback::run(ctx, &a.service, a.to.as_deref(), a.force).await,
         Command::Unlock(a) => control::unlock(ctx, &a.service, &a.host, a.force).await,
         Command::History(a) => {
             if a.limit == 0 {

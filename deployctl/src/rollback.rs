@@ -114,7 +114,7 @@ async fn last_change(ctx: &Ctx, service: &str) -> anyhow::Result<Option<HistoryE
 }
 
 /// `deployctl rollback`.
-pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>, force: bool) -> anyhow::Result<()> {
     validate_service(service).map_err(Invalid::from)?;
     if let Some(v) = to {
         validate_version(v).map_err(Invalid::from)?;
@@ -131,6 +131,11 @@ pub async fn run(ctx: &Ctx, service: &str, to: Option<&str>) -> anyhow::Result<(
         };
         let facts = Facts { view: &view, queue: &queue, releases: &releases, last: last_change(ctx, service).await? };
         let release = target(service, to, &facts)?;
+        if let Some(st) = view.staging.as_ref().and_then(|s| s.ok()) {
+            if st.policy.on_failure == znode_schema::OnFailure::Stay && !force {
+                return Err(Refusal::CannotUndo { service: service.into(), version: st.version.clone() }.into());
+            }
+        }
         let mut staging = catalog::staging_for(ctx, release);
         staging.staged_at.clone_from(&now);
         let entry = DeployEntry {

@@ -32,6 +32,16 @@ pub enum Why {
     DownloadFailing { host: String, error: String, count: u32 },
     /// Hosts behind the target with no ticket, marker or error: still downloading.
     Downloading { hosts: Vec<String> },
+    /// Hosts that report their download in progress (bytes so far of the size).
+    DownloadProgress { host: String, bytes: u64, size: u64 },
+    /// The canaries stepped: the rollout waits for `deployctl promote` (or auto_promote).
+    AwaitsPromotion { canaries: Vec<String>, auto_promote: Option<String>, promote: String },
+    /// The canary phase is full: only the canaries step until it is promoted.
+    CanaryPhase { canaries: Vec<String>, of: u32 },
+    /// The rollout halted and rolls back on its own (`on_halt = rollback`).
+    RollingBack { to: String, reason: String },
+    /// What the front host says it waits for (its report), when nothing above explains it.
+    HostWaits { host: String, waiting_for: String },
 }
 
 impl std::fmt::Display for Why {
@@ -56,6 +66,26 @@ impl std::fmt::Display for Why {
             }
             Why::DownloadFailing { host, error, .. } => write!(f, "{host} fails to download: {error}"),
             Why::Downloading { hosts } => write!(f, "downloading (no ticket yet): {}", hosts.join(", ")),
+            Why::DownloadProgress { host, bytes, size } => {
+                write!(f, "{host} downloading: {} of {}", crate::output::bytes(*bytes), crate::output::bytes(*size))
+            }
+            Why::AwaitsPromotion { canaries, auto_promote, promote } => {
+                write!(f, "paused after the canary phase (canaries: {}): `{promote}`", canaries.join(", "))?;
+                match auto_promote {
+                    Some(d) => write!(f, ", or auto_promote after {d} healthy"),
+                    None => Ok(()),
+                }
+            }
+            Why::CanaryPhase { canaries, of } => {
+                write!(
+                    f,
+                    "canary phase: {} of {of} canaries ({}); the other hosts wait",
+                    canaries.len(),
+                    canaries.join(", ")
+                )
+            }
+            Why::RollingBack { to, reason } => write!(f, "rolling back to {to} (on_halt = rollback): {reason}"),
+            Why::HostWaits { host, waiting_for } => write!(f, "{host} waits: {waiting_for}"),
         }
     }
 }
@@ -81,7 +111,21 @@ pub fn explain(f: &Facts<'_>) -> Vec<Why> {
     let Some((pos, entry)) = f.queue.first_of(service) else { return Vec::new() };
     let Some(d) = entry.node.ok() else { return Vec::new() };
     let mut out = Vec::new();
+    let canary =
+        f.view.staging.as_ref().and_then(|s| s.ok()).filter(|s| s.version == d.version).map_or(0, |s| s.policy.canary);
+    let auto = f.view.staging.as_ref().and_then(|s| s.ok()).and_then(|s| s.policy.auto_promote).map(|d| d.to_string());
     match d.state {
+        DeployState::Paused if d.awaits_promotion() => out.push(Why::AwaitsPromotion {
+            canaries: d.canaries_done.clone(),
+            auto_promote: auto,
+            promote: format!("deployctl promote {service}"),
+        }),
+        DeployState::Active if d.rolling_back_to.is_some() => {
+            out.push(Why::RollingBack { to: d.target().to_string(), reason: d.reason.clone().unwrap_or_default() })
+        }
+        DeployState::Active if d.canary_phase(canary) && d.canaries.len() as u32 >= canary => {
+            out.push(Why::CanaryPhase { canaries: d.canaries.clone(), of: canary })
+        }
         DeployState::Paused => {
             let by = newest(f.events, EventKind::Paused, &d.version).and_then(|e| e.by.clone());
             out.push(Why::Paused { by, reason: d.reason.clone().unwrap_or_default() });
@@ -101,6 +145,17 @@ pub fn explain(f: &Facts<'_>) -> Vec<Why> {
     stuck(f, entry, &mut out);
     quorum(f, entry, &d.version, &mut out);
     downloads(f, entry, &d.version, &d.created_at, &mut out);
+    if out.is_empty() {
+        // The hosts' own reports (SPEC "What a host reports"): the front host's wait.
+        for (host, node) in &f.view.hosts {
+            let Some(r) = node.ok().and_then(|c| c.report.as_ref()) else { continue };
+            if r.version == d.version && r.activity == znode_schema::Activity::Waiting {
+                if let Some(w) = &r.waiting_for {
+                    out.push(Why::HostWaits { host: host.clone(), waiting_for: w.clone() });
+                }
+            }
+        }
+    }
     out
 }
 
@@ -157,6 +212,18 @@ fn downloads(f: &Facts<'_>, entry: &Entry, version: &str, since: &str, out: &mut
                 && e.version.as_deref() == Some(version)
                 && e.at.as_str() >= since
         });
+        let progress = c
+            .report
+            .as_ref()
+            .filter(|r| r.version == version && r.activity == znode_schema::Activity::Downloading && r.bytes.is_some());
+        if let (Some(r), None) = (progress, c.last_error.as_ref()) {
+            out.push(Why::DownloadProgress {
+                host: host.clone(),
+                bytes: r.bytes.unwrap_or(0),
+                size: r.size.unwrap_or(0),
+            });
+            continue;
+        }
         match (c.last_error.as_ref(), event) {
             (Some(err), ev) => out.push(Why::DownloadFailing {
                 host: host.clone(),

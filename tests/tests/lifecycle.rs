@@ -89,6 +89,11 @@ async fn a_canary_of_one_pauses_after_exactly_one_host_and_promote_rolls_the_res
     assert_eq!(at_v2, paused.canaries, "the canary, and only it, runs 2");
 
     let ctl = Ctl { root: fleet.root.clone(), layout: fleet.layout(), ..Ctl::new("unused") };
+    let status = ctl.ok(&["status", "api"]).await;
+    assert!(
+        status.stdout.contains("paused after the canary phase") && status.stdout.contains("deployctl promote api"),
+        "status says why: {status:?}"
+    );
     let resume = ctl.run(&["resume", "api"]).await;
     assert_eq!(resume.code, 3, "resume refuses a canary pause: {resume:?}");
     assert!(resume.stderr.contains("deployctl promote api"), "{resume:?}");
@@ -337,6 +342,12 @@ async fn on_failure_stay_keeps_the_new_release_and_halts() {
         .filter(|op| matches!(op, Op::Create { .. }) && marker_of(&l, op.path()).is_some_and(|(e, _)| e == entry))
         .count();
     assert_eq!(markers, 1, "one host stepped");
+    let ctl = Ctl { root: fleet.root.clone(), layout: fleet.layout(), ..Ctl::new("unused") };
+    let before = baton_tests::ctl::snapshot(&c, &fleet.root).await;
+    let refused = ctl.run(&["rollback", "api", "--to", "1"]).await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("cannot be undone") && refused.stderr.contains("--force"), "{refused:?}");
+    assert_eq!(baton_tests::ctl::snapshot(&c, &fleet.root).await, before, "the refusal wrote nothing");
 }
 
 /// `on_halt = rollback` (`--auto-rollback`): 5 hosts, quorum 3, one slot. Once a
