@@ -47,6 +47,37 @@ pub struct Entry {
     pub data_version: u8,
     /// Its `upgrading/` children, in creation order.
     pub markers: Vec<Marker>,
+    /// Bit `h`: host `h` fenced in the canary phase (`canaries`).
+    pub canaries: u8,
+    /// Bit `h`: canary `h`'s step ended, upgraded or failed (`canaries_done`).
+    pub canaries_done: u8,
+    /// Paused by the last canary's commit (`canary_paused_at` is set).
+    pub canary_paused: bool,
+    /// Promoted past its canary phase (`promoted_by` is set).
+    pub promoted: bool,
+    /// `on_halt = rollback`: the version the hosts that stepped go back to.
+    pub rolling_back_to: Option<Ver>,
+    /// Ghost: bit `h`, host `h` fenced on this entry while it was not promoted
+    /// under a canary policy (what the canary limit bounds, kept apart from the
+    /// `canaries` field the protocol maintains).
+    pub fenced_unpromoted: u8,
+}
+
+impl Entry {
+    /// The version its hosts move to: its own, or the one it rolls back to.
+    pub fn target(&self) -> Ver {
+        self.rolling_back_to.unwrap_or(self.version)
+    }
+
+    /// In its canary phase under a policy of `canary` hosts (`canary_phase`).
+    pub fn canary_phase(&self, canary: u8) -> bool {
+        canary > 0 && !self.promoted
+    }
+
+    /// Paused after its canaries, waiting for promotion (`awaits_promotion`).
+    pub fn awaits_promotion(&self) -> bool {
+        self.state == DeployState::Paused && self.canary_paused && !self.promoted
+    }
 }
 
 /// `staging/<svc>/<host>-<seq>`: ephemeral-sequential, owned by the host's session.
@@ -105,6 +136,9 @@ pub enum Phase {
         /// Whether this host was online at the read (its fence deletes its
         /// registration then).
         self_online: bool,
+        /// A step back (`on_halt = rollback`, `turn::decide_return`): read from
+        /// idle, fenced without a ticket, to the entry's `rolling_back_to`.
+        back: bool,
     },
     /// Fenced: marker created, registration deleted; the local step runs.
     Fenced {
@@ -128,11 +162,15 @@ pub enum Phase {
     Succeeded {
         /// The entry fenced on.
         entry: u8,
+        /// Stepped to.
+        to: Ver,
     },
     /// Failed and switched back locally: the failure transaction is pending.
     Failed {
         /// The entry fenced on.
         entry: u8,
+        /// The version the step failed to reach.
+        to: Ver,
     },
 }
 
@@ -183,6 +221,12 @@ pub struct State {
     /// rollback superseding its entry): ghost state, the steps-in-flight bound
     /// no longer applies.
     pub freed_live_slot: bool,
+    /// Index `s`: service `s`'s last completed entry rolled back to this version
+    /// (`rolled_back`): ghost state for the convergence property, whose target it
+    /// is then (the staged release stays the failed one).
+    pub rolled_back_to: Vec<Option<Ver>>,
+    /// Some promoted entry completed (ghost state for a `sometimes` property).
+    pub promoted_completed: bool,
     /// Bits of [`crate::checks::Violation`]s some transition so far committed.
     pub violations: u16,
 }
@@ -223,6 +267,8 @@ impl State {
             aborted: 0,
             left_behind: vec![0; n],
             freed_live_slot: false,
+            rolled_back_to: vec![None; n],
+            promoted_completed: false,
             violations: 0,
         }
     }
@@ -260,6 +306,12 @@ impl Zk {
             failed_hosts: 0,
             data_version: 0,
             markers: vec![],
+            canaries: 0,
+            canaries_done: 0,
+            canary_paused: false,
+            promoted: false,
+            rolling_back_to: None,
+            fenced_unpromoted: 0,
         }
     }
 

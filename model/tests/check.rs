@@ -138,7 +138,7 @@ fn operators_freeing_the_slot_of_a_live_step_exceed_max_parallel() {
     // that marker lets another host step beside it. (An abort leaves no entry.)
     for kind in [OpKind::Unlock, OpKind::Rollback] {
         let mut cfg = Config::fleet(3, 1);
-        cfg.services[0].policy = Policy { quorum: 0, max_parallel: 1, max_failures: 0 };
+        cfg.services[0].policy = Policy::new(0, 1, 0);
         cfg.faults = 1;
         cfg.crash = false;
         cfg.ops = 1;
