@@ -5,6 +5,9 @@
 //! checks deliberately broken variants and asserts the checker finds the
 //! counterexample it should.
 
+use baton_model::actions::Action;
+use baton_model::rules::can_progress;
+use baton_model::state::{DeployState, State};
 use baton_model::{Bug, Config, OpKind, Policy, Rollout, names};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
@@ -361,19 +364,41 @@ fn bug_stepping_forward_while_rolling_back_is_caught() {
     finds("bug ForwardWhileRollingBack", cfg, names::NO_FORWARD);
 }
 
-// Protocol bugs the model found in the release lifecycle as implemented
-// (commit 56c3221): each is the failing scenario, ignored until the sidecar is
-// fixed (see docs/guarantees.md, "What it found").
+// Protocol bugs the model found in the release lifecycle as implemented (commits
+// 19014b1 and 56c3221): each test is the failing scenario, ignored until the
+// sidecar is fixed (docs/guarantees.md, "What it found"). Those that replay one
+// interleaving assert the property the checker reports violated at its end.
+
+/// Replays `actions` from the initial state of `cfg`, each of which must be
+/// enabled where it is taken; returns the last state.
+fn replay(cfg: &Config, actions: &[Action]) -> State {
+    let model = Rollout { cfg: cfg.clone() };
+    let mut st = model.init_states().remove(0);
+    for a in actions {
+        let mut enabled = Vec::new();
+        model.actions(&st, &mut enabled);
+        assert!(enabled.contains(a), "{a:?} is not enabled; enabled: {enabled:?}");
+        st = model.next_state(&st, a.clone()).expect("a next state");
+    }
+    st
+}
+
+/// The no-stuck property on one state: the head, if any, is paused or halted, or
+/// some protocol action is enabled.
+fn not_stuck(cfg: &Config, st: &State) -> bool {
+    st.zk.deploy.first().is_none_or(|e| e.state != DeployState::Active) || can_progress(cfg, st)
+}
 
 #[test]
-#[ignore = "protocol bug: a canary whose step was undone re-queues behind hosts the canary phase holds back"]
+#[ignore = "protocol bug: a canary whose step was undone queues again behind hosts the canary phase holds back"]
 fn a_canary_whose_step_was_undone_steps_again() {
     // The canary fences, its sidecar crashes before the switch and recovery undoes
-    // the step; it queues again, at the back of the ticket queue. The first
-    // `max_parallel` tickets belong to hosts that are not canaries: they wait for
-    // the canary phase (`Verdict::Canary`), the canary waits for the tickets ahead
-    // (`Verdict::Behind`); nothing moves, the entry stays active, nobody pauses or
-    // promotes it.
+    // the step (not counted); it queues again, at the back of the ticket queue
+    // (the restart deleted its old ticket). The first `max_parallel` tickets are
+    // of hosts that are not canaries: they wait for the canary phase
+    // (`Verdict::Canary`), the canary waits for the tickets ahead of it
+    // (`Verdict::Behind`). Nothing moves; the entry stays active, never paused, so
+    // nobody promotes it (9 steps).
     let mut cfg = canary(1);
     cfg.faults = 1;
     cfg.expiry = false;
@@ -381,25 +406,71 @@ fn a_canary_whose_step_was_undone_steps_again() {
 }
 
 #[test]
-#[ignore = "protocol bug: a canary phase that ends while paused by an operator is stuck active after resume"]
-fn a_canary_phase_ending_while_paused_is_stuck_after_resume() {
+#[ignore = "protocol bug: a canary whose step failed and halted the rollout is queued behind the others after resume"]
+fn a_canary_that_failed_steps_again_after_resume() {
+    // The same dead end without a crash: the canary's failure halts the rollout
+    // (max_failures 0); `deployctl resume` clears it from `canaries_done` and
+    // `failed_hosts` so that it steps again, but its new ticket is behind those of
+    // the hosts that queued while it was halted.
     let mut cfg = canary(1);
-    cfg.ops = 2;
-    cfg.op_kinds = vec![OpKind::Pause, OpKind::Resume];
-    holds("canary 1, 3 hosts, pause and resume", cfg);
+    cfg.services[0].policy.max_failures = 0;
+    cfg.services[0].policy.auto_promote = false;
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Resume];
+    holds("canary 1, max_failures 0, 3 hosts, 1 resume", cfg);
 }
 
 #[test]
-#[ignore = "protocol bug: a canary's failure under on_halt = rollback pauses the rollback for promotion"]
+#[ignore = "protocol bug: a canary phase that ends while paused by an operator is stuck active after resume"]
+fn a_canary_phase_ending_while_paused_is_stuck_after_resume() {
+    // The canary's commit lands while an operator paused the rollout:
+    // `canary_done` records it but pauses only an active entry, so no canary pause
+    // (`canary_paused_at`) is written. `deployctl resume` (not refused: the entry
+    // does not await promotion) makes it active: the canary phase is full, nobody
+    // else may fence, and auto_promote looks only at entries awaiting promotion.
+    let mut cfg = canary(1);
+    cfg.ops = 2;
+    cfg.op_kinds = vec![OpKind::Pause, OpKind::Resume];
+    let steps = [
+        Action::Queue(2, 0),
+        Action::Queue(1, 0),
+        Action::Queue(0, 0),
+        Action::Read(2, 0),
+        Action::Fence(2, 0),
+        Action::Switch(2, 0),
+        Action::Outcome(2, 0, true),
+        Action::Op(OpKind::Pause, 0),
+        Action::Commit(2, 0),
+        Action::Check(2, 0),
+        Action::Op(OpKind::Resume, 0),
+    ];
+    let st = replay(&cfg, &steps);
+    assert!(not_stuck(&cfg, &st), "stuck active in its canary phase: {:?}", st.zk.deploy);
+}
+
+#[test]
+#[ignore = "protocol bug: under on_halt = rollback a canary's commit pauses the rollback for promotion"]
 fn a_rollback_started_in_the_canary_phase_ends() {
+    // canary 1, max_failures 0: the canary fails; its failure commit sets
+    // `rolling_back_to`, then `canary_done` (the entry still active) pauses it with
+    // reason canary. A paused rollback moves nobody back and never completes;
+    // auto_promote never looks at a rolling-back entry; only `deployctl promote`
+    // (which says "every host steps now") lets it go on (7 steps). With canary 2 a
+    // second canary still stepping forward pauses it the same way with its success,
+    // and is left on the failed release.
     let mut cfg = rollback(1);
     cfg.services[0].policy.canary = 1;
     holds("canary 1, on_halt rollback, 3 hosts", cfg);
 }
 
 #[test]
-#[ignore = "protocol bug: nobody auto-promotes when every host stepped as a canary and the smallest failed"]
+#[ignore = "protocol bug: nobody auto-promotes when every host stepped as a canary and the smallest one failed"]
 fn healthy_canaries_are_auto_promoted_when_the_smallest_host_failed() {
+    // 2 hosts, canary 2, max_failures 1: host 0's canary step fails (counted, no
+    // halt), host 1's succeeds and pauses the entry for promotion. Auto-promotion
+    // is tried by queued front hosts (none: everyone stepped) and by the designated
+    // idle host, the smallest online one (host 0), which skips a rollout its step
+    // failed in. The rollout stays paused with healthy canaries (14 steps).
     let mut cfg = Config::fleet(2, 1);
     cfg.services[0].policy = Policy { canary: 2, auto_promote: true, ..Policy::new(1, 1, 1) };
     holds("canary 2 of 2 hosts, auto_promote, max_failures 1", cfg);
