@@ -192,7 +192,10 @@ fn commit(cfg: &Config, n: &mut State, h: Host, s: Svc) {
             if e.failures > p.max_failures && e.state != DeployState::Halted && !late_forward {
                 let roll_back = p.on_halt_rollback && forward && e.rolling_back_to.is_none();
                 match a.running.filter(|_| roll_back) {
-                    Some(v) => e.rolling_back_to = Some(v),
+                    Some(v) => {
+                        e.rolling_back_to = Some(v);
+                        e.rollback_mark = true;
+                    }
                     None => e.state = DeployState::Halted,
                 }
             }
@@ -340,8 +343,9 @@ fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
             n.zk.deploy.extend(stuck);
             n.zk.deploy.push(rollback);
             for e in movable {
-                // The payload unchanged, under a new sequence number.
-                let moved = Entry { id: n.zk.next_seq, data_version: 0, ..e };
+                // The payload unchanged, under a new sequence number (only its
+                // `upgrading/` is created again, not a `rollback` mark).
+                let moved = Entry { id: n.zk.next_seq, data_version: 0, rollback_mark: false, ..e };
                 n.zk.next_seq += 1;
                 n.zk.deploy.push(moved);
             }

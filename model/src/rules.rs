@@ -98,7 +98,10 @@ pub fn done(cfg: &Config, zk: &Zk, s: Svc) -> Option<u8> {
         .iter()
         .enumerate()
         .all(|(h, c)| c.is_none() || *c == Some(target) || e.failed_hosts & (1 << h) != 0);
-    (state_ok && svc.tickets.is_empty() && e.markers.is_empty() && hosts_ok).then_some(e.id)
+    // The completion multi deletes a rolling-back entry's `rollback` mark: it fails
+    // (NoNode) when the mark is missing.
+    let mark_ok = e.rolling_back_to.is_none() || e.rollback_mark;
+    (state_ok && svc.tickets.is_empty() && e.markers.is_empty() && hosts_ok && mark_ok).then_some(e.id)
 }
 
 /// The online host of `s` with the smallest id (the periodic no-op decider).

@@ -57,6 +57,9 @@ pub struct Entry {
     pub promoted: bool,
     /// `on_halt = rollback`: the version the hosts that stepped go back to.
     pub rolling_back_to: Option<Ver>,
+    /// Its `rollback` child (`deploy/<e>/rollback`), created with
+    /// `rolling_back_to`; completion deletes it with the entry (so needs it).
+    pub rollback_mark: bool,
     /// Ghost: bit `h`, host `h` fenced on this entry while it was not promoted
     /// under a canary policy (what the canary limit bounds, kept apart from the
     /// `canaries` field the protocol maintains).
@@ -311,6 +314,7 @@ impl Zk {
             canary_paused: false,
             promoted: false,
             rolling_back_to: None,
+            rollback_mark: false,
             fenced_unpromoted: 0,
         }
     }
