@@ -341,6 +341,22 @@ fn rollback_max_parallel_two_quorum_two_max_failures_one() {
 }
 
 #[test]
+fn rollback_two_expiries() {
+    let mut cfg = rollback(2);
+    cfg.faults = 2;
+    cfg.crash = false;
+    holds("on_halt rollback, max_parallel 2, 3 hosts, 2 expiries", cfg);
+}
+
+#[test]
+fn rollback_with_a_fresh_host() {
+    let mut cfg = rollback(2);
+    cfg.fresh = 0b100;
+    cfg.faults = 1;
+    holds("on_halt rollback, max_parallel 2, 3 hosts (one fresh), 1 fault", cfg);
+}
+
+#[test]
 fn rollback_one_fault_one_operator_action() {
     let mut cfg = rollback(2);
     cfg.faults = 1;
