@@ -133,21 +133,31 @@ pub fn protocol_actions(cfg: &Config, st: &State, out: &mut Vec<Action>) {
             out.push(Action::Check(h, s));
         }
         // The designated idle host: the smallest online one, at the entry's target
-        // (`designated_completer`, and `rolling_back` for a rollback).
+        // (`designated_completer`, and `rolling_back` for a rollback), or, since
+        // cd77ead, at any version when its step failed in the rollout.
         let target = rules::entry_to_complete(zk, s).map_or(staged, |e| e.target());
-        let designated =
-            live && a.phase == Phase::Idle && a.running == Some(target) && rules::min_online(zk, s) == Some(h);
+        let failed_here = cfg.bug != Bug::FailedHostNotDesignated
+            && rules::rollout(zk, s).is_some_and(|e| e.failed_hosts & (1 << h) != 0);
+        let designated = live
+            && a.phase == Phase::Idle
+            && (a.running == Some(target) || failed_here)
+            && rules::min_online(zk, s) == Some(h);
         if designated && rules::done(cfg, zk, s).is_some() {
             out.push(Action::Periodic(h, s));
         }
-        // Auto-promotion: by the front hosts queued (`queued`, on `Inactive`) and by
-        // the designated idle host (`designated_completer`), on the rollout they take
-        // part in.
-        if let Some(e) = rules::rollout_for(zk, h, s).filter(|e| rules::auto_promotable(cfg, zk, e)) {
+        // Auto-promotion: by the front hosts queued (`queued`, on `Inactive`; a
+        // canary let through from behind the window included) and by the designated
+        // idle host (`designated_completer`), on the rollout.
+        if let Some(e) = rules::rollout(zk, s).filter(|e| rules::auto_promotable(cfg, zk, e)) {
             let p = cfg.policy(s);
             let front = svc.tickets.iter().take(p.max_parallel as usize).any(|t| t.host == h && t.version == staged);
-            let front = live && a.phase == Phase::Queued && front && zk.deploy.first().map(|d| d.id) == Some(e.id);
-            if front || (designated && a.running == Some(e.version)) {
+            let front = front || (has_ticket && rules::canary_behind(cfg, zk, h, s));
+            let front = live
+                && a.phase == Phase::Queued
+                && front
+                && e.failed_hosts & (1 << h) == 0
+                && zk.deploy.first().map(|d| d.id) == Some(e.id);
+            if front || designated {
                 out.push(Action::AutoPromote(h, s));
             }
         }

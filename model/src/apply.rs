@@ -115,6 +115,7 @@ pub fn apply(cfg: &Config, st: &State, action: &Action) -> State {
             if let Some(id) = n.zk.entry_of(s).map(|e| e.id) {
                 let e = n.zk.entry_mut(id).expect("exists");
                 e.state = DeployState::Active;
+                e.canary_reason = false;
                 e.promoted = true;
                 e.data_version += 1;
             }
@@ -195,8 +196,12 @@ fn commit(cfg: &Config, n: &mut State, h: Host, s: Svc) {
                     Some(v) => {
                         e.rolling_back_to = Some(v);
                         e.rollback_mark = true;
+                        e.canary_reason = false;
                     }
-                    None => e.state = DeployState::Halted,
+                    None => {
+                        e.state = DeployState::Halted;
+                        e.canary_reason = false;
+                    }
                 }
             }
             canary_done(cfg, e, h, canary);
@@ -214,9 +219,11 @@ fn commit(cfg: &Config, n: &mut State, h: Host, s: Svc) {
     a.check = !failed || cfg.bug != Bug::NoCompletionAfterFailure;
 }
 
-/// `commit::canary_done`: records that canary `h`'s step on `e` ended; the one
-/// that makes it `canary` pauses an active entry for promotion. Whether it changed
-/// the entry (the caller rewrites it, bumping its version).
+/// `commit::canary_done` (as of cd77ead): records that canary `h`'s step on `e`
+/// ended; the one that makes it `canary` records the end of the canary phase
+/// (`canary_paused_at`) unless the entry rolls back, and pauses it for promotion
+/// (reason `canary`) if it is active; an operator's pause stays. Whether it
+/// changed the entry (the caller rewrites it, bumping its version).
 fn canary_done(cfg: &Config, e: &mut Entry, h: Host, canary: u8) -> bool {
     let canary_step = e.canary_phase(canary) && e.canaries & (1 << h) != 0;
     if !canary_step || e.canaries_done & (1 << h) != 0 {
@@ -224,9 +231,19 @@ fn canary_done(cfg: &Config, e: &mut Entry, h: Host, canary: u8) -> bool {
     }
     e.canaries_done |= 1 << h;
     let last = e.canaries_done.count_ones() >= u32::from(canary);
-    if last && e.state == DeployState::Active && cfg.bug != Bug::NoCanaryPause {
-        e.state = DeployState::Paused;
+    let active = e.state == DeployState::Active;
+    let ends = match cfg.bug {
+        Bug::NoCanaryPause => false,
+        Bug::CanaryEndOnlyWhenActive => active && e.rolling_back_to.is_none(),
+        Bug::CanaryPausesRollback => active,
+        _ => e.rolling_back_to.is_none(),
+    };
+    if last && ends {
         e.canary_paused = true;
+        if active {
+            e.state = DeployState::Paused;
+            e.canary_reason = true;
+        }
     }
     true
 }
@@ -302,18 +319,33 @@ fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
             }
             if kind == OpKind::Pause {
                 e.state = DeployState::Paused;
+                e.canary_reason = false;
+            } else if e.state == DeployState::Paused && e.canary_ended() {
+                // An operator's pause of an entry whose canary phase ended: back to
+                // the canary pause (awaiting promotion).
+                e.canary_reason = true;
             } else {
                 e.state = DeployState::Active;
+                e.canary_reason = false;
                 e.failures = 0;
-                // A canary whose step failed steps again: its canary step is not done.
-                e.canaries_done &= !e.failed_hosts;
+                // A canary whose step failed steps again: its canary step is not
+                // done, nor is the phase; a phase that ended stays ended.
+                let done = e.canaries_done & !e.failed_hosts;
+                if done != e.canaries_done {
+                    e.canary_paused = false;
+                } else if e.canary_ended() {
+                    e.state = DeployState::Paused;
+                    e.canary_reason = true;
+                }
+                e.canaries_done = done;
                 e.failed_hosts = 0;
             }
         }
         OpKind::Promote => {
             let Some(e) = first.and_then(|id| n.zk.entry_mut(id)) else { return };
-            if e.awaits_promotion() {
+            if e.canary_ended() && e.state == DeployState::Paused {
                 e.state = DeployState::Active;
+                e.canary_reason = false;
             }
             e.promoted = true;
             e.data_version += 1;

@@ -57,7 +57,10 @@ pub enum OpKind {
     /// `deployctl pause`: an active entry becomes paused (a rewrite).
     Pause,
     /// `deployctl resume`: a paused or halted entry (or one with failures) becomes
-    /// active, with its failures and failed hosts cleared.
+    /// active, with its failures and failed hosts cleared; refused on an entry
+    /// awaiting promotion. An operator's pause of an entry whose canary phase ended
+    /// becomes the canary pause (reason `canary`); a resumed entry whose canary
+    /// phase ended and that dropped no failed canary lands in the canary pause.
     Resume,
     /// `deployctl abort`: the service's entries and their markers are deleted and
     /// the staged release goes back to what most online hosts run.
@@ -71,9 +74,9 @@ pub enum OpKind {
     /// `deployctl unlock`: deletes one host's marker.
     Unlock,
     /// `deployctl promote`: ends the canary phase of the service's first entry
-    /// (sets `promoted_by`); an entry paused for promotion becomes active. Enabled
-    /// while a canary phase is on (the policy has one, not promoted yet), also early
-    /// (canaries still stepping).
+    /// (sets `promoted_by`); a paused entry whose canary phase ended (either
+    /// reason) becomes active. Enabled while a canary phase is on (the policy has
+    /// one, not promoted yet), also early (canaries still stepping).
     Promote,
 }
 
@@ -115,6 +118,21 @@ pub enum Bug {
     /// on an entry that rolls back (`turn::decide` without its `rolling_back_to`
     /// check).
     ForwardWhileRollingBack,
+    /// Before cd77ead: a canary queued again behind the ticket window waits for
+    /// the tickets ahead (`Verdict::Behind`), whose hosts wait for the canaries.
+    CanaryWaitsBehind,
+    /// Before cd77ead: `canary_done` records the end of the canary phase
+    /// (`canary_paused_at`) only when it pauses an active entry.
+    CanaryEndOnlyWhenActive,
+    /// Before cd77ead: `canary_done` pauses an active entry for promotion even
+    /// when it rolls back.
+    CanaryPausesRollback,
+    /// Before cd77ead: an idle host in the rollout's `failed_hosts` never acts as
+    /// the designated host (completion, auto_promote).
+    FailedHostNotDesignated,
+    /// Before afb8d8e: the completion of a rolling-back entry deletes its
+    /// `rollback` mark unconditionally (NoNode when it is missing).
+    CompletionNeedsMark,
 }
 
 /// The model's parameters.

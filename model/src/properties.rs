@@ -128,7 +128,7 @@ impl Model for Rollout {
                 let ended = st.zk.deploy.first().is_none_or(|e| {
                     e.rolling_back_to.is_none()
                         || e.state == DeployState::Halted
-                        || (e.state == DeployState::Paused && !e.awaits_promotion())
+                        || (e.state == DeployState::Paused && !e.canary_reason)
                 });
                 ended || rules::can_progress(&m.cfg, st)
             }),

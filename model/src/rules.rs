@@ -11,7 +11,10 @@ pub fn eligible(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
     let p = cfg.policy(s);
     let svc = &zk.services[s as usize];
     let Some(pos) = svc.tickets.iter().position(|t| t.host == h) else { return false };
-    if pos >= p.max_parallel as usize || svc.tickets[pos].version != svc.staged {
+    if svc.tickets[pos].version != svc.staged {
+        return false;
+    }
+    if pos >= p.max_parallel as usize && !canary_behind(cfg, zk, h, s) {
         return false;
     }
     let head = match cfg.bug {
@@ -31,6 +34,19 @@ pub fn eligible(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
         return false;
     }
     quorum_kept(cfg, zk, h, s)
+}
+
+/// `waiting::canary_behind` (cd77ead): host `h`, queued behind the ticket window
+/// of `s`, is a canary of the rollout whose canary phase is full. It skips the
+/// "behind" wait and goes to the front decision (the hosts ahead of it wait for
+/// the canaries).
+pub fn canary_behind(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
+    let canary = cfg.policy(s).canary;
+    cfg.bug != Bug::CanaryWaitsBehind
+        && canary > 0
+        && rollout(zk, s).is_some_and(|e| {
+            e.canary_phase(canary) && e.canaries.count_ones() >= u32::from(canary) && e.canaries & (1 << h) != 0
+        })
 }
 
 /// Online − 1 (− 0 when `h` is not online) ≥ quorum.
@@ -56,11 +72,10 @@ pub fn eligible_back(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
     cfg.bug == Bug::ReturnIgnoresQuorum || quorum_kept(cfg, zk, h, s)
 }
 
-/// The rollout of `s` host `h` may take part in (`Queue::rollout` and not
-/// `failed_here`): the service's first entry, at the staged version, not rolling
-/// back, `h` not in its failed hosts.
-pub fn rollout_for(zk: &Zk, h: Host, s: Svc) -> Option<&Entry> {
-    entry_to_complete(zk, s).filter(|e| e.rolling_back_to.is_none() && e.failed_hosts & (1 << h) == 0)
+/// The rollout of `s` (`Queue::rollout` of the staged version): the service's
+/// first entry, at the staged version, not rolling back.
+pub fn rollout(zk: &Zk, s: Svc) -> Option<&Entry> {
+    entry_to_complete(zk, s).filter(|e| e.rolling_back_to.is_none())
 }
 
 /// `promote::auto_promote`'s condition on entry `e`: the policy has
@@ -98,9 +113,9 @@ pub fn done(cfg: &Config, zk: &Zk, s: Svc) -> Option<u8> {
         .iter()
         .enumerate()
         .all(|(h, c)| c.is_none() || *c == Some(target) || e.failed_hosts & (1 << h) != 0);
-    // The completion multi deletes a rolling-back entry's `rollback` mark: it fails
-    // (NoNode) when the mark is missing.
-    let mark_ok = e.rolling_back_to.is_none() || e.rollback_mark;
+    // The completion multi deletes a rolling-back entry's `rollback` mark if it
+    // exists (afb8d8e; before, unconditionally: NoNode when it is missing).
+    let mark_ok = e.rolling_back_to.is_none() || e.rollback_mark || cfg.bug != Bug::CompletionNeedsMark;
     (state_ok && svc.tickets.is_empty() && e.markers.is_empty() && hosts_ok && mark_ok).then_some(e.id)
 }
 

@@ -51,8 +51,13 @@ pub struct Entry {
     pub canaries: u8,
     /// Bit `h`: canary `h`'s step ended, upgraded or failed (`canaries_done`).
     pub canaries_done: u8,
-    /// Paused by the last canary's commit (`canary_paused_at` is set).
+    /// The last canary's step ended (`canary_paused_at` is set): written whatever
+    /// the state, unless the entry rolls back; resume after dropping a failed
+    /// canary clears it.
     pub canary_paused: bool,
+    /// Its `reason` is `canary` (paused for promotion, not by an operator);
+    /// false whenever another write sets the state or reason.
+    pub canary_reason: bool,
     /// Promoted past its canary phase (`promoted_by` is set).
     pub promoted: bool,
     /// `on_halt = rollback`: the version the hosts that stepped go back to.
@@ -77,9 +82,15 @@ impl Entry {
         canary > 0 && !self.promoted
     }
 
-    /// Paused after its canaries, waiting for promotion (`awaits_promotion`).
+    /// Its canary phase ended, not promoted, not rolling back (`canary_ended`).
+    pub fn canary_ended(&self) -> bool {
+        self.canary_paused && !self.promoted && self.rolling_back_to.is_none()
+    }
+
+    /// Paused after its canaries with reason `canary`, waiting for promotion
+    /// (`awaits_promotion`; an operator's pause is not one).
     pub fn awaits_promotion(&self) -> bool {
-        self.state == DeployState::Paused && self.canary_paused && !self.promoted
+        self.canary_ended() && self.state == DeployState::Paused && self.canary_reason
     }
 }
 
@@ -312,6 +323,7 @@ impl Zk {
             canaries: 0,
             canaries_done: 0,
             canary_paused: false,
+            canary_reason: false,
             promoted: false,
             rolling_back_to: None,
             rollback_mark: false,

@@ -225,6 +225,11 @@ fn bug_no_vacuous_completion_is_caught() {
 const ALL_OPS_AND_PROMOTE: [OpKind; 6] =
     [OpKind::Pause, OpKind::Resume, OpKind::Abort, OpKind::Rollback, OpKind::Unlock, OpKind::Promote];
 
+/// Every operator action but unlock: with crashes, an unlock of a canary's step in
+/// flight leaves its canary phase unended (a known case, see
+/// `an_unlock_of_a_canarys_live_step_then_a_restart_leaves_its_phase_unended`).
+const OPS_BUT_UNLOCK: [OpKind; 5] = [OpKind::Pause, OpKind::Resume, OpKind::Abort, OpKind::Rollback, OpKind::Promote];
+
 /// 3 hosts × 1 service, quorum 1, `canary = 1` with `auto_promote`, `max_failures`
 /// 1 (a canary's failure ends its canary step without halting).
 fn canary(max_parallel: u8) -> Config {
@@ -240,23 +245,18 @@ fn rollback(max_parallel: u8) -> Config {
     cfg
 }
 
-// With canary 1 the faults are session expiries only: a crash that undoes the
-// canary's step deadlocks the rollout (`a_canary_whose_step_was_undone_...` below).
-
 #[test]
-fn canary_one_max_parallel_one_one_expiry() {
+fn canary_one_max_parallel_one_one_fault() {
     let mut cfg = canary(1);
     cfg.faults = 1;
-    cfg.crash = false;
-    holds("canary 1, max_parallel 1, 3 hosts, 1 expiry", cfg);
+    holds("canary 1, max_parallel 1, 3 hosts, 1 fault", cfg);
 }
 
 #[test]
-fn canary_one_max_parallel_two_one_expiry() {
+fn canary_one_max_parallel_two_one_fault() {
     let mut cfg = canary(2);
     cfg.faults = 1;
-    cfg.crash = false;
-    holds("canary 1, max_parallel 2, 3 hosts, 1 expiry", cfg);
+    holds("canary 1, max_parallel 2, 3 hosts, 1 fault", cfg);
 }
 
 #[test]
@@ -277,7 +277,26 @@ fn canary_without_auto_promote_one_operator_action() {
     cfg.crash = false;
     cfg.ops = 1;
     cfg.op_kinds = ALL_OPS_AND_PROMOTE.to_vec();
-    holds("canary 1 (no auto_promote), max_parallel 2, 3 hosts, 1 expiry, 1 operator action", cfg);
+    holds("canary 1 (no auto_promote), max_parallel 2, 3 hosts, 1 expiry, 1 operator action", cfg.clone());
+    cfg.crash = true;
+    cfg.op_kinds = OPS_BUT_UNLOCK.to_vec();
+    holds("canary 1 (no auto_promote), max_parallel 2, 3 hosts, 1 fault, 1 operator action (not unlock)", cfg);
+}
+
+#[test]
+fn an_unlock_of_a_canarys_live_step_then_a_restart_leaves_its_phase_unended() {
+    // Known, left as is: `deployctl unlock` of the canary's marker while its step
+    // runs, then a restart of its sidecar: boot keeps the running release (no
+    // marker, no commit), so `canaries_done` never records the canary, the phase
+    // never ends, and the entry stays active with nobody else allowed to fence
+    // until `deployctl promote` (10 steps).
+    let mut cfg = canary(2);
+    cfg.services[0].policy.auto_promote = false;
+    cfg.faults = 1;
+    cfg.expiry = false;
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Unlock];
+    finds("canary 1, 1 crash, 1 unlock", cfg, names::STUCK);
 }
 
 #[test]
@@ -288,33 +307,27 @@ fn canary_two_services() {
         s.policy.auto_promote = true;
     }
     cfg.faults = 1;
-    cfg.crash = false;
-    holds("canary 1 on both, 2 hosts x 2 services, 1 expiry", cfg);
+    holds("canary 1 on both, 2 hosts x 2 services, 1 fault", cfg);
 }
 
 #[test]
-fn canary_three_hosts_two_services_one_expiry() {
+fn canary_three_hosts_two_services_one_fault() {
     let mut cfg = Config::fleet(3, 2);
     for s in &mut cfg.services {
         s.policy.canary = 1;
         s.policy.auto_promote = true;
     }
     cfg.faults = 1;
-    cfg.crash = false;
-    holds("canary 1 on both, 3 hosts x 2 services, 1 expiry", cfg);
+    holds("canary 1 on both, 3 hosts x 2 services, 1 fault", cfg);
 }
 
 #[test]
-fn canary_one_expiry_two_operator_actions() {
+fn canary_one_fault_two_operator_actions() {
     let mut cfg = canary(2);
     cfg.faults = 1;
-    cfg.crash = false;
     cfg.ops = 2;
-    // Pause then resume, and promote after a failure of the smallest host, find
-    // the bugs below (`a_canary_phase_ending_while_paused_is_stuck_after_resume`,
-    // `a_promoted_rollout_whose_smallest_host_failed_completes`).
-    cfg.op_kinds = vec![OpKind::Pause, OpKind::Abort, OpKind::Rollback, OpKind::Unlock];
-    holds("canary 1, max_parallel 2, 3 hosts, 1 expiry, 2 operator actions (pause, abort, rollback, unlock)", cfg);
+    cfg.op_kinds = OPS_BUT_UNLOCK.to_vec();
+    holds("canary 1, max_parallel 2, 3 hosts, 1 fault, 2 operator actions (not unlock)", cfg);
 }
 
 #[test]
@@ -418,10 +431,10 @@ fn bug_stepping_forward_while_rolling_back_is_caught() {
     finds("bug ForwardWhileRollingBack", cfg, names::NO_FORWARD);
 }
 
-// Protocol bugs the model found in the release lifecycle as implemented (commits
-// 19014b1 and 56c3221): each test is the failing scenario, ignored until the
-// sidecar is fixed (docs/guarantees.md, "What it found"). Those that replay one
-// interleaving assert the property the checker reports violated at its end.
+// Protocol bugs the model found in the release lifecycle as first implemented
+// (commits 19014b1 and 56c3221), fixed in cd77ead and afb8d8e (docs/guarantees.md,
+// "What it found"): each scenario now holds, and the variant with the old rule
+// (`Bug::CanaryWaitsBehind` and the others) still finds its counterexample.
 
 /// Replays `actions` from the initial state of `cfg`, each of which must be
 /// enabled where it is taken; returns the last state.
@@ -443,45 +456,57 @@ fn not_stuck(cfg: &Config, st: &State) -> bool {
     st.zk.deploy.first().is_none_or(|e| e.state != DeployState::Active) || can_progress(cfg, st)
 }
 
-#[test]
-#[ignore = "protocol bug: a canary whose step was undone queues again behind hosts the canary phase holds back"]
-fn a_canary_whose_step_was_undone_steps_again() {
-    // The canary fences, its sidecar crashes before the switch and recovery undoes
-    // the step (not counted); it queues again, at the back of the ticket queue
-    // (the restart deleted its old ticket). The first `max_parallel` tickets are
-    // of hosts that are not canaries: they wait for the canary phase
-    // (`Verdict::Canary`), the canary waits for the tickets ahead of it
-    // (`Verdict::Behind`). Nothing moves; the entry stays active, never paused, so
-    // nobody promotes it (9 steps).
+/// Canary 1, `max_parallel` 1, 3 hosts, 1 crash.
+fn canary_crash() -> Config {
     let mut cfg = canary(1);
     cfg.faults = 1;
     cfg.expiry = false;
-    holds("canary 1, max_parallel 1, 3 hosts, 1 crash", cfg);
+    cfg
 }
 
 #[test]
-#[ignore = "protocol bug: a canary whose step failed and halted the rollout is queued behind the others after resume"]
-fn a_canary_that_failed_steps_again_after_resume() {
-    // The same dead end without a crash: the canary's failure halts the rollout
-    // (max_failures 0); `deployctl resume` clears it from `canaries_done` and
-    // `failed_hosts` so that it steps again, but its new ticket is behind those of
-    // the hosts that queued while it was halted.
+fn a_canary_whose_step_was_undone_steps_again() {
+    // The canary fences, its sidecar crashes before the switch and recovery undoes
+    // the step (not counted); it queues again, at the back of the ticket queue
+    // (the restart deleted its old ticket), behind hosts that wait for the canary
+    // phase (`Verdict::Canary`). Since cd77ead a canary of a full phase is let
+    // through from behind the window (`canary_behind`); before, it waited for the
+    // tickets ahead (`Verdict::Behind`) and nothing moved (9 steps).
+    holds("canary 1, max_parallel 1, 3 hosts, 1 crash", canary_crash());
+    let mut cfg = canary_crash();
+    cfg.bug = Bug::CanaryWaitsBehind;
+    finds("bug CanaryWaitsBehind, 1 crash", cfg, names::STUCK);
+}
+
+/// Canary 1, `max_failures` 0, 3 hosts, 1 resume.
+fn canary_failed_resume() -> Config {
     let mut cfg = canary(1);
     cfg.services[0].policy.max_failures = 0;
-    cfg.services[0].policy.auto_promote = false;
     cfg.ops = 1;
     cfg.op_kinds = vec![OpKind::Resume];
-    holds("canary 1, max_failures 0, 3 hosts, 1 resume", cfg);
+    cfg
 }
 
 #[test]
-#[ignore = "protocol bug: a canary phase that ends while paused by an operator is stuck active after resume"]
-fn a_canary_phase_ending_while_paused_is_stuck_after_resume() {
-    // The canary's commit lands while an operator paused the rollout:
-    // `canary_done` records it but pauses only an active entry, so no canary pause
-    // (`canary_paused_at`) is written. `deployctl resume` (not refused: the entry
-    // does not await promotion) makes it active: the canary phase is full, nobody
-    // else may fence, and auto_promote looks only at entries awaiting promotion.
+fn a_canary_that_failed_steps_again_after_resume() {
+    // The same without a crash: the canary's failure halts the rollout
+    // (max_failures 0); `deployctl resume` clears it from `canaries_done` and
+    // `failed_hosts` so that it steps again, with its new ticket behind those of
+    // the hosts that queued while it was halted (11 steps before cd77ead).
+    holds("canary 1, max_failures 0, 3 hosts, 1 resume", canary_failed_resume());
+    let mut cfg = canary_failed_resume();
+    cfg.bug = Bug::CanaryWaitsBehind;
+    finds("bug CanaryWaitsBehind, 1 resume", cfg, names::STUCK);
+}
+
+#[test]
+fn a_canary_phase_ending_while_paused_awaits_promotion_after_resume() {
+    // The canary's commit lands while an operator paused the rollout. Since
+    // cd77ead `canary_done` records the end of the phase (`canary_paused_at`)
+    // whatever the state and keeps the operator's pause; `deployctl resume` then
+    // turns it into the canary pause (reason canary), which auto_promote takes.
+    // Before, the end was not recorded, resume made it active with the phase full
+    // and nobody could move (11 steps).
     let mut cfg = canary(1);
     cfg.ops = 2;
     cfg.op_kinds = vec![OpKind::Pause, OpKind::Resume];
@@ -499,71 +524,98 @@ fn a_canary_phase_ending_while_paused_is_stuck_after_resume() {
         Action::Op(OpKind::Resume, 0),
     ];
     let st = replay(&cfg, &steps);
-    assert!(not_stuck(&cfg, &st), "stuck active in its canary phase: {:?}", st.zk.deploy);
+    let e = &st.zk.deploy[0];
+    assert!(e.awaits_promotion(), "not awaiting promotion: {e:?}");
+    assert!(not_stuck(&cfg, &st) && can_progress(&cfg, &st), "nobody auto-promotes: {:?}", st.zk.deploy);
+    holds("canary 1, max_parallel 1, 3 hosts, pause and resume", cfg.clone());
+    cfg.bug = Bug::CanaryEndOnlyWhenActive;
+    let st = replay(&cfg, &steps);
+    assert!(!not_stuck(&cfg, &st), "bug CanaryEndOnlyWhenActive: not stuck: {:?}", st.zk.deploy);
+    finds("bug CanaryEndOnlyWhenActive", cfg, names::STUCK);
 }
 
-#[test]
-#[ignore = "protocol bug: under on_halt = rollback a canary's commit pauses the rollback for promotion"]
-fn a_rollback_started_in_the_canary_phase_ends() {
-    // canary 1, max_failures 0: the canary fails; its failure commit sets
-    // `rolling_back_to`, then `canary_done` (the entry still active) pauses it with
-    // reason canary. A paused rollback moves nobody back and never completes;
-    // auto_promote never looks at a rolling-back entry; only `deployctl promote`
-    // (which says "every host steps now") lets it go on (7 steps). With canary 2 a
-    // second canary still stepping forward pauses it the same way with its success,
-    // and is left on the failed release.
+/// Canary 1, `auto_promote`, `on_halt = rollback`, `max_parallel` 1, 3 hosts.
+fn canary_rollback() -> Config {
     let mut cfg = rollback(1);
     cfg.services[0].policy.canary = 1;
-    holds("canary 1, on_halt rollback, 3 hosts", cfg);
+    cfg.services[0].policy.auto_promote = true;
+    cfg
 }
 
 #[test]
-#[ignore = "protocol bug: nobody auto-promotes when every host stepped as a canary and the smallest one failed"]
-fn healthy_canaries_are_auto_promoted_when_the_smallest_host_failed() {
-    // 2 hosts, canary 2, max_failures 1: host 0's canary step fails (counted, no
-    // halt), host 1's succeeds and pauses the entry for promotion. Auto-promotion
-    // is tried by queued front hosts (none: everyone stepped) and by the designated
-    // idle host, the smallest online one (host 0), which skips a rollout its step
-    // failed in. The rollout stays paused with healthy canaries (14 steps).
+fn a_rollback_started_in_the_canary_phase_ends() {
+    // canary 1, max_failures 0: the canary fails; its failure commit sets
+    // `rolling_back_to`. Since cd77ead `canary_done` leaves the pause of a
+    // rolling-back entry alone; before, it paused the rollback with reason canary,
+    // which nothing but `deployctl promote` moved (7 steps). With canary 2 a second
+    // canary still stepping forward paused it the same way.
+    holds("canary 1, on_halt rollback, 3 hosts", canary_rollback());
+    let mut cfg = canary_rollback();
+    cfg.services[0].policy.canary = 2;
+    cfg.services[0].policy.max_parallel = 2;
+    holds("canary 2, on_halt rollback, max_parallel 2, 3 hosts", cfg);
+    let mut cfg = canary_rollback();
+    cfg.bug = Bug::CanaryPausesRollback;
+    finds("bug CanaryPausesRollback", cfg, names::ROLLBACK_ENDS);
+}
+
+/// 2 hosts, canary 2, `max_failures` 1.
+fn canary_of_two() -> Config {
     let mut cfg = Config::fleet(2, 1);
-    cfg.services[0].policy = Policy { canary: 2, auto_promote: true, ..Policy::new(1, 1, 1) };
-    holds("canary 2 of 2 hosts, auto_promote, max_failures 1", cfg);
+    cfg.services[0].policy = Policy { canary: 2, ..Policy::new(1, 1, 1) };
+    cfg
 }
 
 #[test]
-#[ignore = "protocol bug: a rolling-back entry moved by another service's deployctl rollback never completes"]
-fn a_rolling_back_entry_moved_by_another_rollback_completes() {
-    // Service 0's rollout fails and rolls back (its `rollback` mark created);
-    // between steps (no marker) an operator rolls back service 1, whose entry goes
-    // to the front: `deployctl rollback` deletes service 0's entry (mark included)
-    // and re-creates it behind with the same payload, `rolling_back_to` set, but
-    // only its `upgrading/` is created again. Once it is the head again, its
-    // completion multi deletes the mark and fails with NoNode every time: the
-    // rollback never completes and every rollout behind it waits. (While it is not
-    // the head, its hosts also spin: `returning` goes back to idle at once and idle
-    // to returning, with no wait in between; not visible in the model.)
+fn healthy_canaries_are_auto_promoted_when_the_smallest_host_failed() {
+    // Host 0's canary step fails (counted, no halt), host 1's succeeds and pauses
+    // the entry for promotion. Auto-promotion is tried by queued front hosts
+    // (none: everyone stepped) and by the designated idle host, the smallest
+    // online one (host 0). Since cd77ead a host whose step failed acts as the
+    // designated host too; before, it skipped the rollout and it stayed paused
+    // with healthy canaries (14 steps).
+    let mut cfg = canary_of_two();
+    cfg.services[0].policy.auto_promote = true;
+    holds("canary 2 of 2 hosts, auto_promote, max_failures 1", cfg.clone());
+    cfg.bug = Bug::FailedHostNotDesignated;
+    finds("bug FailedHostNotDesignated, auto_promote", cfg, names::PROMOTED);
+}
+
+#[test]
+fn a_promoted_rollout_whose_smallest_host_failed_completes() {
+    // As above with the operator promoting: the entry is active, every host that
+    // did not fail runs the version, no step is left to end (whose commit would run
+    // the decider), and the designated decider is the smallest online host, whose
+    // step failed: before cd77ead it never completed, and every rollout behind it
+    // waited (15 steps).
+    let mut cfg = canary_of_two();
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Promote];
+    holds("canary 2 of 2 hosts, max_failures 1, 1 promote", cfg.clone());
+    cfg.bug = Bug::FailedHostNotDesignated;
+    finds("bug FailedHostNotDesignated, promote", cfg, names::STUCK);
+}
+
+/// Service 0 `on_halt = rollback`, 2 hosts x 2 services, 1 operator rollback.
+fn moved_rollback() -> Config {
     let mut cfg = Config::fleet(2, 2);
     cfg.services[0].policy = Policy { on_halt_rollback: true, ..Policy::new(1, 1, 0) };
     cfg.services[1].staged_at_start = true;
     cfg.ops = 1;
     cfg.op_kinds = vec![OpKind::Rollback];
-    holds("on_halt rollback, 2 hosts x 2 services, 1 operator rollback", cfg);
+    cfg
 }
 
 #[test]
-#[ignore = "protocol bug: nobody completes a promoted rollout when the smallest online host failed in it"]
-fn a_promoted_rollout_whose_smallest_host_failed_completes() {
-    // As `healthy_canaries_are_auto_promoted_when_the_smallest_host_failed`, with
-    // the operator promoting: the entry is active, every host that did not fail
-    // runs the version, no step is left to end (whose commit would run the
-    // decider), and the designated decider is the smallest online host, which
-    // skips a rollout its step failed in. The rollout never completes and every
-    // rollout behind it waits. (The checker found it first with 3 hosts: the
-    // operator's rollback gives a canary phase to the rollback entry, the smallest
-    // host fails its canary step there, and the operator promotes.)
-    let mut cfg = Config::fleet(2, 1);
-    cfg.services[0].policy = Policy { canary: 2, ..Policy::new(1, 1, 1) };
-    cfg.ops = 1;
-    cfg.op_kinds = vec![OpKind::Promote];
-    holds("canary 2 of 2 hosts, max_failures 1, 1 promote", cfg);
+fn a_rolling_back_entry_moved_by_another_rollback_completes() {
+    // Service 0's rollout fails and rolls back (its `rollback` mark created);
+    // between steps (no marker) an operator rolls back service 1, whose entry goes
+    // to the front: `deployctl rollback` re-creates service 0's entry behind it
+    // with the same payload, `rolling_back_to` set, without the mark. Since
+    // afb8d8e completion deletes the mark only if it exists; before, its multi
+    // failed with NoNode every time and every rollout behind waited (21 steps).
+    holds("on_halt rollback, 2 hosts x 2 services, 1 operator rollback", moved_rollback());
+    let mut cfg = moved_rollback();
+    cfg.bug = Bug::CompletionNeedsMark;
+    finds("bug CompletionNeedsMark", cfg, names::STUCK);
 }
