@@ -161,7 +161,8 @@ fn fence(cfg: &Config, n: &mut State, h: Host, s: Svc) {
     if !back && e.canary_phase(canary) {
         e.canaries |= 1 << h;
     }
-    if canary > 0 && !e.promoted {
+    // The canary limit is on steps forward: a step back has no canary phase.
+    if !back && canary > 0 && !e.promoted {
         e.fenced_unpromoted |= 1 << h;
     }
     e.markers.push(Marker { host: h, service: s, from, to });

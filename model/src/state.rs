@@ -65,8 +65,8 @@ pub struct Entry {
     /// Its `rollback` child (`deploy/<e>/rollback`), created with
     /// `rolling_back_to`; completion deletes it with the entry (so needs it).
     pub rollback_mark: bool,
-    /// Ghost: bit `h`, host `h` fenced on this entry while it was not promoted
-    /// under a canary policy (what the canary limit bounds, kept apart from the
+    /// Ghost: bit `h`, host `h` fenced forward on this entry while it was not
+    /// promoted under a canary policy (what the canary limit bounds, kept apart from the
     /// `canaries` field the protocol maintains).
     pub fenced_unpromoted: u8,
 }

@@ -402,6 +402,30 @@ fn rollback_two_hosts_two_services_one_fault_one_operator_action() {
 }
 
 #[test]
+fn canary_and_rollback_one_fault() {
+    // The canary phase and `on_halt = rollback` together: a canary's failure turns
+    // the entry into a rollback (max_failures 0), a later one promoted goes back.
+    for (canary, max_parallel) in [(1, 1), (1, 2), (2, 2)] {
+        let mut cfg = rollback(max_parallel);
+        cfg.services[0].policy.canary = canary;
+        cfg.services[0].policy.auto_promote = true;
+        cfg.faults = 1;
+        holds(&format!("canary {canary}, on_halt rollback, max_parallel {max_parallel}, 3 hosts, 1 fault"), cfg);
+    }
+}
+
+#[test]
+fn canary_and_rollback_one_fault_one_operator_action() {
+    let mut cfg = rollback(2);
+    cfg.services[0].policy.canary = 1;
+    cfg.services[0].policy.auto_promote = true;
+    cfg.faults = 1;
+    cfg.ops = 1;
+    cfg.op_kinds = OPS_BUT_UNLOCK.to_vec();
+    holds("canary 1, on_halt rollback, max_parallel 2, 3 hosts, 1 fault, 1 operator action (not unlock)", cfg);
+}
+
+#[test]
 fn bug_ignoring_the_canary_limit_is_caught() {
     let mut cfg = canary(2);
     cfg.bug = Bug::IgnoreCanaryLimit;
