@@ -322,12 +322,25 @@ fn canary_three_hosts_two_services_one_fault() {
 }
 
 #[test]
-fn canary_one_fault_two_operator_actions() {
+fn canary_one_fault_two_pause_resume_or_promote() {
+    // Pause then resume around the canary's end, promote early or late (five
+    // operator kinds with a fault: 7.5 M states, over a minute).
     let mut cfg = canary(2);
     cfg.faults = 1;
     cfg.ops = 2;
-    cfg.op_kinds = OPS_BUT_UNLOCK.to_vec();
-    holds("canary 1, max_parallel 2, 3 hosts, 1 fault, 2 operator actions (not unlock)", cfg);
+    cfg.op_kinds = vec![OpKind::Pause, OpKind::Resume, OpKind::Promote];
+    holds("canary 1, max_parallel 2, 3 hosts, 1 fault, 2 operator actions (pause, resume, promote)", cfg);
+}
+
+#[test]
+fn canary_one_expiry_two_operator_actions() {
+    let mut cfg = canary(2);
+    cfg.faults = 1;
+    cfg.crash = false;
+    cfg.ops = 2;
+    // Resume is in the test above (all six kinds: 6 M states, 47 s).
+    cfg.op_kinds = vec![OpKind::Pause, OpKind::Abort, OpKind::Rollback, OpKind::Unlock, OpKind::Promote];
+    holds("canary 1, max_parallel 2, 3 hosts, 1 expiry, 2 operator actions (not resume)", cfg);
 }
 
 #[test]
