@@ -136,8 +136,10 @@ pub fn protocol_actions(cfg: &Config, st: &State, out: &mut Vec<Action>) {
         // (`designated_completer`, and `rolling_back` for a rollback), or, since
         // cd77ead, at any version when its step failed in the rollout.
         let target = rules::entry_to_complete(zk, s).map_or(staged, |e| e.target());
-        let failed_here = cfg.bug != Bug::FailedHostNotDesignated
-            && rules::rollout(zk, s).is_some_and(|e| e.failed_hosts & (1 << h) != 0);
+        // (`NoCompletionAfterFailure` is today's sidecar before the fix: only the
+        // smallest online host at the staged version runs the periodic check.)
+        let old_designated = matches!(cfg.bug, Bug::FailedHostNotDesignated | Bug::NoCompletionAfterFailure);
+        let failed_here = !old_designated && rules::rollout(zk, s).is_some_and(|e| e.failed_hosts & (1 << h) != 0);
         let designated = live
             && a.phase == Phase::Idle
             && (a.running == Some(target) || failed_here)

@@ -96,7 +96,8 @@ pub enum Bug {
     FenceWithoutVersionCheck,
     /// A failure commit does not run the completion check (today's `reverted`), and
     /// only the periodic no-op check by the smallest online host at the staged
-    /// version can complete the rollout.
+    /// version can complete the rollout (a host whose step failed is not the
+    /// designated host, as in [`Bug::FailedHostNotDesignated`]).
     NoCompletionAfterFailure,
     /// Eligibility looks at the service's own first entry instead of the head of
     /// `deploy/`: services no longer roll in deploy order.
