@@ -657,3 +657,48 @@ fn a_rolling_back_entry_moved_by_another_rollback_completes() {
     cfg.bug = Bug::CompletionNeedsMark;
     finds("bug CompletionNeedsMark", cfg, names::STUCK);
 }
+
+#[test]
+fn an_operators_rollback_that_rolls_back_moves_a_host_onto_the_release_it_failed_on() {
+    // Observed, not a property violation (docs/guarantees.md, "What it found"):
+    // canary 1 and `on_halt = rollback`. Host 1 is the canary of version 1 and
+    // succeeds; host 0 steps after the auto-promotion and fails (the entry rolls
+    // back to 0). The operator rolls back: a new entry to 0, with the service's
+    // policy. Host 1's step to 0 fails there, which rolls that entry back to 1, and
+    // host 0, which never left 0 and whose step to 1 failed in the superseded entry,
+    // "goes back" to 1, outside any canary phase.
+    let mut cfg = rollback(2);
+    cfg.services[0].policy.canary = 1;
+    cfg.services[0].policy.auto_promote = true;
+    cfg.ops = 1;
+    cfg.op_kinds = vec![OpKind::Rollback];
+    let steps = [
+        Action::Queue(1, 0),
+        Action::Read(1, 0),
+        Action::Fence(1, 0),
+        Action::Switch(1, 0),
+        Action::Outcome(1, 0, true),
+        Action::Commit(1, 0),
+        Action::Queue(0, 0),
+        Action::AutoPromote(0, 0),
+        Action::Read(0, 0),
+        Action::Fence(0, 0),
+        Action::Switch(0, 0),
+        Action::Outcome(0, 0, false),
+        Action::Commit(0, 0),
+        Action::Op(OpKind::Rollback, 0),
+        Action::Queue(1, 0),
+        Action::Read(1, 0),
+        Action::Fence(1, 0),
+        Action::Switch(1, 0),
+        Action::Outcome(1, 0, false),
+        Action::Commit(1, 0),
+        Action::Read(0, 0),
+        Action::Fence(0, 0),
+    ];
+    let st = replay(&cfg, &steps);
+    let e = &st.zk.deploy[0];
+    assert_eq!((e.version, e.rolling_back_to), (0, Some(1)), "{e:?}");
+    let m = e.markers.iter().find(|m| m.host == 0).expect("host 0 fenced back");
+    assert_eq!((m.from, m.to), (Some(0), 1), "{m:?}");
+}
