@@ -47,6 +47,10 @@ pub enum Action {
     Op(OpKind, Svc),
     /// `deployctl unlock s h`.
     Unlock(Svc, Host),
+    /// `promote::auto_promote` by host `h` (a front host queued, or the designated
+    /// idle host): the entry paused after its canaries, whose canaries that did not
+    /// fail are online at the version, becomes active and promoted.
+    AutoPromote(Host, Svc),
 }
 
 impl Action {
@@ -62,12 +66,13 @@ impl Action {
             | Action::Commit(h, s)
             | Action::Boot(h, s, _)
             | Action::Check(h, s)
-            | Action::Periodic(h, s) => Some((h, s)),
+            | Action::Periodic(h, s)
+            | Action::AutoPromote(h, s) => Some((h, s)),
             _ => None,
         }
     }
 
-    /// Whether an operator did it (abort, rollback, unlock, pause, resume).
+    /// Whether an operator did it (abort, rollback, unlock, pause, resume, promote).
     pub fn is_operator(&self) -> bool {
         matches!(self, Action::Op(..) | Action::Unlock(..))
     }
@@ -82,7 +87,17 @@ pub fn protocol_actions(cfg: &Config, st: &State, out: &mut Vec<Action>) {
         let svc = &zk.services[s as usize];
         let staged = svc.staged;
         let has_ticket = svc.tickets.iter().any(|t| t.host == h);
+        // The service's first entry rolls back (`on_halt = rollback`): nobody
+        // queues for its release, and the hosts that run it go back.
+        let back = zk.entry_of(s).filter(|e| e.rolling_back_to.is_some());
         match &a.phase {
+            Phase::Idle if live && back.is_some() => {
+                let e = back.expect("checked");
+                let steps_back = a.running == Some(e.version) && e.failed_hosts & (1 << h) == 0;
+                if steps_back && rules::eligible_back(cfg, zk, h, s) {
+                    out.push(Action::Read(h, s));
+                }
+            }
             Phase::Idle if live && a.running.is_some() && a.running != Some(staged) && !has_ticket => {
                 let failed = rules::entry_to_complete(zk, s).is_some_and(|e| e.failed_hosts & (1 << h) != 0);
                 if !failed {
@@ -91,7 +106,8 @@ pub fn protocol_actions(cfg: &Config, st: &State, out: &mut Vec<Action>) {
             }
             Phase::Queued if live => {
                 let stale = svc.tickets.iter().any(|t| t.host == h && t.version != staged);
-                if stale || a.running == Some(staged) || !has_ticket {
+                let dropped = back.is_some() && cfg.bug != Bug::ForwardWhileRollingBack;
+                if stale || a.running == Some(staged) || !has_ticket || dropped {
                     out.push(Action::DropTicket(h, s));
                 } else if rules::eligible(cfg, zk, h, s) {
                     out.push(Action::Read(h, s));
@@ -116,9 +132,36 @@ pub fn protocol_actions(cfg: &Config, st: &State, out: &mut Vec<Action>) {
         if live && settled && a.check {
             out.push(Action::Check(h, s));
         }
-        let periodic = live && a.phase == Phase::Idle && a.running == Some(staged);
-        if periodic && rules::min_online(zk, s) == Some(h) && rules::done(cfg, zk, s).is_some() {
+        // The designated idle host: the smallest online one, at the entry's target
+        // (`designated_completer`, and `rolling_back` for a rollback), or, since
+        // cd77ead, at any version when its step failed in the rollout.
+        let target = rules::entry_to_complete(zk, s).map_or(staged, |e| e.target());
+        // (`NoCompletionAfterFailure` is today's sidecar before the fix: only the
+        // smallest online host at the staged version runs the periodic check.)
+        let old_designated = matches!(cfg.bug, Bug::FailedHostNotDesignated | Bug::NoCompletionAfterFailure);
+        let failed_here = !old_designated && rules::rollout(zk, s).is_some_and(|e| e.failed_hosts & (1 << h) != 0);
+        let designated = live
+            && a.phase == Phase::Idle
+            && (a.running == Some(target) || failed_here)
+            && rules::min_online(zk, s) == Some(h);
+        if designated && rules::done(cfg, zk, s).is_some() {
             out.push(Action::Periodic(h, s));
+        }
+        // Auto-promotion: by the front hosts queued (`queued`, on `Inactive`; a
+        // canary let through from behind the window included) and by the designated
+        // idle host (`designated_completer`), on the rollout.
+        if let Some(e) = rules::rollout(zk, s).filter(|e| rules::auto_promotable(cfg, zk, e)) {
+            let p = cfg.policy(s);
+            let front = svc.tickets.iter().take(p.max_parallel as usize).any(|t| t.host == h && t.version == staged);
+            let front = front || (has_ticket && rules::canary_behind(cfg, zk, h, s));
+            let front = live
+                && a.phase == Phase::Queued
+                && front
+                && e.failed_hosts & (1 << h) == 0
+                && zk.deploy.first().map(|d| d.id) == Some(e.id);
+            if front || designated {
+                out.push(Action::AutoPromote(h, s));
+            }
         }
     }
     if let Some(head) = zk.deploy.first() {
@@ -162,7 +205,13 @@ pub fn all_actions(cfg: &Config, st: &State, out: &mut Vec<Action>) {
         for &k in &cfg.op_kinds {
             let ok = match k {
                 OpKind::Pause => entry.is_some_and(|e| e.state == DeployState::Active),
-                OpKind::Resume => entry.is_some_and(|e| e.state != DeployState::Active || e.failures > 0),
+                OpKind::Resume => {
+                    entry.is_some_and(|e| (e.state != DeployState::Active || e.failures > 0) && !e.awaits_promotion())
+                }
+                OpKind::Promote => entry.is_some_and(|e| {
+                    let staged = st.zk.services[s as usize].staged;
+                    e.version == staged && e.canary_phase(cfg.policy(s).canary)
+                }),
                 OpKind::Abort => entry.is_some(),
                 OpKind::Rollback => st.zk.services[s as usize].staged > 0,
                 OpKind::Unlock => {

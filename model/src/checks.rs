@@ -27,6 +27,9 @@ pub enum Violation {
     /// A marker deleted by someone other than its own host's commit or recovery
     /// of the entry's service, or an operator.
     MarkerTheft = 64,
+    /// A fence forward (to the entry's version) on an entry whose
+    /// `rolling_back_to` is set.
+    ForwardWhileRollingBack = 128,
 }
 
 /// Checks the transition `before --action--> after` and returns `after` with the
@@ -42,6 +45,10 @@ pub fn record(cfg: &Config, before: &State, action: &Action, mut after: State) -
             }
             if e.state != DeployState::Active {
                 v |= Violation::Inactive as u16;
+            }
+            let to = after.zk.entry(*entry).and_then(|a| a.markers.iter().find(|m| m.host == h)).map(|m| m.to);
+            if e.rolling_back_to.is_some() && to == Some(e.version) {
+                v |= Violation::ForwardWhileRollingBack as u16;
             }
             let quorum = cfg.policy(s).quorum;
             if *self_online && after.zk.online(s) < quorum {

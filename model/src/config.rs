@@ -18,6 +18,24 @@ pub struct Policy {
     pub max_parallel: u8,
     /// Failures tolerated before the entry halts.
     pub max_failures: u8,
+    /// `canary = N`: while the entry is not promoted, the first N hosts fenced
+    /// (recorded in the entry's `canaries`) are the only ones that step; the commit
+    /// ending the last of them pauses the entry for promotion. 0: no canary phase.
+    pub canary: u8,
+    /// `auto_promote`: a host promotes an entry paused after its canaries once
+    /// every canary that did not fail is online at the version (time abstracted:
+    /// "once the duration passed" is "eventually").
+    pub auto_promote: bool,
+    /// `on_halt = rollback`: the failure that would halt the entry sets its
+    /// `rolling_back_to` instead, and the hosts that stepped go back.
+    pub on_halt_rollback: bool,
+}
+
+impl Policy {
+    /// `quorum`, `max_parallel`, `max_failures`; no canary phase, `on_halt = stay`.
+    pub fn new(quorum: u8, max_parallel: u8, max_failures: u8) -> Policy {
+        Policy { quorum, max_parallel, max_failures, canary: 0, auto_promote: false, on_halt_rollback: false }
+    }
 }
 
 /// One service of the fleet.
@@ -39,7 +57,10 @@ pub enum OpKind {
     /// `deployctl pause`: an active entry becomes paused (a rewrite).
     Pause,
     /// `deployctl resume`: a paused or halted entry (or one with failures) becomes
-    /// active, with its failures and failed hosts cleared.
+    /// active, with its failures and failed hosts cleared; refused on an entry
+    /// awaiting promotion. An operator's pause of an entry whose canary phase ended
+    /// becomes the canary pause (reason `canary`); a resumed entry whose canary
+    /// phase ended and that dropped no failed canary lands in the canary pause.
     Resume,
     /// `deployctl abort`: the service's entries and their markers are deleted and
     /// the staged release goes back to what most online hosts run.
@@ -52,6 +73,11 @@ pub enum OpKind {
     Rollback,
     /// `deployctl unlock`: deletes one host's marker.
     Unlock,
+    /// `deployctl promote`: ends the canary phase of the service's first entry
+    /// (sets `promoted_by`); a paused entry whose canary phase ended (either
+    /// reason) becomes active. Enabled while a canary phase is on (the policy has
+    /// one, not promoted yet), also early (canaries still stepping).
+    Promote,
 }
 
 /// A deliberately broken variant, to show the checker finds what it should.
@@ -70,7 +96,8 @@ pub enum Bug {
     FenceWithoutVersionCheck,
     /// A failure commit does not run the completion check (today's `reverted`), and
     /// only the periodic no-op check by the smallest online host at the staged
-    /// version can complete the rollout.
+    /// version can complete the rollout (a host whose step failed is not the
+    /// designated host, as in [`Bug::FailedHostNotDesignated`]).
     NoCompletionAfterFailure,
     /// Eligibility looks at the service's own first entry instead of the head of
     /// `deploy/`: services no longer roll in deploy order.
@@ -80,6 +107,33 @@ pub enum Bug {
     PauseWithoutRewrite,
     /// Nobody completes a head entry whose service has no online host.
     NoVacuousCompletion,
+    /// Eligibility ignores the canary limit (`turn::decide` without its
+    /// `Verdict::Canary`): any host may fence in the canary phase.
+    IgnoreCanaryLimit,
+    /// The last canary's commit records it without pausing the entry: the
+    /// rollout runs through its canary phase unpromoted.
+    NoCanaryPause,
+    /// Going back (`turn::decide_return`) ignores the quorum.
+    ReturnIgnoresQuorum,
+    /// A host queued for the release keeps its ticket and may still fence forward
+    /// on an entry that rolls back (`turn::decide` without its `rolling_back_to`
+    /// check).
+    ForwardWhileRollingBack,
+    /// Before cd77ead: a canary queued again behind the ticket window waits for
+    /// the tickets ahead (`Verdict::Behind`), whose hosts wait for the canaries.
+    CanaryWaitsBehind,
+    /// Before cd77ead: `canary_done` records the end of the canary phase
+    /// (`canary_paused_at`) only when it pauses an active entry.
+    CanaryEndOnlyWhenActive,
+    /// Before cd77ead: `canary_done` pauses an active entry for promotion even
+    /// when it rolls back.
+    CanaryPausesRollback,
+    /// Before cd77ead: an idle host in the rollout's `failed_hosts` never acts as
+    /// the designated host (completion, auto_promote).
+    FailedHostNotDesignated,
+    /// Before afb8d8e: the completion of a rolling-back entry deletes its
+    /// `rollback` mark unconditionally (NoNode when it is missing).
+    CompletionNeedsMark,
 }
 
 /// The model's parameters.
@@ -128,11 +182,7 @@ impl Config {
         let all = all.wrapping_sub(1);
         let services = (0..services)
             .map(|s| Service {
-                policy: Policy {
-                    quorum: 1,
-                    max_parallel: if s == 0 && hosts >= 3 { 2 } else { 1 },
-                    max_failures: u8::from(s != 0),
-                },
+                policy: Policy::new(1, if s == 0 && hosts >= 3 { 2 } else { 1 }, u8::from(s != 0)),
                 runs_on: all,
                 staged_at_start: s == 0,
             })

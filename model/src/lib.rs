@@ -6,8 +6,10 @@
 //! phase and the release it runs. Each action ([`actions`], [`apply`]) is one
 //! atomic ZooKeeper operation or multi, or one local step; the fence's read and its
 //! commit are separate actions. Faults (session expiry, sidecar crash) and operator
-//! actions are bounded by the [`Config`]. [`properties`] lists what is checked;
-//! [`checks`] records the invariants that are about transitions.
+//! actions are bounded by the [`Config`]. The release lifecycle's canary phase
+//! (`canary`, promote, `auto_promote`) and `on_halt = rollback` are policy options
+//! ([`Policy`]). [`properties`] lists what is checked; [`checks`] records the
+//! invariants that are about transitions.
 //!
 //! See docs/guarantees.md, "The model", for what it covers and what it does not.
 

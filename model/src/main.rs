@@ -1,9 +1,12 @@
-//! `baton-model [HOSTS] [SERVICES] [FAULTS] [OPS] [KINDS]`: checks the rollout model of
-//! that size exhaustively (BFS) and prints the state counts, the time taken and
-//! every discovery (a counterexample of an `always` property, an example of a
-//! `sometimes` one). Defaults: 3 hosts, 2 services, 1 fault, 1 operator action of
-//! every kind (KINDS: letters of p pause, r resume, a abort, b rollback, u unlock;
-//! default `prabu`). A second service is staged during the run when SERVICES ≥ 2.
+//! `baton-model [HOSTS] [SERVICES] [FAULTS] [OPS] [KINDS] [CANARY] [ROLLBACK]`: checks
+//! the rollout model of that size exhaustively (BFS) and prints the state counts,
+//! the time taken and every discovery (a counterexample of an `always` property, an
+//! example of a `sometimes` one). Defaults: 3 hosts, 2 services, 1 fault, 1
+//! operator action of every kind (KINDS: letters of p pause, r resume, a abort, b
+//! rollback, u unlock, o promote; default `prabu`), no canary phase, `on_halt =
+//! stay`. CANARY N gives every service `canary = N` with `auto_promote`; ROLLBACK 1
+//! gives every service `on_halt = rollback`. A second service is staged during the
+//! run when SERVICES ≥ 2.
 
 use baton_model::{Config, OpKind, Rollout};
 use stateright::{Checker, Expectation, Model};
@@ -16,7 +19,9 @@ fn arg(args: &[String], i: usize, default: u8) -> u8 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: baton-model [HOSTS] [SERVICES] [FAULTS] [OPS] [KINDS]  (defaults 3 2 1 1 prabu)");
+        println!(
+            "usage: baton-model [HOSTS] [SERVICES] [FAULTS] [OPS] [KINDS] [CANARY] [ROLLBACK]  (defaults 3 2 1 1 prabu 0 0)"
+        );
         return;
     }
     let mut cfg = Config::fleet(arg(&args, 0, 3), arg(&args, 1, 2));
@@ -29,8 +34,15 @@ fn main() {
         ('a', OpKind::Abort),
         ('b', OpKind::Rollback),
         ('u', OpKind::Unlock),
+        ('o', OpKind::Promote),
     ];
     cfg.op_kinds = all.iter().filter(|(c, _)| kinds.contains(*c)).map(|(_, k)| *k).collect();
+    let (canary, rollback) = (arg(&args, 5, 0), arg(&args, 6, 0) != 0);
+    for s in &mut cfg.services {
+        s.policy.canary = canary;
+        s.policy.auto_promote = canary > 0;
+        s.policy.on_halt_rollback = rollback;
+    }
     println!("{cfg:?}");
     let start = Instant::now();
     let checker = Rollout { cfg }.checker().spawn_bfs().join();

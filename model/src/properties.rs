@@ -42,8 +42,26 @@ pub mod names {
     /// `max_parallel`, unless an operator deleted the marker of a step still in
     /// flight (unlock, rollback; see [`crate::Config::strict_steps`]).
     pub const STEPS: &str = "at most max_parallel hosts of a service mid-step";
+    /// At most the policy's `canary` distinct hosts fence on an entry before it is
+    /// promoted (a ghost set, apart from the entry's `canaries`).
+    pub const CANARY: &str = "at most canary hosts fence before promotion";
+    /// No fence forward on an entry once its `rolling_back_to` is set.
+    pub const NO_FORWARD: &str = "no step forward once rolling back";
+    /// When no protocol action is enabled, a head entry that rolls back is halted
+    /// (or paused by an operator): a rollback ends, completed (rolled back) or
+    /// halted.
+    pub const ROLLBACK_ENDS: &str = "a rollback ends rolled back or halted";
+    /// When no protocol action is enabled, no entry under `auto_promote` awaits
+    /// promotion with its canaries healthy (someone promotes it).
+    pub const PROMOTED: &str = "healthy canaries are auto-promoted";
     /// Some rollout completes (the model is not vacuous).
     pub const COMPLETES: &str = "a rollout completes";
+    /// Some entry pauses after its canaries (with a canary policy).
+    pub const CANARY_PAUSES: &str = "a canary phase pauses for promotion";
+    /// Some entry is promoted and completes (with a canary policy).
+    pub const PROMOTED_COMPLETES: &str = "a promoted rollout completes";
+    /// Some entry completes rolled back (with `on_halt = rollback`).
+    pub const ROLLED_BACK: &str = "a rollback completes";
     /// Every rollout staged completes, in some run.
     pub const ALL_COMPLETE: &str = "every rollout completes";
 }
@@ -71,7 +89,7 @@ impl Model for Rollout {
 
     fn properties(&self) -> Vec<Property<Self>> {
         use names::*;
-        vec![
+        let mut props = vec![
             Property::always(QUORUM, |m: &Rollout, st: &State| {
                 clean(st, if m.cfg.strict_quorum { Violation::QuorumStrict } else { Violation::Quorum })
             }),
@@ -99,10 +117,40 @@ impl Model for Rollout {
             Property::always(CONVERGED, |m: &Rollout, st: &State| {
                 rules::converged(&m.cfg, st) || rules::can_progress(&m.cfg, st)
             }),
+            Property::always(CANARY, |m: &Rollout, st: &State| {
+                st.zk.deploy.iter().all(|e| {
+                    let canary = m.cfg.policy(e.service).canary;
+                    canary == 0 || e.fenced_unpromoted.count_ones() <= u32::from(canary)
+                })
+            }),
+            Property::always(NO_FORWARD, |_, st: &State| clean(st, Violation::ForwardWhileRollingBack)),
+            Property::always(ROLLBACK_ENDS, |m: &Rollout, st: &State| {
+                let ended = st.zk.deploy.first().is_none_or(|e| {
+                    e.rolling_back_to.is_none()
+                        || e.state == DeployState::Halted
+                        || (e.state == DeployState::Paused && !e.canary_reason)
+                });
+                ended || rules::can_progress(&m.cfg, st)
+            }),
+            Property::always(PROMOTED, |m: &Rollout, st: &State| {
+                let waiting = st.zk.deploy.iter().any(|e| rules::auto_promotable(&m.cfg, &st.zk, e));
+                !waiting || rules::can_progress(&m.cfg, st)
+            }),
             Property::sometimes(COMPLETES, |_, st: &State| st.completed > 0),
             Property::sometimes(ALL_COMPLETE, |_, st: &State| {
                 st.completed > 0 && st.zk.deploy.is_empty() && st.stage_left == 0
             }),
-        ]
+        ];
+        let canary = self.cfg.services.iter().any(|s| s.policy.canary > 0);
+        if canary {
+            props.push(Property::sometimes(CANARY_PAUSES, |_, st: &State| {
+                st.zk.deploy.iter().any(|e| e.awaits_promotion())
+            }));
+            props.push(Property::sometimes(PROMOTED_COMPLETES, |_, st: &State| st.promoted_completed));
+        }
+        if self.cfg.services.iter().any(|s| s.policy.on_halt_rollback) {
+            props.push(Property::sometimes(ROLLED_BACK, |_, st: &State| st.rolled_back_to.iter().any(Option::is_some)));
+        }
+        props
     }
 }

@@ -47,6 +47,51 @@ pub struct Entry {
     pub data_version: u8,
     /// Its `upgrading/` children, in creation order.
     pub markers: Vec<Marker>,
+    /// Bit `h`: host `h` fenced in the canary phase (`canaries`).
+    pub canaries: u8,
+    /// Bit `h`: canary `h`'s step ended, upgraded or failed (`canaries_done`).
+    pub canaries_done: u8,
+    /// The last canary's step ended (`canary_paused_at` is set): written whatever
+    /// the state, unless the entry rolls back; resume after dropping a failed
+    /// canary clears it.
+    pub canary_paused: bool,
+    /// Its `reason` is `canary` (paused for promotion, not by an operator);
+    /// false whenever another write sets the state or reason.
+    pub canary_reason: bool,
+    /// Promoted past its canary phase (`promoted_by` is set).
+    pub promoted: bool,
+    /// `on_halt = rollback`: the version the hosts that stepped go back to.
+    pub rolling_back_to: Option<Ver>,
+    /// Its `rollback` child (`deploy/<e>/rollback`), created with
+    /// `rolling_back_to`; completion deletes it with the entry (so needs it).
+    pub rollback_mark: bool,
+    /// Ghost: bit `h`, host `h` fenced forward on this entry while it was not
+    /// promoted under a canary policy (what the canary limit bounds, kept apart from the
+    /// `canaries` field the protocol maintains).
+    pub fenced_unpromoted: u8,
+}
+
+impl Entry {
+    /// The version its hosts move to: its own, or the one it rolls back to.
+    pub fn target(&self) -> Ver {
+        self.rolling_back_to.unwrap_or(self.version)
+    }
+
+    /// In its canary phase under a policy of `canary` hosts (`canary_phase`).
+    pub fn canary_phase(&self, canary: u8) -> bool {
+        canary > 0 && !self.promoted
+    }
+
+    /// Its canary phase ended, not promoted, not rolling back (`canary_ended`).
+    pub fn canary_ended(&self) -> bool {
+        self.canary_paused && !self.promoted && self.rolling_back_to.is_none()
+    }
+
+    /// Paused after its canaries with reason `canary`, waiting for promotion
+    /// (`awaits_promotion`; an operator's pause is not one).
+    pub fn awaits_promotion(&self) -> bool {
+        self.canary_ended() && self.state == DeployState::Paused && self.canary_reason
+    }
 }
 
 /// `staging/<svc>/<host>-<seq>`: ephemeral-sequential, owned by the host's session.
@@ -105,6 +150,9 @@ pub enum Phase {
         /// Whether this host was online at the read (its fence deletes its
         /// registration then).
         self_online: bool,
+        /// A step back (`on_halt = rollback`, `turn::decide_return`): read from
+        /// idle, fenced without a ticket, to the entry's `rolling_back_to`.
+        back: bool,
     },
     /// Fenced: marker created, registration deleted; the local step runs.
     Fenced {
@@ -128,11 +176,15 @@ pub enum Phase {
     Succeeded {
         /// The entry fenced on.
         entry: u8,
+        /// Stepped to.
+        to: Ver,
     },
     /// Failed and switched back locally: the failure transaction is pending.
     Failed {
         /// The entry fenced on.
         entry: u8,
+        /// The version the step failed to reach.
+        to: Ver,
     },
 }
 
@@ -183,6 +235,12 @@ pub struct State {
     /// rollback superseding its entry): ghost state, the steps-in-flight bound
     /// no longer applies.
     pub freed_live_slot: bool,
+    /// Index `s`: service `s`'s last completed entry rolled back to this version
+    /// (`rolled_back`): ghost state for the convergence property, whose target it
+    /// is then (the staged release stays the failed one).
+    pub rolled_back_to: Vec<Option<Ver>>,
+    /// Some promoted entry completed (ghost state for a `sometimes` property).
+    pub promoted_completed: bool,
     /// Bits of [`crate::checks::Violation`]s some transition so far committed.
     pub violations: u16,
 }
@@ -223,6 +281,8 @@ impl State {
             aborted: 0,
             left_behind: vec![0; n],
             freed_live_slot: false,
+            rolled_back_to: vec![None; n],
+            promoted_completed: false,
             violations: 0,
         }
     }
@@ -260,6 +320,14 @@ impl Zk {
             failed_hosts: 0,
             data_version: 0,
             markers: vec![],
+            canaries: 0,
+            canaries_done: 0,
+            canary_paused: false,
+            canary_reason: false,
+            promoted: false,
+            rolling_back_to: None,
+            rollback_mark: false,
+            fenced_unpromoted: 0,
         }
     }
 
