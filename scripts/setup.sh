@@ -46,9 +46,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest >/dev/null
 fi
-# The Debian package (scripts/deb.sh, scripts/deb-test.sh).
+# The Debian package (scripts/deb.sh, scripts/deb-test.sh); the version CI was checked with.
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "setup: installing cargo-deb" >&2
-  cargo install cargo-deb --locked >/dev/null
+  cargo install cargo-deb --version 3.8.0 --locked >/dev/null
 fi
 echo "setup: ok (java: $(command -v java), zookeeper: ${ZOOKEEPER_HOME:-/usr/share/java/zookeeper.jar})" >&2
