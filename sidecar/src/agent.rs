@@ -192,8 +192,10 @@ impl Agent {
             if to.in_step() && started.is_none() {
                 *started = Some(std::time::Instant::now());
             }
+            // The active release changes only inside a step, whose states have names
+            // of their own: reading it (state.json) on a change of state is enough.
+            crate::metrics::get().service(&self.cfg.name, self.active().as_deref(), to.name());
         }
-        crate::metrics::get().service(&self.cfg.name, self.active().as_deref(), to.name());
         to
     }
 

@@ -116,55 +116,46 @@ impl Agent {
 
     /// Commits a failed step: counted on the deploy entry, maybe halting it.
     pub(super) async fn reverted(&self, c: &mut Ctx, step: Step, cause: String) -> Result<Lifecycle, ZkError> {
-        let cur = step.from.as_deref().and_then(|v| self.registration(&c.s, v, None));
-        let end = StepEnd {
-            service: &self.cfg.name,
-            entry: &step.entry,
-            ticket: step.ticket.as_ref(),
-            register: cur.as_ref(),
-        };
-        let f = commit::Failed {
-            version: &step.to,
-            max_failures: step.policy.max_failures,
-            cause: &cause,
-            canary: step.policy.canary,
-            roll_back_to: step.from.as_deref().filter(|_| step.policy.on_halt == OnHalt::Rollback),
-        };
-        let state = commit::failure(&c.s, &end, f).await?;
-        self.step_ended("failed");
-        c.reg.assume(cur);
-        let state = state.map_or("unknown".to_string(), |s| s.to_string());
-        tracing::warn!(%state, "failure counted on the rollout");
-        Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
+        self.count_failure(c, step, cause, false).await
     }
 
     /// Commits a failed step that keeps the new release (`on_failure = "stay"`):
     /// registered at the new version if it is healthy, the failure counted and the
     /// rollout halted whatever `max_failures` says (the release cannot be undone).
     pub(super) async fn stayed(&self, c: &mut Ctx, step: Step, cause: String) -> Result<Lifecycle, ZkError> {
-        let cur = self.registration(&c.s, &step.to, None);
+        self.count_failure(c, step, cause, true).await
+    }
+
+    /// The failure commit of [`Agent::reverted`] (back on the old release) and
+    /// [`Agent::stayed`] (`stay`: on the new one).
+    async fn count_failure(&self, c: &mut Ctx, step: Step, cause: String, stay: bool) -> Result<Lifecycle, ZkError> {
+        let runs = if stay { Some(step.to.as_str()) } else { step.from.as_deref() };
+        let cur = runs.and_then(|v| self.registration(&c.s, v, None));
         let end = StepEnd {
             service: &self.cfg.name,
             entry: &step.entry,
             ticket: step.ticket.as_ref(),
             register: cur.as_ref(),
         };
-        let why = format!(
-            "{cause}; release {} cannot be undone (on_failure = stay): {} keeps it; fix forward, then resume or stage a new release",
-            step.to, c.s.host
-        );
+        let cause = match stay {
+            true => format!(
+                "{cause}; release {} cannot be undone (on_failure = stay): {} keeps it; fix forward, then resume or stage a new release",
+                step.to, c.s.host
+            ),
+            false => cause,
+        };
         let f = commit::Failed {
             version: &step.to,
-            max_failures: 0,
-            cause: &why,
+            max_failures: if stay { 0 } else { step.policy.max_failures },
+            cause: &cause,
             canary: step.policy.canary,
-            roll_back_to: None,
+            roll_back_to: step.from.as_deref().filter(|_| !stay && step.policy.on_halt == OnHalt::Rollback),
         };
         let state = commit::failure(&c.s, &end, f).await?;
         self.step_ended("failed");
         c.reg.assume(cur);
         let state = state.map_or("unknown".to_string(), |s| s.to_string());
-        tracing::warn!(%state, "failure counted on the rollout; the host keeps the new release");
+        tracing::warn!(%state, keeps_the_new_release = stay, "failure counted on the rollout");
         Ok(Lifecycle::Completing { entry: step.entry, version: step.to })
     }
 

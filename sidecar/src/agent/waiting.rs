@@ -31,13 +31,13 @@ impl Agent {
         let (staged, w) = self.staging(&c.s).await?;
         let mut watches = vec![w];
         let mut timer = REEVALUATE;
-        let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
-        if let Some(slot) = q.rolling_back(&self.cfg.name) {
-            if let Some(next) = self.rolling_back(c, slot, &mut watches).await? {
-                return Ok(next);
-            }
-        }
         if let Some(st) = &staged {
+            let (q, _) = crate::coord::deploys::read(&c.s, Default::default()).await?;
+            if let Some(slot) = q.rolling_back(&self.cfg.name) {
+                if let Some(next) = self.rolling_back(c, slot, &mut watches).await? {
+                    return Ok(next);
+                }
+            }
             if let Some(slot) = self.wants(&c.s, st, &q) {
                 if self.active().is_none() && self.supervisor.running_release().await.is_none() {
                     // Nothing runs here: installing the staged release takes nobody down.
@@ -249,7 +249,7 @@ impl Agent {
         let Some(st) = staged.filter(|st| st.version == version && self.wants(&c.s, st, &q).is_some()) else {
             return Ok(Lifecycle::Idle);
         };
-        let partial = self.store.root().join("downloads").join(&version).join("artifact.partial");
+        let partial = self.store.partial_download(&version);
         let downloading = || {
             let mut r = report::report(&version, Activity::Downloading);
             r.bytes = Some(report::partial_size(&partial).unwrap_or(0));

@@ -13,7 +13,7 @@
 
 use super::session::Session;
 use super::zk::{self, ZkError};
-use znode_schema::{DeployEntry, DeployName, decode, seq::sorted_deploys};
+use znode_schema::{DeployEntry, DeployName, HistoryEvent, decode, encode, seq::sorted_deploys};
 use zookeeper_client::{self as zkc, OneshotWatcher};
 
 /// One entry of the queue as read.
@@ -138,4 +138,25 @@ pub async fn read(s: &Session, watch: Watch) -> Result<(Queue, Vec<OneshotWatche
         slots.push(Slot { name, entry, version: stat.version, raw, mtime: stat.mtime });
     }
     Ok((Queue { slots }, watches))
+}
+
+/// Rewrites `slot`'s entry as `entry` at the data version read, with history event
+/// `ev`, in one multi. `false` when the entry moved since the read (someone fenced,
+/// paused, halted or deleted it first): re-read and decide again.
+pub async fn rewrite(s: &Session, slot: &Slot, entry: &DeployEntry, ev: &HistoryEvent) -> Result<bool, ZkError> {
+    let (prefix, data) = super::history::create_op(&s.layout, ev);
+    let path = s.layout.deploy_entry(&slot.name);
+    let ev_acl = s.acl(&prefix);
+    let mut txn = s.client.new_multi_writer();
+    let built = (|| {
+        txn.add_set_data(&path, &encode(entry), Some(slot.version))?;
+        txn.add_create(&prefix, &data, &ev_acl.options(zkc::CreateMode::PersistentSequential))?;
+        Ok::<_, zkc::Error>(())
+    })();
+    built.map_err(|err| ZkError::call("multi", &path, err))?;
+    match txn.commit().await {
+        Ok(_) => Ok(true),
+        Err(zkc::MultiWriteError::OperationFailed { .. }) => Ok(false),
+        Err(zkc::MultiWriteError::RequestFailed { source }) => Err(ZkError::call("multi", path, source)),
+    }
 }

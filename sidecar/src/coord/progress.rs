@@ -17,13 +17,12 @@
 //! version) wins over them. The server's `mtime` is compared with this host's clock
 //! (hosts' clocks are assumed close, as elsewhere).
 
-use super::deploys::Slot;
+use super::deploys::{self, Slot};
 use super::history;
 use super::session::Session;
 use super::zk::{self, ZkError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use znode_schema::{DeployState, EventKind, Policy, encode};
-use zookeeper_client::{self as zkc, MultiWriteError};
+use znode_schema::{DeployState, EventKind, Policy};
 
 /// What [`check`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,22 +57,8 @@ pub async fn check(s: &Session, service: &str, policy: &Policy, slot: &Slot, why
     let reason = format!("no host moved for {deadline} (progress_deadline); {}: {why}", s.host);
     e.reason = Some(reason.clone());
     let ev = history::event(s, service, EventKind::Halted, Some(&e.version), Some(reason));
-    let (prefix, data) = history::create_op(&s.layout, &ev);
-    let path = s.layout.deploy_entry(&slot.name);
-    let ev_acl = s.acl(&prefix);
-    let mut txn = s.client.new_multi_writer();
-    let built = (|| {
-        txn.add_set_data(&path, &encode(&e), Some(slot.version))?;
-        txn.add_create(&prefix, &data, &ev_acl.options(zkc::CreateMode::PersistentSequential))?;
-        Ok::<_, zkc::Error>(())
-    })();
-    built.map_err(|err| ZkError::call("multi", &path, err))?;
-    match txn.commit().await {
-        Ok(_) => {
-            tracing::warn!(entry = %slot.name, %service, "no progress within the progress deadline: halted the rollout");
-            Ok(Progress::Halted)
-        }
-        Err(MultiWriteError::OperationFailed { .. }) => Ok(Progress::Halted),
-        Err(MultiWriteError::RequestFailed { source }) => Err(ZkError::call("multi", path, source)),
+    if deploys::rewrite(s, slot, &e, &ev).await? {
+        tracing::warn!(entry = %slot.name, %service, "no progress within the progress deadline: halted the rollout");
     }
+    Ok(Progress::Halted)
 }

@@ -16,13 +16,12 @@
 //! The duration is measured from the pausing host's clock to this host's: hosts'
 //! clocks are assumed close (NTP), as the history's timestamps already assume.
 
-use super::deploys::Slot;
+use super::deploys::{self, Slot};
 use super::history;
 use super::session::Session;
 use super::zk::{self, ZkError};
 use std::time::{Duration, SystemTime};
-use znode_schema::{Current, DeployState, EventKind, Staging, encode};
-use zookeeper_client::{self as zkc, MultiWriteError};
+use znode_schema::{Current, DeployState, EventKind, Staging};
 
 /// What [`auto_promote`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,22 +73,8 @@ pub async fn auto_promote(s: &Session, st: &Staging, slot: &Slot) -> Result<Prom
     e.promoted_by = Some(format!("{} (auto_promote after {after})", s.by()));
     let detail = format!("auto_promote: canaries {} healthy for {after}", entry.canaries_done.join(", "));
     let ev = history::event(s, &st.service, EventKind::Promoted, Some(&st.version), Some(detail));
-    let (prefix, data) = history::create_op(&s.layout, &ev);
-    let path = s.layout.deploy_entry(&slot.name);
-    let ev_acl = s.acl(&prefix);
-    let mut txn = s.client.new_multi_writer();
-    let built = (|| {
-        txn.add_set_data(&path, &encode(&e), Some(slot.version))?;
-        txn.add_create(&prefix, &data, &ev_acl.options(zkc::CreateMode::PersistentSequential))?;
-        Ok::<_, zkc::Error>(())
-    })();
-    built.map_err(|err| ZkError::call("multi", &path, err))?;
-    match txn.commit().await {
-        Ok(_) => {
-            tracing::info!(entry = %slot.name, service = %st.service, version = %st.version, "canaries healthy: promoted the rollout");
-            Ok(Promotion::Done)
-        }
-        Err(MultiWriteError::OperationFailed { .. }) => Ok(Promotion::Done),
-        Err(MultiWriteError::RequestFailed { source }) => Err(ZkError::call("multi", path, source)),
+    if deploys::rewrite(s, slot, &e, &ev).await? {
+        tracing::info!(entry = %slot.name, service = %st.service, version = %st.version, "canaries healthy: promoted the rollout");
     }
+    Ok(Promotion::Done)
 }

@@ -34,11 +34,12 @@ mod swarm;
 
 pub use backoff::RetryPolicy;
 pub use error::DownloadError;
+pub(crate) use partial::partial_path;
 pub use sources::{Fetched, NextTurn, OriginSlot, Peer, ReleaseId, Sources, Turn};
 
 use crate::host::trust::Trust;
 use bytes::{Bytes, BytesMut};
-use partial::{Partial, partial_path};
+use partial::Partial;
 use range::{ContentRange, parse_content_range, range_header};
 use reqwest::{StatusCode, Url, header};
 use std::future::Future;

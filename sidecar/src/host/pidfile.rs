@@ -61,6 +61,11 @@ impl PidRecord {
         same_start && same_boot && leads_group && process::alive(pid)
     }
 
+    /// The same process, now running `version` from `release_dir` (after a reload).
+    pub fn reloaded(self, version: &str, release_dir: &Path) -> Self {
+        PidRecord { version: version.into(), release_dir: canonical(release_dir), ..self }
+    }
+
     /// Whether it runs `version` from `release_dir` (compared with symbolic links resolved,
     /// so a `current` link and the directory it points to are the same release).
     pub fn runs(&self, release_dir: &Path, version: &str) -> bool {

@@ -155,6 +155,16 @@ impl ReleaseStore {
         found.into_iter().map(|(_, name)| name).collect()
     }
 
+    /// Where release `version`'s artifact is downloaded to.
+    fn download_file(&self, version: &str) -> PathBuf {
+        self.root.join(DOWNLOADS).join(version).join("artifact")
+    }
+
+    /// The partial download of release `version` (its size is the bytes so far).
+    pub fn partial_download(&self, version: &str) -> PathBuf {
+        crate::host::download::partial_path(&self.download_file(version))
+    }
+
     /// Downloads (with `fetcher`), verifies (size, sha256, and the signature when the
     /// fetcher has trusted keys) and unpacks release `version` unless it is already
     /// installed, and returns its directory. Idempotent. A verified download
@@ -170,11 +180,11 @@ impl ReleaseStore {
         if self.has(version) {
             return Ok(dir);
         }
-        let downloads = self.root.join(DOWNLOADS).join(version);
+        let file = self.download_file(version);
+        let downloads = file.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&downloads).map_err(io_err(&downloads))?;
-        let file = downloads.join("artifact");
         if file.exists() {
-            let partial = downloads.join("artifact.partial");
+            let partial = self.partial_download(version);
             fs::rename(&file, &partial).map_err(io_err(&partial))?;
         }
         let release = ReleaseId { service: self.service.clone(), version: version.to_string() };

@@ -181,12 +181,7 @@ impl Supervisor {
         };
         match how {
             crate::config::Reload::Command(argv) => {
-                let ctx = CommandContext {
-                    cwd: release_dir.into(),
-                    env: shared.service.command_env(version, release_dir),
-                    user: shared.service.user.clone(),
-                };
-                shared.run_command("reload", argv, &ctx, timeout).await?;
+                shared.run_command("reload", argv, &shared.context(release_dir, version), timeout).await?;
             }
             crate::config::Reload::Signal(signal) => {
                 let pid = record.as_ref().map(|r| r.pid).ok_or(SupervisorError::NothingToReload)?;
@@ -194,11 +189,9 @@ impl Supervisor {
                     .map_err(|source| SupervisorError::Signal { signal: signal.as_str().into(), pid, source })?;
             }
         }
-        if let Some(mut record) = record {
-            record.version = version.into();
-            record.release_dir = std::fs::canonicalize(release_dir).unwrap_or_else(|_| release_dir.into());
+        if let Some(record) = record {
             let path = self.pid_path();
-            pidfile::write(&path, &record).map_err(io_err("write", &path))?;
+            pidfile::write(&path, &record.reloaded(version, release_dir)).map_err(io_err("write", &path))?;
         }
         tracing::info!(service = %shared.service.name, version, "service reloaded");
         self.start_locked(&mut running, release_dir, version, true).await
@@ -216,11 +209,7 @@ impl Supervisor {
         }
         let shared = &self.shared;
         std::fs::create_dir_all(&shared.dir).map_err(io_err("create", &shared.dir))?;
-        let ctx = CommandContext {
-            cwd: release_dir.into(),
-            env: shared.service.command_env(version, release_dir),
-            user: shared.service.user.clone(),
-        };
+        let ctx = shared.context(release_dir, version);
         *shared.diag.lock().unwrap_or_else(|e| e.into_inner()) = Diag::default();
         let launched = match &shared.service.mode {
             RunMode::Run(argv) => self.start_process(argv, &ctx, version).await,
@@ -334,6 +323,15 @@ impl Supervisor {
 }
 
 impl Shared {
+    /// How the service's commands run for `version` from `release_dir`.
+    fn context(&self, release_dir: &Path, version: &str) -> CommandContext {
+        CommandContext {
+            cwd: release_dir.into(),
+            env: self.service.command_env(version, release_dir),
+            user: self.service.user.clone(),
+        }
+    }
+
     fn diag(&self) -> std::sync::MutexGuard<'_, Diag> {
         self.diag.lock().unwrap_or_else(|e| e.into_inner())
     }

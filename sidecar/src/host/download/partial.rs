@@ -71,7 +71,7 @@ pub(super) struct Partial {
 }
 
 /// `<dest>.partial`.
-pub(super) fn partial_path(dest: &Path) -> PathBuf {
+pub(crate) fn partial_path(dest: &Path) -> PathBuf {
     let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".partial");
     dest.with_file_name(name)
