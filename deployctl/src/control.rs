@@ -15,7 +15,7 @@ use crate::output::print_json;
 use crate::zk::{MultiWriteResult, Op, Txn, TxnFailure, classify};
 use anyhow::Context;
 use serde_json::json;
-use znode_schema::{DeployEntry, DeployState, EventKind, encode, validate_host, validate_service};
+use znode_schema::{DeployEntry, DeployState, EventKind, HistoryEvent, encode, validate_host, validate_service};
 
 /// Transactions tried before giving up when sidecars keep moving.
 pub const ATTEMPTS: usize = 8;
@@ -100,17 +100,49 @@ fn pause_or_resume(by: &str, d: &DeployEntry, pause: bool, reason: Option<&str>)
     Ok(new)
 }
 
+/// Rewrites `service`'s first deploy entry as `decide` says (the new payload and its
+/// history event, or a refusal), at the data version read, in one transaction;
+/// re-reads and decides again when a sidecar moved meanwhile, and after a lost reply
+/// learns whether the write landed. Returns the entry's path and what was written.
+async fn rewrite_entry(
+    ctx: &Ctx,
+    service: &str,
+    what: &str,
+    mut decide: impl FnMut(&DeployEntry) -> anyhow::Result<(DeployEntry, HistoryEvent)>,
+) -> anyhow::Result<(String, DeployEntry)> {
+    for _ in 0..ATTEMPTS {
+        let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
+        let (entry, d) = entry_of(&queue, service)?;
+        let (new, ev) = decide(d)?;
+        let data = encode(&new);
+        let mut txn = Txn::default();
+        txn.push(Op::Set { path: entry.node.path.clone(), data: data.clone(), version: entry.node.version });
+        crate::history::add(ctx, &mut txn, &ev);
+        match commit(ctx, service, &txn, what).await? {
+            Outcome::Done(_) => {}
+            Outcome::Retry => continue,
+            Outcome::Unknown => {
+                let now = ctx.zk.get(&entry.node.path).await?;
+                if now.map(|(raw, _)| raw) != Some(data) {
+                    continue;
+                }
+            }
+        }
+        crate::history::prune(ctx, service).await;
+        if ctx.json {
+            print_json(&json!({"service": service, "path": entry.node.path, "entry": new}));
+        }
+        return Ok((entry.node.path.clone(), new));
+    }
+    Err(contention(what))
+}
+
 /// `deployctl pause SERVICE` (`pause = true`) and `deployctl resume SERVICE`.
 pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&str>) -> anyhow::Result<()> {
     validate_service(service).map_err(Invalid::from)?;
     let what = if pause { format!("pause {service}") } else { format!("resume {service}") };
-    for _ in 0..ATTEMPTS {
-        let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
-        let (entry, d) = entry_of(&queue, service)?;
+    let (path, new) = rewrite_entry(ctx, service, &what, |d| {
         let new = pause_or_resume(&ctx.by, d, pause, reason)?;
-        let data = encode(&new);
-        let mut txn = Txn::default();
-        txn.push(Op::Set { path: entry.node.path.clone(), data: data.clone(), version: entry.node.version });
         let (kind, detail) = if pause {
             (EventKind::Paused, new.reason.clone())
         } else {
@@ -124,27 +156,14 @@ pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&st
                 )),
             )
         };
-        crate::history::add(ctx, &mut txn, &crate::history::event(ctx, kind, service, Some(&d.version), detail));
-        match commit(ctx, service, &txn, &what).await? {
-            Outcome::Done(_) => {}
-            Outcome::Retry => continue,
-            Outcome::Unknown => {
-                let now = ctx.zk.get(&entry.node.path).await?;
-                if now.map(|(raw, _)| raw) != Some(data) {
-                    continue;
-                }
-            }
-        }
-        crate::history::prune(ctx, service).await;
-        if ctx.json {
-            print_json(&json!({"service": service, "path": entry.node.path, "entry": new}));
-        } else {
-            let verb = if pause { "paused" } else { "resumed" };
-            outln!("{verb} {service}'s rollout to {} ({})", new.version, entry.node.path);
-        }
-        return Ok(());
+        Ok((new, crate::history::event(ctx, kind, service, Some(&d.version), detail)))
+    })
+    .await?;
+    if !ctx.json {
+        let verb = if pause { "paused" } else { "resumed" };
+        outln!("{verb} {service}'s rollout to {} ({path})", new.version);
     }
-    Err(contention(&what))
+    Ok(())
 }
 
 /// `deployctl promote SERVICE`: ends the canary phase. A rollout paused after its
@@ -152,16 +171,10 @@ pub async fn set_state(ctx: &Ctx, service: &str, pause: bool, reason: Option<&st
 pub async fn promote(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
     validate_service(service).map_err(Invalid::from)?;
     let what = format!("promote {service}");
-    for _ in 0..ATTEMPTS {
-        let queue = Queue::read(&ctx.zk, &ctx.layout).await?;
-        let (entry, d) = entry_of(&queue, service)?;
-        let view = ServiceView::read(&ctx.zk, &ctx.layout, service).await?;
-        let canary = view
-            .staging
-            .as_ref()
-            .and_then(|s| s.ok())
-            .filter(|s| s.version == d.version)
-            .map_or(0, |s| s.policy.canary);
+    let view = ServiceView::read(&ctx.zk, &ctx.layout, service).await?;
+    let staging = view.staging.as_ref().and_then(|s| s.ok());
+    let (path, new) = rewrite_entry(ctx, service, &what, |d| {
+        let canary = staging.filter(|s| s.version == d.version).map_or(0, |s| s.policy.canary);
         let refuse = |why: &str| Refusal::NothingToPromote {
             service: service.into(),
             version: d.version.clone(),
@@ -179,40 +192,19 @@ pub async fn promote(ctx: &Ctx, service: &str) -> anyhow::Result<()> {
             new.state = DeployState::Active;
             new.reason = None;
         }
-        let data = encode(&new);
-        let mut txn = Txn::default();
-        txn.push(Op::Set { path: entry.node.path.clone(), data: data.clone(), version: entry.node.version });
         let detail = format!(
             "canaries {}{}",
             if d.canaries.is_empty() { "none yet".to_string() } else { d.canaries.join(", ") },
             if d.canary_ended() { "" } else { " (promoted before the canary phase ended)" }
         );
-        let ev = crate::history::event(ctx, EventKind::Promoted, service, Some(&d.version), Some(detail));
-        crate::history::add(ctx, &mut txn, &ev);
-        match commit(ctx, service, &txn, &what).await? {
-            Outcome::Done(_) => {}
-            Outcome::Retry => continue,
-            Outcome::Unknown => {
-                let now = ctx.zk.get(&entry.node.path).await?;
-                if now.map(|(raw, _)| raw) != Some(data) {
-                    continue;
-                }
-            }
-        }
-        crate::history::prune(ctx, service).await;
-        if ctx.json {
-            print_json(&json!({"service": service, "path": entry.node.path, "entry": new}));
-        } else {
-            let state =
-                if new.state == DeployState::Active { String::new() } else { format!(" (still {})", new.state) };
-            println!(
-                "promoted {service}'s rollout to {}: every host steps now{state} ({})",
-                new.version, entry.node.path
-            );
-        }
-        return Ok(());
+        Ok((new, crate::history::event(ctx, EventKind::Promoted, service, Some(&d.version), Some(detail))))
+    })
+    .await?;
+    if !ctx.json {
+        let state = if new.state == DeployState::Active { String::new() } else { format!(" (still {})", new.state) };
+        outln!("promoted {service}'s rollout to {}: every host steps now{state} ({path})", new.version);
     }
-    Err(contention(&what))
+    Ok(())
 }
 
 /// `deployctl abort SERVICE`.

@@ -111,9 +111,9 @@ pub fn explain(f: &Facts<'_>) -> Vec<Why> {
     let Some((pos, entry)) = f.queue.first_of(service) else { return Vec::new() };
     let Some(d) = entry.node.ok() else { return Vec::new() };
     let mut out = Vec::new();
-    let canary =
-        f.view.staging.as_ref().and_then(|s| s.ok()).filter(|s| s.version == d.version).map_or(0, |s| s.policy.canary);
-    let auto = f.view.staging.as_ref().and_then(|s| s.ok()).and_then(|s| s.policy.auto_promote).map(|d| d.to_string());
+    let policy = f.view.staging.as_ref().and_then(|s| s.ok()).filter(|s| s.version == d.version).map(|s| &s.policy);
+    let canary = policy.map_or(0, |p| p.canary);
+    let auto = policy.and_then(|p| p.auto_promote).map(|d| d.to_string());
     match d.state {
         DeployState::Paused if d.awaits_promotion() => out.push(Why::AwaitsPromotion {
             canaries: d.canaries_done.clone(),
