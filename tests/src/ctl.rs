@@ -213,3 +213,35 @@ pub async fn history(c: &zk::Client, l: &Layout, service: &str) -> Vec<String> {
 pub fn sha(digit: char) -> String {
     std::iter::repeat_n(digit, 64).collect()
 }
+
+/// `s` as JSON; panics naming it when it is not.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The znode at `path` as JSON; panics when it cannot be read.
+pub async fn get(c: &zk::Client, path: &str) -> serde_json::Value {
+    let (data, _) = c.get_data(path).await.unwrap_or_else(|e| panic!("read {path}: {e}"));
+    json(std::str::from_utf8(&data).unwrap())
+}
+
+/// Runs a command expected to be refused by state: exit 3, `message` on stderr, and
+/// nothing written under the root.
+pub async fn refused(ctl: &Ctl, c: &zk::Client, args: &[&str], message: &str) {
+    let before = snapshot(c, &ctl.root).await;
+    let r = ctl.run(args).await;
+    assert_eq!(r.code, 3, "{args:?} exits 3: {r:?}");
+    assert!(r.stderr.contains(message), "{args:?}: stderr {:?} should contain {message:?}", r.stderr);
+    assert_eq!(snapshot(c, &ctl.root).await, before, "{args:?} wrote nothing");
+}
+
+/// Plays the last sidecar of `service`'s rollouts: deletes its deploy entries (and
+/// their markers' directories).
+pub async fn finish_rollouts(c: &zk::Client, ctl: &Ctl, service: &str) {
+    for (path, payload) in deploy_entries(c, &ctl.layout).await {
+        if json(&payload)["service"] == service {
+            let _ = c.delete(&format!("{path}/upgrading"), None).await;
+            c.delete(&path, None).await.unwrap();
+        }
+    }
+}

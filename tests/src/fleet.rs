@@ -357,6 +357,11 @@ pub fn file_artifact(path: &Path) -> Artifact {
     }
 }
 
+/// The local path of a `file://` artifact (as `deployctl stage --file` takes it).
+pub fn artifact_path(a: &Artifact) -> String {
+    a.url.trim_start_matches("file://").to_string()
+}
+
 /// Host `host`'s registration of `service`, when it exists and decodes.
 pub async fn registration(client: &zk::Client, fleet: &Fleet, service: &str, host: &str) -> Option<Current> {
     let path = fleet.layout().current_host(service, host);

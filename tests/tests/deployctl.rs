@@ -1,18 +1,11 @@
 //! deployctl against a real ZooKeeper: init, stage (and every refused input), status,
 //! history, releases, help and completions. Each test has its own root.
 
-use baton_tests::ctl::{BY, Ctl, client, deploy_entries, history, marker, online, put, sha, snapshot, ticket};
+use baton_tests::ctl::{
+    BY, Ctl, client, deploy_entries, get, history, json, marker, online, put, sha, snapshot, ticket,
+};
 use serde_json::Value;
 use zookeeper_client as zk;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-async fn get(c: &zk::Client, path: &str) -> Value {
-    let (data, _) = c.get_data(path).await.unwrap_or_else(|e| panic!("read {path}: {e}"));
-    json(std::str::from_utf8(&data).unwrap())
-}
 
 /// `stage SERVICE --version V` with a fake artifact.
 fn stage_args<'a>(service: &'a str, version: &'a str, digest: &'a str) -> Vec<&'a str> {

@@ -1,18 +1,12 @@
 //! deployctl's writes to a rollout against a real ZooKeeper: pause, resume, abort,
 //! rollback, unlock, each refused case with its message and ZooKeeper untouched.
 
-use baton_tests::ctl::{BY, Ctl, client, deploy_entries, history, marker, online, put, sha, snapshot, ticket};
+use baton_tests::ctl::{
+    BY, Ctl, client, deploy_entries, finish_rollouts, get, history, json, marker, online, put, refused, sha, snapshot,
+    ticket,
+};
 use serde_json::Value;
 use zookeeper_client as zk;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-async fn get(c: &zk::Client, path: &str) -> Value {
-    let (data, _) = c.get_data(path).await.unwrap_or_else(|e| panic!("read {path}: {e}"));
-    json(std::str::from_utf8(&data).unwrap())
-}
 
 async fn setup(name: &str) -> (Ctl, zk::Client) {
     let ctl = Ctl::new(name);
@@ -26,25 +20,6 @@ async fn stage(ctl: &Ctl, service: &str, version: &str, digit: char) {
     // --quorum 0: the fleets here are one or two hosts played by the test.
     let artifact = ["--url", "https://r/a", "--sha256", &digest, "--size", "1", "--no-fetch", "--quorum", "0"];
     ctl.ok(&[&["stage", service, "--version", version][..], &artifact[..]].concat()).await;
-}
-
-/// Plays the last sidecar of a rollout: deletes the service's entry (and markers dir).
-async fn complete(c: &zk::Client, ctl: &Ctl, service: &str) {
-    for (path, payload) in deploy_entries(c, &ctl.layout).await {
-        if json(&payload)["service"] == service {
-            let _ = c.delete(&format!("{path}/upgrading"), None).await;
-            c.delete(&path, None).await.unwrap();
-        }
-    }
-}
-
-/// Runs a command expected to be refused by state: exit 3, message, nothing written.
-async fn refused(ctl: &Ctl, c: &zk::Client, args: &[&str], message: &str) {
-    let before = snapshot(c, &ctl.root).await;
-    let r = ctl.run(args).await;
-    assert_eq!(r.code, 3, "{args:?} exits 3: {r:?}");
-    assert!(r.stderr.contains(message), "{args:?}: stderr {:?} should contain {message:?}", r.stderr);
-    assert_eq!(snapshot(c, &ctl.root).await, before, "{args:?} wrote nothing");
 }
 
 fn last_event(events: &[String]) -> Value {
@@ -95,7 +70,7 @@ async fn abort_removes_the_entry_and_restages_what_most_hosts_run() {
     let (ctl, c) = setup("abort").await;
     let l = &ctl.layout;
     stage(&ctl, "api", "1.0", 'a').await;
-    complete(&c, &ctl, "api").await;
+    finish_rollouts(&c, &ctl, "api").await;
     stage(&ctl, "api", "1.1", 'b').await;
     let entry = deploy_entries(&c, l).await[0].0.clone();
     online(&c, l, "api", "web-01", "1.0").await;
@@ -129,7 +104,7 @@ async fn rollback_goes_to_the_front_of_the_queue() {
     let (ctl, c) = setup("rollback").await;
     let l = &ctl.layout;
     stage(&ctl, "api", "1.0", 'a').await;
-    complete(&c, &ctl, "api").await;
+    finish_rollouts(&c, &ctl, "api").await;
     stage(&ctl, "web", "2.0", 'b').await;
     stage(&ctl, "api", "1.1", 'c').await;
     stage(&ctl, "db", "3.0", 'd').await;
@@ -160,7 +135,7 @@ async fn rollback_goes_to_the_front_of_the_queue() {
     assert!(ev["detail"].as_str().unwrap().contains("from 1.1"), "{ev}");
 
     // A head with hosts mid-step cannot move: the rollback goes right after it.
-    complete(&c, &ctl, "api").await;
+    finish_rollouts(&c, &ctl, "api").await;
     let head = deploy_entries(&c, l).await[0].0.clone();
     marker(&c, &head, "w-01", "1.9", "2.0").await;
     ctl.ok(&["rollback", "api", "--to", "1.1"]).await;

@@ -3,18 +3,7 @@
 //! walk the fleet back one more release, and after an abort the target is the
 //! release before the aborted one. Hosts are played by the test (`ctl::online`).
 
-use baton_tests::ctl::{Ctl, client, deploy_entries, online, snapshot};
-use serde_json::Value;
-use zookeeper_client as zk;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-async fn get(c: &zk::Client, path: &str) -> Value {
-    let (data, _) = c.get_data(path).await.unwrap_or_else(|e| panic!("read {path}: {e}"));
-    json(std::str::from_utf8(&data).unwrap())
-}
+use baton_tests::ctl::{Ctl, client, deploy_entries, finish_rollouts, get, json, online, refused};
 
 async fn stage(ctl: &Ctl, service: &str, version: &str, policy: &[&str]) {
     let digest = std::iter::repeat_n(version.chars().next().unwrap_or('0'), 64).collect::<String>();
@@ -22,24 +11,6 @@ async fn stage(ctl: &Ctl, service: &str, version: &str, policy: &[&str]) {
     let base = ["stage", service, "--version", version, "--url", "https://r/a", "--sha256", &digest];
     let args = [&base[..], &["--size", "1", "--no-fetch", "--replace"], policy].concat();
     ctl.ok(&args).await;
-}
-
-/// Plays the sidecars finishing: the service's entries go.
-async fn finish(c: &zk::Client, ctl: &Ctl, service: &str) {
-    for (path, payload) in deploy_entries(c, &ctl.layout).await {
-        if json(&payload)["service"] == service {
-            let _ = c.delete(&format!("{path}/upgrading"), None).await;
-            c.delete(&path, None).await.unwrap();
-        }
-    }
-}
-
-async fn refused(ctl: &Ctl, c: &zk::Client, args: &[&str], message: &str) {
-    let before = snapshot(c, &ctl.root).await;
-    let r = ctl.run(args).await;
-    assert_eq!(r.code, 3, "{args:?} exits 3: {r:?}");
-    assert!(r.stderr.contains(message), "{args:?}: stderr {:?} should contain {message:?}", r.stderr);
-    assert_eq!(snapshot(c, &ctl.root).await, before, "{args:?} wrote nothing");
 }
 
 #[tokio::test]
@@ -52,7 +23,7 @@ async fn rollback_uses_the_targets_policy_and_does_not_walk_back_twice() {
         online(&c, l, "api", h, "1").await;
     }
     stage(&ctl, "api", "1", &["--quorum", "0", "--max-parallel", "2", "--bake", "1s"]).await;
-    finish(&c, &ctl, "api").await;
+    finish_rollouts(&c, &ctl, "api").await;
     refused(
         &ctl,
         &c,
@@ -80,7 +51,7 @@ async fn rollback_uses_the_targets_policy_and_does_not_walk_back_twice() {
 
     // Twice: the fleet is rolling to 1 already; a second rollback would go to 0.x silently.
     refused(&ctl, &c, &["rollback", "api"], "api was already rolled back to 1 by tester@test").await;
-    finish(&c, &ctl, "api").await;
+    finish_rollouts(&c, &ctl, "api").await;
     online(&c, l, "api", "web-01", "1").await;
     refused(&ctl, &c, &["rollback", "api"], "a second rollback would walk the fleet back one more release").await;
     // --to names the target explicitly; what every host runs already is refused.
@@ -103,7 +74,7 @@ async fn after_an_abort_rollback_targets_the_release_before_the_aborted_one() {
         online(&c, l, "web", h, "1").await;
     }
     stage(&ctl, "web", "1", &["--quorum", "0"]).await;
-    finish(&c, &ctl, "web").await;
+    finish_rollouts(&c, &ctl, "web").await;
     stage(&ctl, "web", "2", &["--quorum", "1"]).await;
     online(&c, l, "web", "web-03", "2").await;
     let r = ctl.ok(&["abort", "web"]).await;
@@ -130,7 +101,7 @@ async fn after_an_abort_with_every_host_back_there_is_nothing_to_roll_back() {
         online(&c, l, "db", h, "1").await;
     }
     stage(&ctl, "db", "1", &["--quorum", "0"]).await;
-    finish(&c, &ctl, "db").await;
+    finish_rollouts(&c, &ctl, "db").await;
     stage(&ctl, "db", "2", &["--quorum", "0"]).await;
     ctl.ok(&["abort", "db"]).await;
     refused(&ctl, &c, &["rollback", "db"], "nothing to roll back: db 1 is staged and every online host (2) runs it")

@@ -4,19 +4,10 @@
 //! at another URL. Real ZooKeeper, real HTTP server.
 
 use baton_tests::artifact_server::{ArtifactServer, Fault};
-use baton_tests::ctl::{Ctl, client, deploy_entries, online, put, snapshot};
+use baton_tests::ctl::{Ctl, client, deploy_entries, get, json, online, put, snapshot};
 use serde_json::Value;
 use sha2::Digest;
 use zookeeper_client as zk;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-async fn get(c: &zk::Client, path: &str) -> Value {
-    let (data, _) = c.get_data(path).await.unwrap_or_else(|e| panic!("read {path}: {e}"));
-    json(std::str::from_utf8(&data).unwrap())
-}
 
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))

@@ -3,25 +3,13 @@
 //! row per host with step and bake bars, the failure, and renders (rsvg-convert,
 //! when installed, turns it into a PNG).
 
+use baton_tests::chaos::wait_versions_within;
 use baton_tests::ctl::Ctl;
-use baton_tests::fleet::{Behaviour, Fleet, online};
-use baton_tests::{eventually_async, shared_server};
+use baton_tests::fleet::{Behaviour, Fleet, artifact_path};
+use baton_tests::shared_server;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn all_at(fleet: &Fleet, client: &zookeeper_client::Client, n: usize, v: &str) {
-    let layout = fleet.layout();
-    eventually_async(&format!("{n} hosts online at {v}"), PATIENCE, || async {
-        let o = online(client, &layout, &fleet.service).await;
-        (o.len() == n && o.iter().all(|(_, x)| x == v)).then_some(())
-    })
-    .await;
-}
-
-fn path(a: &znode_schema::Artifact) -> String {
-    a.url.trim_start_matches("file://").to_string()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeline_draws_a_real_rollout() {
@@ -36,7 +24,7 @@ async fn timeline_draws_a_real_rollout() {
         "--version",
         "1",
         "--file",
-        &path(&v1),
+        &artifact_path(&v1),
         "--quorum",
         "0",
         "--max-parallel",
@@ -45,9 +33,9 @@ async fn timeline_draws_a_real_rollout() {
     ])
     .await;
     fleet.start_all();
-    all_at(&fleet, &client, 3, "1").await;
+    wait_versions_within(&fleet, &client, 3, "1", PATIENCE).await;
     let v2 = fleet.artifact("2", Behaviour::Good);
-    ctl.ok(&["stage", "api", "--version", "2", "--file", &path(&v2), "--quorum", "1", "--bake", "1s"]).await;
+    ctl.ok(&["stage", "api", "--version", "2", "--file", &artifact_path(&v2), "--quorum", "1", "--bake", "1s"]).await;
     let w = ctl.run(&["watch", "api", "--timeout", "60s"]).await;
     assert_eq!(w.code, 0, "{w:?}");
 
@@ -74,7 +62,7 @@ async fn timeline_draws_a_real_rollout() {
 
     // A release that fails its health check: the failed step and the halt are drawn.
     let bad = fleet.artifact("3", Behaviour::HealthFail);
-    ctl.ok(&["stage", "api", "--version", "3", "--file", &path(&bad), "--health-deadline", "2s"]).await;
+    ctl.ok(&["stage", "api", "--version", "3", "--file", &artifact_path(&bad), "--health-deadline", "2s"]).await;
     let w = ctl.run(&["watch", "api", "--timeout", "60s"]).await;
     assert_eq!(w.code, 4, "{w:?}");
     let svg = dir.join("timeline-halted.svg");

@@ -4,22 +4,14 @@
 //! held by a host with no session.
 
 use baton_tests::artifact_server::ArtifactServer;
+use baton_tests::chaos::wait_versions_within;
 use baton_tests::ctl::{Ctl, client, deploy_entries, marker, online as play_online};
-use baton_tests::fleet::{Behaviour, Fleet, online};
+use baton_tests::fleet::{Behaviour, Fleet, artifact_path};
 use baton_tests::{eventually_async, shared_server};
 use serde_json::Value;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn all_at(fleet: &Fleet, client: &zookeeper_client::Client, n: usize, v: &str) {
-    let layout = fleet.layout();
-    eventually_async(&format!("{n} hosts online at {v}"), PATIENCE, || async {
-        let o = online(client, &layout, &fleet.service).await;
-        (o.len() == n && o.iter().all(|(_, x)| x == v)).then_some(())
-    })
-    .await;
-}
 
 /// Waits until `status api` (with `extra` flags) prints `text`; returns its stdout.
 async fn status_shows(ctl: &Ctl, extra: &[&str], text: &str) -> String {
@@ -31,10 +23,6 @@ async fn status_shows(ctl: &Ctl, extra: &[&str], text: &str) -> String {
     .await
 }
 
-fn path(a: &znode_schema::Artifact) -> String {
-    a.url.trim_start_matches("file://").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_watch_say_why_real_hosts_do_not_move() {
     let ctl = Ctl::new("why-live");
@@ -42,10 +30,11 @@ async fn status_and_watch_say_why_real_hosts_do_not_move() {
     let client = fleet.client().await;
     ctl.ok(&["init"]).await;
     let v1 = fleet.artifact("1", Behaviour::Good);
-    let first = ["stage", "api", "--version", "1", "--file", &path(&v1), "--quorum", "0", "--max-parallel", "2"];
+    let first =
+        ["stage", "api", "--version", "1", "--file", &artifact_path(&v1), "--quorum", "0", "--max-parallel", "2"];
     ctl.ok(&[&first[..], &["--force"]].concat()).await;
     fleet.start_all();
-    all_at(&fleet, &client, 2, "1").await;
+    wait_versions_within(&fleet, &client, 2, "1", PATIENCE).await;
 
     // An artifact the hosts cannot download (the operator skipped the check).
     let server = ArtifactServer::start();
@@ -68,7 +57,7 @@ async fn status_and_watch_say_why_real_hosts_do_not_move() {
 
     // A good release whose quorum no host can meet.
     let v3 = fleet.artifact("3", Behaviour::Good);
-    let q = ["stage", "api", "--version", "3", "--file", &path(&v3), "--quorum", "2", "--replace", "--force"];
+    let q = ["stage", "api", "--version", "3", "--file", &artifact_path(&v3), "--quorum", "2", "--replace", "--force"];
     ctl.ok(&q).await;
     status_shows(&ctl, &[], "blocked: quorum 2 needs 2 online, 2 online").await;
 

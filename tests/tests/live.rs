@@ -1,25 +1,13 @@
 //! deployctl against live rollouts of real sidecars: stage, watch to completion,
 //! a halt seen by watch, rollback and abort with hosts that really move.
 
+use baton_tests::chaos::wait_versions_within;
 use baton_tests::ctl::Ctl;
-use baton_tests::fleet::{Behaviour, Fleet, deploys, online};
-use baton_tests::{eventually_async, shared_server};
+use baton_tests::fleet::{Behaviour, Fleet, artifact_path, deploys};
+use baton_tests::shared_server;
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn all_at(fleet: &Fleet, client: &zookeeper_client::Client, n: usize, v: &str) {
-    let layout = fleet.layout();
-    eventually_async(&format!("{n} hosts online at {v}"), PATIENCE, || async {
-        let o = online(client, &layout, &fleet.service).await;
-        (o.len() == n && o.iter().all(|(_, x)| x == v)).then_some(())
-    })
-    .await;
-}
-
-fn path(a: &znode_schema::Artifact) -> String {
-    a.url.trim_start_matches("file://").to_string()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stage_watch_halt_and_rollback_with_real_hosts() {
@@ -36,7 +24,7 @@ async fn stage_watch_halt_and_rollback_with_real_hosts() {
             "--version",
             "1",
             "--file",
-            &path(&v1),
+            &artifact_path(&v1),
             "--quorum",
             "0",
             "--max-parallel",
@@ -46,27 +34,29 @@ async fn stage_watch_halt_and_rollback_with_real_hosts() {
         .await;
     assert_eq!(r.code, 0, "{r:?}");
     fleet.start_all();
-    all_at(&fleet, &client, 3, "1").await;
+    wait_versions_within(&fleet, &client, 3, "1", PATIENCE).await;
 
     // A good release: watch follows it to completion and exits 0.
     let v2 = fleet.artifact("2", Behaviour::Good);
-    let r =
-        ctl.run(&["stage", "api", "--version", "2", "--file", &path(&v2), "--quorum", "2", "--bake", "200ms"]).await;
+    let r = ctl
+        .run(&["stage", "api", "--version", "2", "--file", &artifact_path(&v2), "--quorum", "2", "--bake", "200ms"])
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     let w = ctl.run(&["watch", "api", "--timeout", "60s"]).await;
     assert_eq!(w.code, 0, "watch: {w:?}\n{}", fleet.logs());
-    all_at(&fleet, &client, 3, "2").await;
+    wait_versions_within(&fleet, &client, 3, "2", PATIENCE).await;
     assert!(deploys(&client, &fleet.layout()).await.is_empty());
 
     // A broken release: the first host fails its health check and the rollout halts;
     // watch exits 4 with the reason.
     let bad = fleet.artifact("3", Behaviour::HealthFail);
-    let r = ctl.run(&["stage", "api", "--version", "3", "--file", &path(&bad), "--health-deadline", "2s"]).await;
+    let r =
+        ctl.run(&["stage", "api", "--version", "3", "--file", &artifact_path(&bad), "--health-deadline", "2s"]).await;
     assert_eq!(r.code, 0, "{r:?}");
     let w = ctl.run(&["watch", "api", "--timeout", "60s"]).await;
     assert_eq!(w.code, 4, "watch: {w:?}");
     assert!(w.stdout.contains("halted") || w.stderr.contains("halted"), "{w:?}");
-    all_at(&fleet, &client, 3, "2").await;
+    wait_versions_within(&fleet, &client, 3, "2", PATIENCE).await;
 
     // Rollback stages the release most hosts run (2) as a new rollout; nothing needs
     // to move, so it completes.

@@ -128,20 +128,27 @@ async fn a_rollout_over_tls_with_client_certificates() {
     assert!(check.stdout.contains("0 looser"), "{check:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rollout_over_digest_logins() {
-    let z = server();
-    let mut ctl = Ctl::on(&z.plain_connect(), "digest");
-    let mut fleet = Fleet::new(&z.plain_connect(), &ctl.root, "api", 2);
+/// Secures the tree with digest logins (deployer `deployer`, sidecars `sidecar`),
+/// points deployctl and the fleet at them, starts the fleet, and returns the
+/// deployer's client.
+async fn digest_tree(z: &SecureZk, ctl: &mut Ctl, fleet: &mut Fleet) -> zk::Client {
     let deployer = digest_file(fleet.dir(), "deployer", "d-secret");
     let sidecar = digest_file(fleet.dir(), "sidecar", "s-secret");
     ctl.global = vec!["--digest-file".into(), deployer.display().to_string()];
     fleet.set_zk_extra(&format!("auth = {{ digest_file = \"{}\" }}", sidecar.display()));
     let init =
         ["init", "--deployer", &digest_id("deployer", "d-secret"), "--sidecar", &digest_id("sidecar", "s-secret")];
-    ok(&ctl, &init.map(String::from)).await;
+    ok(ctl, &init.map(String::from)).await;
     fleet.start_all();
-    let client = z.digest_client("deployer", "d-secret").await;
+    z.digest_client("deployer", "d-secret").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_over_digest_logins() {
+    let z = server();
+    let mut ctl = Ctl::on(&z.plain_connect(), "digest");
+    let mut fleet = Fleet::new(&z.plain_connect(), &ctl.root, "api", 2);
+    let client = digest_tree(z, &mut ctl, &mut fleet).await;
     two_rollouts(&ctl, &fleet, &client).await;
     assert_eq!(staged_by(&client, &fleet.layout()).await, "digest:deployer");
     // Without --reader, a client without identity reads nothing.
@@ -435,15 +442,7 @@ async fn peers_record_their_sources_in_a_secured_tree() {
     let fleet = Fleet::new(&z.plain_connect(), &ctl.root, "api", 2)
         .with_host_config("[peers]\nlisten = \"127.0.0.1:{peer_port}\"\norigin_fetches = 1\n");
     let mut fleet = fleet;
-    let deployer = digest_file(fleet.dir(), "deployer", "d-secret");
-    let sidecar = digest_file(fleet.dir(), "sidecar", "s-secret");
-    ctl.global = vec!["--digest-file".into(), deployer.display().to_string()];
-    fleet.set_zk_extra(&format!("auth = {{ digest_file = \"{}\" }}", sidecar.display()));
-    let init =
-        ["init", "--deployer", &digest_id("deployer", "d-secret"), "--sidecar", &digest_id("sidecar", "s-secret")];
-    ok(&ctl, &init.map(String::from)).await;
-    fleet.start_all();
-    let client = z.digest_client("deployer", "d-secret").await;
+    let client = digest_tree(z, &mut ctl, &mut fleet).await;
     let v1 = fleet.artifact("1", Behaviour::Good);
     ok(&ctl, &stage_args(&v1, "1", "0")).await;
     baton_tests::chaos::wait_versions_within(&fleet, &client, 2, "1", PATIENCE).await;
