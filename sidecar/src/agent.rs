@@ -27,6 +27,7 @@
 //! and [`stepping`] (the step, its commit, recovery).
 
 mod boot;
+mod itself;
 pub mod lifecycle;
 mod report;
 mod stepping;
@@ -37,6 +38,7 @@ use crate::coord::queue;
 use crate::coord::register::{self, Registration};
 use crate::coord::session::Session;
 use crate::coord::zk::ZkError;
+use crate::handover::SelfImage;
 use crate::host::download::Fetcher;
 use crate::host::releases::ReleaseStore;
 use crate::host::step::Parts;
@@ -93,6 +95,8 @@ pub struct Agent {
     step_started: std::sync::Mutex<Option<std::time::Instant>>,
     /// The history event counting this host's failures to download the staged release.
     failure_event: std::sync::Mutex<Option<crate::coord::history::Coalesced>>,
+    /// This sidecar as a service of its own (shared by every agent of the daemon).
+    image: Option<Arc<SelfImage>>,
 }
 
 impl Agent {
@@ -114,7 +118,19 @@ impl Agent {
             reporter: Default::default(),
             step_started: Default::default(),
             failure_event: Default::default(),
+            image: None,
         }
+    }
+
+    /// This agent with the daemon's [`SelfImage`].
+    pub fn with_image(mut self, image: Arc<SelfImage>) -> Self {
+        self.image = Some(image);
+        self
+    }
+
+    /// The image, when this agent's service is the sidecar itself (`baton-sidecar`).
+    fn itself(&self) -> Option<&SelfImage> {
+        self.supervisor.own_release().and(self.image.as_deref())
     }
 
     /// The service name.
@@ -122,8 +138,12 @@ impl Agent {
         &self.cfg.name
     }
 
-    /// The release the store says is active (what runs, or last ran).
+    /// The release the store says is active (what runs, or last ran); for the sidecar
+    /// itself, the release this process runs.
     fn active(&self) -> Option<String> {
+        if let Some(own) = self.supervisor.own_release() {
+            return Some(own.to_string());
+        }
         self.store.state().ok().and_then(|s| s.active)
     }
 
@@ -137,6 +157,7 @@ impl Agent {
         let mut state = Lifecycle::Booting;
         let mut ctx: Option<Ctx> = None;
         let mut offline_booted = false;
+        let mut begun = false;
         let mut backoff = Duration::from_millis(100);
         loop {
             let live = ctx.as_ref().is_some_and(|c| !c.s.is_terminated());
@@ -153,6 +174,11 @@ impl Agent {
                     let Some(s) = self.next_session(&mut link, &mut sd, &mut offline_booted).await else { continue };
                     match self.begin(&s, state.clone()).await {
                         Ok(next) => {
+                            if !std::mem::replace(&mut begun, true) {
+                                if let Some(image) = &self.image {
+                                    image.begun();
+                                }
+                            }
                             state = self.logged(&state, next);
                             Ctx { s, reg: Registration::default() }
                         }

@@ -19,6 +19,10 @@ pub struct Cli {
     /// Log format (filter with RUST_LOG, e.g. RUST_LOG=baton_sidecar=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Internal: started by the running sidecar to take over from it, through this
+    /// handover socket (the sidecar upgrading itself).
+    #[arg(long, global = true, hide = true, value_name = "SOCKET")]
+    pub take_over: Option<PathBuf>,
     /// What to do (default: run the daemon).
     #[command(subcommand)]
     pub command: Option<Command>,

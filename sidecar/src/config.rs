@@ -36,6 +36,9 @@ pub struct Config {
     pub peers: Option<PeersConfig>,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
+    /// Whether the sidecar runs itself as the built-in service `baton-sidecar`
+    /// (always, from a config file; in-process benchmark cores turn it off).
+    pub upgrades_itself: bool,
 }
 
 /// Where ZooKeeper is.
@@ -328,6 +331,28 @@ impl Config {
 }
 
 impl ServiceConfig {
+    /// The built-in service `baton-sidecar`: the sidecar itself. Only its name and
+    /// directory are used; it has no command, health check or hooks of its own (its
+    /// supervisor is [`crate::host::supervisor::Supervisor::of_self`]).
+    pub fn sidecar() -> ServiceConfig {
+        ServiceConfig {
+            name: znode_schema::SIDECAR_SERVICE.into(),
+            mode: RunMode::Run(Vec::new()),
+            stop_timeout: HumanDuration(Duration::from_secs(10)),
+            health: HealthConfig {
+                check: HealthCheck::Exec(Vec::new()),
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(2),
+            },
+            hooks: HooksConfig { prepare: None, drain: None, undrain: None, verify: None },
+            apply: Apply::Restart,
+            env: BTreeMap::new(),
+            output: Output::File,
+            on_shutdown: OnShutdown::Keep,
+            user: None,
+        }
+    }
+
     /// The service's own directory: `<data_dir>/<name>`.
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
         data_dir.join(&self.name)

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod coord;
 pub mod daemon;
+pub mod handover;
 pub mod host;
 pub mod metrics;
 pub mod peers;
@@ -21,10 +22,18 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Loads the config at `path` and runs the daemon until SIGTERM or SIGINT.
-pub fn run_daemon(path: &std::path::Path) -> anyhow::Result<()> {
+/// Loads the config at `path` and runs the daemon until SIGTERM or SIGINT, or until
+/// it hands over to a new image of itself. `take_over`: this image was started by the
+/// old one to take over from it, through that handover socket (see [`handover`]).
+/// Without it, the active sidecar release runs instead of this binary when there is
+/// one ([`handover::launch`]).
+pub fn run_daemon(path: &std::path::Path, take_over: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
     let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    handover::set_config_path(path);
+    if take_over.is_none() {
+        handover::launch(&cfg.host.data_dir);
+    }
     install_crypto();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -33,6 +42,20 @@ pub fn run_daemon(path: &std::path::Path) -> anyhow::Result<()> {
         .context("failed to start the async runtime")?;
     rt.block_on(async {
         let shutdown = daemon::signals()?;
-        daemon::run(cfg, shutdown).await
+        let predecessor = match take_over {
+            Some(sock) => Some(std::sync::Arc::new(
+                handover::Predecessor::connect(sock)
+                    .await
+                    .with_context(|| format!("failed to reach the old sidecar image at {}", sock.display()))?,
+            )),
+            None => None,
+        };
+        match daemon::run_with(cfg, shutdown, predecessor).await? {
+            daemon::Exit::Stopped | daemon::Exit::HandedOver => Ok(()),
+            daemon::Exit::Restart(why) => {
+                tracing::warn!(cause = %why, "starting this image again to take everything back");
+                Err(anyhow::anyhow!("failed to start this image again: {}", handover::restart_self()))
+            }
+        }
     })
 }

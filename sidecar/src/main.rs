@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Run) | None => {
             init_logging(cli.log_format);
-            match baton_sidecar::run_daemon(&cli.config) {
+            match baton_sidecar::run_daemon(&cli.config, cli.take_over.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -251,5 +251,5 @@ impl Drop for Server {
 
 /// Binds `addr` for [`serve`]; the error names the address.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("[metrics] listen = \"{addr}\": {e}"))
+    crate::daemon::bind(addr).await.map_err(|e| anyhow::anyhow!("[metrics] listen = \"{addr}\": {e}"))
 }

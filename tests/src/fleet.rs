@@ -222,12 +222,41 @@ impl Fleet {
         }
     }
 
-    /// SIGKILLs host `i`'s sidecar (its service keeps running in its own group).
+    /// SIGKILLs host `i`'s sidecar (its service keeps running in its own group): the
+    /// process this fleet started and, after the sidecar upgraded itself, the image
+    /// holding the data dir's lock now.
     pub fn kill(&mut self, i: usize) {
+        let holder = self.sidecar_pid(i);
         if let Some(mut c) = self.hosts[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(pid) = holder.filter(|&p| self.is_sidecar_of(i, p)) {
+            kill_pid(pid);
+        }
+    }
+
+    /// The pid of the sidecar image holding host `i`'s data-dir lock (written into
+    /// `<data_dir>/sidecar.lock`), when it is alive.
+    pub fn sidecar_pid(&self, i: usize) -> Option<u32> {
+        let text = std::fs::read_to_string(self.hosts[i].data_dir.join("sidecar.lock")).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        self.is_sidecar_of(i, pid).then_some(pid)
+    }
+
+    /// Whether `pid` is a live (not zombie) sidecar process of host `i` (its command
+    /// line names the host's config).
+    pub fn is_sidecar_of(&self, i: usize, pid: u32) -> bool {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        let config = self.hosts[i].config.display().to_string();
+        !zombie && cmdline.split(|b| *b == 0).any(|a| a == config.as_bytes())
+    }
+
+    /// The pid of the process this fleet started for host `i` (the first image).
+    pub fn child_pid(&self, i: usize) -> Option<u32> {
+        self.hosts[i].child.as_ref().map(Child::id)
     }
 
     /// Sends `sig` to host `i`'s sidecar only.
@@ -332,6 +361,11 @@ fn service_table(svc: &str, port: u16, extra: &str) -> String {
         "\n[[service]]\nname = \"{svc}\"\nrun = [\"./demo\"]\nstop_timeout = \"5s\"\nenv = {{ {env} }}\n\
          health = {{ http = \"http://127.0.0.1:{port}/health\", interval = \"100ms\", timeout = \"1s\" }}\n{rest}"
     )
+}
+
+/// SIGKILLs one process.
+pub fn kill_pid(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
 /// Kills every service process group recorded under a data dir (`*/service.pid`).

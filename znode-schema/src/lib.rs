@@ -24,7 +24,7 @@ pub mod time;
 pub use acl::Security;
 pub use codec::{DecodeError, decode, encode};
 pub use layout::Layout;
-pub use name::{NameError, validate_host, validate_service, validate_version};
+pub use name::{NameError, SIDECAR_SERVICE, validate_host, validate_service, validate_version};
 pub use payload::*;
 pub use policy::{HumanDuration, OnFailure, OnHalt, Policy, Quorum};
 pub use seq::{DeployName, SeqName, TicketName};

@@ -41,6 +41,10 @@ fn validate(kind: &'static str, value: &str, extra: &'static str) -> Result<(), 
     Ok(())
 }
 
+/// The built-in service every sidecar runs: the sidecar itself (SPEC, "Upgrading the
+/// sidecar itself"). No `[[service]]` table may use the name.
+pub const SIDECAR_SERVICE: &str = "baton-sidecar";
+
 /// Checks a service name.
 pub fn validate_service(name: &str) -> Result<(), NameError> {
     validate("service name", name, "._-")

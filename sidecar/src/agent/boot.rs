@@ -18,6 +18,9 @@ impl Agent {
     /// rollout needs it). A service that does not run takes nobody down by starting:
     /// it installs the boot version directly ([`boot::choose`]).
     pub(super) async fn boot(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
+        if let Some(image) = self.itself() {
+            return self.boot_itself(image, c, sd).await;
+        }
         let (staged, staging_watch) = self.staging(&c.s).await?;
         let (queue, _) = deploys::read(&c.s, Default::default()).await?;
         let deadline = staged.as_ref().map(|st| st.policy.health_deadline.0).unwrap_or(Duration::from_secs(60));

@@ -17,6 +17,9 @@ impl Agent {
     pub(super) async fn local(&self, state: Lifecycle) -> Lifecycle {
         match state {
             Lifecycle::Upgrading(step) => {
+                if let Some(image) = self.itself() {
+                    return self.hand_over(image, step).await;
+                }
                 match self.parts().upgrade(step.from.as_deref(), &step.to, &step.policy).await {
                     Ok(()) => Lifecycle::Upgraded(step),
                     Err(err) => self.failed(step, err),
@@ -43,7 +46,7 @@ impl Agent {
     /// Where a failed step goes: nothing to undo after a failed prepare (the service
     /// was not touched); the new release kept under `on_failure = "stay"`; otherwise
     /// back to the old release.
-    fn failed(&self, step: Step, err: StepError) -> Lifecycle {
+    pub(super) fn failed(&self, step: Step, err: StepError) -> Lifecycle {
         let cause = err.to_string();
         if !err.touched() {
             tracing::error!(error = %err, to = %step.to, "upgrade step failed before touching the service");
@@ -62,6 +65,9 @@ impl Agent {
     /// bake for the full bake time (how much of it passed before the interruption is
     /// not known), undrain.
     async fn verify(&self, step: &Step) -> Result<(), StepError> {
+        if self.itself().is_some() {
+            return self.verify_itself(step).await;
+        }
         self.keep(&step.to).await.map_err(|e| StepError::Start { version: step.to.clone(), reason: e.to_string() })?;
         self.supervisor
             .wait_healthy(step.policy.health_deadline.0)
@@ -77,6 +83,10 @@ impl Agent {
     /// When `from` still runs (the step was interrupted before it stopped the service)
     /// the process is adopted, not restarted, and only undrained (hooks are idempotent).
     async fn undo_locally(&self, step: &Step) {
+        if self.itself().is_some() {
+            // The old image runs; nothing was switched.
+            return;
+        }
         let back = step.from.clone().filter(|v| self.store.has(v));
         let runs = self.supervisor.running_release().await;
         if back.is_some() && runs == back {
@@ -99,6 +109,9 @@ impl Agent {
 
     /// Commits a successful step.
     pub(super) async fn upgraded(&self, c: &mut Ctx, step: Step) -> Result<Lifecycle, ZkError> {
+        if self.itself().is_some() {
+            self.activate_itself(&step);
+        }
         let cur = self.registration(&c.s, &step.to, None);
         let end = StepEnd {
             service: &self.cfg.name,
@@ -108,6 +121,10 @@ impl Agent {
         };
         commit::success(&c.s, &end, &step.to, &step.policy).await?;
         self.step_ended("upgraded");
+        if let Some(image) = self.itself() {
+            crate::handover::forget_failure(image.data_dir());
+            image.took_over().await;
+        }
         c.reg.assume(cur);
         tracing::info!(version = %step.to, "host upgraded");
         self.prune_releases();
@@ -129,7 +146,11 @@ impl Agent {
     /// The failure commit of [`Agent::reverted`] (back on the old release) and
     /// [`Agent::stayed`] (`stay`: on the new one).
     async fn count_failure(&self, c: &mut Ctx, step: Step, cause: String, stay: bool) -> Result<Lifecycle, ZkError> {
-        let runs = if stay { Some(step.to.as_str()) } else { step.from.as_deref() };
+        let runs = match self.supervisor.own_release() {
+            Some(own) => Some(own),
+            None if stay => Some(step.to.as_str()),
+            None => step.from.as_deref(),
+        };
         let cur = runs.and_then(|v| self.registration(&c.s, v, None));
         let end = StepEnd {
             service: &self.cfg.name,
@@ -153,6 +174,9 @@ impl Agent {
         };
         let state = commit::failure(&c.s, &end, f).await?;
         self.step_ended("failed");
+        if let Some(image) = self.itself() {
+            crate::handover::forget_failure(image.data_dir());
+        }
         c.reg.assume(cur);
         let state = state.map_or("unknown".to_string(), |s| s.to_string());
         tracing::warn!(%state, keeps_the_new_release = stay, "failure counted on the rollout");
@@ -187,7 +211,12 @@ impl Agent {
         let policy = staged.filter(|st| st.version == marker.to).map(|st| st.policy).unwrap_or_else(Policy::default);
         // An unreadable marker says nothing of the step: undo it by keeping what is active.
         let from = if marker.to.is_empty() { self.active() } else { marker.from.clone() };
-        let step = Step { entry, from, to: marker.to.clone(), policy, ticket: None };
+        // The ticket of the interrupted step, taken over with the session: the commit drops it.
+        let ticket = crate::coord::queue::mine(&c.s, &self.cfg.name).await?;
+        let step = Step { entry, from, to: marker.to.clone(), policy, ticket };
+        if let Some(image) = self.itself() {
+            return Ok(self.recover_itself(image, step, &marker));
+        }
         if !marker.to.is_empty() && self.store.has(&marker.to) && self.active().as_deref() == Some(marker.to.as_str()) {
             tracing::info!(version = %marker.to, "the new release is active: finishing the interrupted step");
             return Ok(Lifecycle::Verifying(step));

@@ -116,7 +116,9 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             Some(peers),
             Some(metrics),
             Some(services),
-        ) if p.0.is_empty() => Ok(Config { zookeeper, host, trust, limits, download, peers, metrics, services }),
+        ) if p.0.is_empty() => {
+            Ok(Config { zookeeper, host, trust, limits, download, peers, metrics, services, upgrades_itself: true })
+        }
         _ => Err(with_lines(text, without_follow_ons(p.0))),
     }
 }
@@ -501,6 +503,10 @@ fn services(p: &mut Problems, value: Option<toml::Value>) -> Option<Vec<ServiceC
 fn service(p: &mut Problems, key: &str, raw: RawService) -> Option<ServiceConfig> {
     let name = match raw.name {
         None => p.none(&format!("{key}.name"), "is required"),
+        Some(n) if n == znode_schema::SIDECAR_SERVICE => p.none(
+            &format!("{key}.name"),
+            format!("{n:?} is the sidecar itself, a built-in service of every sidecar; choose another name"),
+        ),
         Some(n) => validate_service(&n).map_err(|e| p.push(format!("{key}.name"), e)).ok().map(|()| n),
     };
     let mode = mode(p, key, raw.run, raw.start, raw.stop);

@@ -29,6 +29,12 @@ async fn own(s: &Session, service: &str) -> Result<Vec<(TicketName, zkc::Stat)>,
     Ok(out)
 }
 
+/// This host's ticket owned by this session, if any (one taken over from an earlier
+/// session of this host included): a recovered step drops it when it commits.
+pub async fn mine(s: &Session, service: &str) -> Result<Option<TicketName>, ZkError> {
+    Ok(own(s, service).await?.into_iter().next().map(|(t, _)| t))
+}
+
 /// Returns this host's ticket for `version`, creating it if needed. Tickets of
 /// this session for another version are deleted first.
 pub async fn ensure(s: &Session, service: &str, version: &str) -> Result<TicketName, ZkError> {

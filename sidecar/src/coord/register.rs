@@ -2,8 +2,10 @@
 //! passes its health check and is not in the middle of an upgrade step.
 //!
 //! Also the duplicate host id guard (SPEC step 10): an ephemeral node of this host id
-//! owned by another session is either this host's own previous session (recorded in
-//! the data dir: taken over at once) or another machine with the same id, or a
+//! owned by another session is either one of this host's own earlier sessions
+//! (recorded in the data dir: taken over at once, in one transaction that deletes the
+//! old owner's node and creates this session's at the same path with the same data,
+//! so nobody sees it absent) or another machine with the same id, or a
 //! foreign client squatting on the path: waited for, for as long as it lives, with an
 //! error in the log naming the session that holds it (again every few minutes). The
 //! sidecar neither exits nor touches the node meanwhile; the services it runs keep
@@ -17,35 +19,77 @@ use std::time::Duration;
 use znode_schema::{Current, encode};
 use zookeeper_client as zkc;
 
-/// Where the last session id of this host is kept, to recognise our own leftovers.
+/// Where the recent session ids of this host are kept, to recognise our own leftovers.
 pub fn session_file(data_dir: &Path) -> PathBuf {
     data_dir.join("zk-session")
 }
 
-/// Records this session's id (best effort: a failure only slows the next restart down).
+/// How many recent sessions of this host are remembered: a sidecar handing over to
+/// its new image, the new image, and a restart of either may each hold nodes.
+const REMEMBERED: usize = 4;
+
+/// Records this session's id after the ones recorded before (best effort: a failure
+/// only slows the next restart down).
 pub fn record_session(data_dir: &Path, id: i64) {
+    let mut ids = previous_sessions(data_dir);
+    ids.retain(|&i| i != id);
+    ids.push(id);
+    let keep = &ids[ids.len().saturating_sub(REMEMBERED)..];
+    let text: String = keep.iter().map(|&i| format!("{}\n", zk::session_hex(i))).collect();
     let tmp = data_dir.join("zk-session.tmp");
-    let ok = crate::safefs::write_atomic(&session_file(data_dir), &tmp, zk::session_hex(id).as_bytes(), false);
+    let ok = crate::safefs::write_atomic(&session_file(data_dir), &tmp, text.as_bytes(), false);
     if let Err(err) = ok {
         tracing::warn!(error = %err, "failed to record the session id");
     }
 }
 
-/// The session id recorded by the previous run, if any.
-pub fn previous_session(data_dir: &Path) -> Option<i64> {
-    let text = std::fs::read_to_string(session_file(data_dir)).ok()?;
-    i64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+/// The session ids recorded by this host's earlier runs (and this run), oldest first.
+pub fn previous_sessions(data_dir: &Path) -> Vec<i64> {
+    let text = std::fs::read_to_string(session_file(data_dir)).unwrap_or_default();
+    text.lines().filter_map(|l| i64::from_str_radix(l.trim().trim_start_matches("0x"), 16).ok()).collect()
+}
+
+/// Takes over the node at `path` from `owner`, one of this host's earlier sessions:
+/// one transaction deletes the old owner's node (at the version read) and creates
+/// this session's at the same path with the same data. `false`: the node changed
+/// meanwhile (read again).
+async fn take_over(s: &Session, path: &str, owner: i64) -> Result<bool, ZkError> {
+    let (data, stat) = match s.client.get_data(path).await {
+        Ok(d) => d,
+        Err(zkc::Error::NoNode) => return Ok(false),
+        Err(e) => return Err(ZkError::call("get", path, e)),
+    };
+    if stat.ephemeral_owner != owner {
+        return Ok(false);
+    }
+    let acl = s.acl(path);
+    let mut txn = s.client.new_multi_writer();
+    let built = (|| {
+        txn.add_delete(path, Some(stat.version))?;
+        txn.add_create(path, &data, &acl.options(zkc::CreateMode::Ephemeral))?;
+        Ok::<_, zkc::Error>(())
+    })();
+    built.map_err(|e| ZkError::call("multi", path, e))?;
+    match txn.commit().await {
+        Ok(_) => {
+            tracing::info!(path, owner = %zk::session_hex(owner), "took over this host's node from its earlier session");
+            Ok(true)
+        }
+        Err(zkc::MultiWriteError::OperationFailed { .. }) => Ok(false),
+        // Landed or not: the next read tells (the node is then this session's).
+        Err(zkc::MultiWriteError::RequestFailed { source: zkc::Error::ConnectionLoss }) => Ok(false),
+        Err(zkc::MultiWriteError::RequestFailed { source }) => Err(ZkError::call("multi", path, source)),
+    }
 }
 
 /// How often a node held by another live session is reported again.
 const REPORT_EVERY: Duration = Duration::from_secs(300);
 
-/// Makes sure no other session holds the ephemeral node at `path`: deletes it when
-/// it belongs to `previous` (this host's own earlier session), and otherwise waits
+/// Makes sure no other session holds the ephemeral node at `path`: takes it over when
+/// it belongs to one of this host's earlier sessions ([`take_over`]), and otherwise waits
 /// for it to vanish, reporting the session that holds it when it outlives `patience`
 /// (an old session of this host would have expired by then).
 pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), ZkError> {
-    let previous = s.previous;
     let mut deadline = tokio::time::Instant::now() + patience;
     let mut seen = None;
     loop {
@@ -68,13 +112,11 @@ pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), Zk
                 Err(e) => return Err(ZkError::call("delete", path, e)),
             }
         }
-        if Some(owner) == previous {
-            tracing::info!(path, owner = %zk::session_hex(owner), "taking over this host's node from its previous session");
-            match s.client.delete(path, Some(stat.version)).await {
-                Ok(()) | Err(zkc::Error::NoNode) => return Ok(()),
-                Err(zkc::Error::BadVersion) => continue,
-                Err(e) => return Err(ZkError::call("delete", path, e)),
+        if s.is_earlier(owner) {
+            if take_over(s, path, owner).await? {
+                return Ok(());
             }
+            continue;
         }
         if seen != Some(owner) {
             tracing::warn!(path, owner = %zk::session_hex(owner), "host id held by another session; waiting for it to expire");

@@ -21,10 +21,10 @@ pub struct Session {
     pub host: String,
     /// The negotiated session timeout.
     pub timeout: Duration,
-    /// The session this host used before this one (its previous run's, recorded in
-    /// the data dir, or this run's previous session): ephemeral nodes of this host id
-    /// owned by it are this host's own leftovers, taken over at once.
-    pub previous: Option<i64>,
+    /// The sessions this host used before this one (its earlier runs', recorded in
+    /// the data dir, and this run's earlier sessions): ephemeral nodes of this host id
+    /// owned by one of them are this host's own, taken over at once.
+    pub previous: Vec<i64>,
     /// Who the session is to ZooKeeper, and the roles of the tree (ACLs of new nodes).
     pub identity: std::sync::Arc<Identity>,
 }
@@ -33,6 +33,11 @@ impl Session {
     /// This session's id.
     pub fn id(&self) -> i64 {
         self.client.session_id().0
+    }
+
+    /// Whether `owner` is one of this host's earlier sessions (not this one).
+    pub fn is_earlier(&self, owner: i64) -> bool {
+        owner != 0 && owner != self.id() && self.previous.contains(&owner)
     }
 
     /// Whether the session can no longer be used (expired, closed).

@@ -112,7 +112,7 @@ pub async fn take_slot(
 }
 
 /// Records this host as a source of `service` `version` (creating its node, or
-/// rewriting the one this session owns; one left by this host's previous session is
+/// rewriting the one this session owns; one left by this host's earlier sessions is
 /// replaced); returns the node's creation zxid, or `None` when another session
 /// holds it (a host with the same id: tried again later).
 pub async fn publish(s: &Session, service: &str, version: &str, payload: &PeerSource) -> Result<Option<i64>, ZkError> {
@@ -132,7 +132,7 @@ pub async fn publish(s: &Session, service: &str, version: &str, payload: &PeerSo
                     Err(e) => Err(ZkError::call("set", path, e)),
                 };
             }
-            Ok(Some(stat)) if Some(stat.ephemeral_owner) == s.previous => {
+            Ok(Some(stat)) if s.is_earlier(stat.ephemeral_owner) => {
                 match s.client.delete(&path, Some(stat.version)).await {
                     Ok(()) | Err(zkc::Error::NoNode | zkc::Error::BadVersion) => {}
                     Err(e) => return Err(ZkError::call("delete", path, e)),

@@ -307,6 +307,19 @@ impl ReleaseStore {
         Ok(state)
     }
 
+    /// Records that no release of the store is active (the sidecar runs its installed
+    /// binary again): the old active release becomes `previous`.
+    pub fn deactivate(&self) -> Result<LocalState, StoreError> {
+        let old = self.state()?;
+        if old.active.is_none() {
+            return Ok(old);
+        }
+        let state = LocalState { active: None, previous: old.active };
+        self.write_state(&state)?;
+        tracing::info!(root = %self.root.display(), "no release active");
+        Ok(state)
+    }
+
     /// Removes installed releases beyond the newest `keep` (by install time), never the
     /// active or the previous one; returns the removed versions, oldest first.
     pub fn prune(&self, keep: usize) -> Result<Vec<String>, StoreError> {

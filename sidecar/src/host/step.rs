@@ -47,12 +47,16 @@ pub enum StepError {
     /// The verify hook failed (after undrain).
     #[error("verify hook failed: {0}")]
     Verify(String),
+    /// The sidecar's new image did not take over (the old one runs on, untouched).
+    #[error("the new sidecar image did not take over: {0}")]
+    Handover(String),
 }
 
 impl StepError {
-    /// Whether the step touched the host before failing (everything but prepare).
+    /// Whether the step touched the host before failing (everything but prepare and a
+    /// sidecar handover that never reached `go`).
     pub fn touched(&self) -> bool {
-        !matches!(self, StepError::Prepare(_))
+        !matches!(self, StepError::Prepare(_) | StepError::Handover(_))
     }
 
     /// Whether the host was undrained when the step failed (a failed verify): going

@@ -66,6 +66,8 @@ struct Shared {
     log: LogFile,
     status: watch::Sender<Status>,
     diag: Mutex<Diag>,
+    /// The release this process runs, when this supervises the sidecar itself.
+    own: Option<String>,
 }
 
 /// Facts `wait_healthy` needs beyond the status.
@@ -102,8 +104,32 @@ impl Supervisor {
             service,
             status: watch::channel(Status::Stopped).0,
             diag: Mutex::default(),
+            own: None,
         };
         Supervisor { shared: Arc::new(shared), running: Arc::default() }
+    }
+
+    /// The supervisor of the sidecar itself (the built-in `baton-sidecar` service):
+    /// healthy for as long as this process runs, with its pid, running `version`.
+    /// Nothing is started, stopped or reloaded: a handover replaces the process
+    /// (see `crate::handover`).
+    pub fn of_self(service: Arc<ServiceConfig>, data_dir: &Path, version: &str) -> Self {
+        let dir = service.dir(data_dir);
+        let healthy = Status::Healthy { pid: Some(std::process::id()), since: std::time::SystemTime::now() };
+        let shared = Shared {
+            log: LogFile::in_dir(&dir),
+            dir,
+            service,
+            status: watch::channel(healthy).0,
+            diag: Mutex::default(),
+            own: Some(version.into()),
+        };
+        Supervisor { shared: Arc::new(shared), running: Arc::default() }
+    }
+
+    /// The release this process runs, when this supervisor is the sidecar's own.
+    pub fn own_release(&self) -> Option<&str> {
+        self.shared.own.as_deref()
     }
 
     /// The service this supervisor runs.
@@ -131,6 +157,9 @@ impl Supervisor {
     /// file, which [`Supervisor::start`] of that release adopts. `None`: nothing of
     /// this service is known to run (start/stop mode cannot tell without supervising).
     pub async fn running_release(&self) -> Option<String> {
+        if let Some(own) = &self.shared.own {
+            return Some(own.clone());
+        }
         if let Some(r) = self.running.lock().await.as_ref().filter(|r| !r.task.is_finished()) {
             return Some(r.version.clone());
         }
@@ -143,13 +172,19 @@ impl Supervisor {
     /// Starts `version` from `release_dir` and keeps it up (see the module docs); in run
     /// mode a live process of the same release recorded in the pid file is adopted.
     pub async fn start(&self, release_dir: &Path, version: &str) -> Result<Started, SupervisorError> {
+        if let Some(own) = &self.shared.own {
+            return match own == version {
+                true => Ok(Started::Adopted { pid: std::process::id() }),
+                false => Err(SupervisorError::AlreadyRunning { requested: version.into(), running: own.clone() }),
+            };
+        }
         let mut running = self.running.lock().await;
         self.start_locked(&mut running, release_dir, version, false).await
     }
 
     /// Whether a supervision task keeps the service up now.
     pub async fn is_supervising(&self) -> bool {
-        self.running.lock().await.as_ref().is_some_and(|r| !r.task.is_finished())
+        self.shared.own.is_some() || self.running.lock().await.as_ref().is_some_and(|r| !r.task.is_finished())
     }
 
     /// `apply = "reload"`: the running service picks up `version` (already the active
@@ -261,6 +296,9 @@ impl Supervisor {
     /// supervision task, a live process named by the pid file is stopped (run mode) or
     /// the `stop` command runs (start/stop mode).
     pub async fn stop(&self) -> Result<(), SupervisorError> {
+        if self.shared.own.is_some() {
+            return Ok(());
+        }
         let mut running = self.running.lock().await;
         if let Some(r) = running.take().filter(|r| !r.task.is_finished()) {
             let _ = r.intent.send(Intent::Stop);
@@ -313,6 +351,13 @@ impl Supervisor {
         if self.shared.service.on_shutdown == OnShutdown::Stop {
             return self.stop().await;
         }
+        self.detach().await
+    }
+
+    /// Ends supervision and leaves the service running whatever `on_shutdown` says
+    /// (its pid file stays, for the next sidecar to adopt): the sidecar hands over
+    /// to its new image.
+    pub async fn detach(&self) -> Result<(), SupervisorError> {
         if let Some(r) = self.running.lock().await.take() {
             let _ = r.intent.send(Intent::Detach);
             r.task.await.map_err(|e| SupervisorError::Task(e.to_string()))??;

@@ -1,0 +1,106 @@
+//! The transitions of the built-in service `baton-sidecar`, the sidecar itself: its
+//! step is a handover to the new image (see [`crate::handover`]); its boot registers
+//! the release this process runs; its recovery knows which image runs.
+
+use super::lifecycle::{Lifecycle, Step};
+use super::{Agent, Ctx};
+use crate::coord::deploys;
+use crate::coord::zk::ZkError;
+use crate::handover::{self, Offer, SelfImage};
+use crate::host::step::StepError;
+use std::time::Duration;
+use tokio::sync::watch;
+use znode_schema::Upgrading;
+
+/// Margin on top of the health deadline and the bake for the new image to say `done`.
+const TAKE_OVER_MARGIN: Duration = Duration::from_secs(10);
+
+impl Agent {
+    /// The step of the sidecar itself: start the new image and, once it is ready,
+    /// offer it to the daemon, which stops the agents and hands over (this task ends
+    /// there). A new image that does not come up fails the step with nothing touched.
+    pub(super) async fn hand_over(&self, image: &SelfImage, step: Step) -> Lifecycle {
+        let dir = self.store.release_dir(&step.to);
+        let started = match handover::binary_in(&dir) {
+            None => Err(format!("release {} holds no sidecar binary (sidecar, bin/sidecar or one file)", step.to)),
+            Some(binary) => {
+                handover::start_successor(image.data_dir(), &binary, &step.to, step.policy.health_deadline.0).await
+            }
+        };
+        match started {
+            Ok(successor) => {
+                tracing::info!(pid = successor.pid, version = %step.to, "the new sidecar image is ready");
+                let within = step.policy.health_deadline.0 + step.policy.bake.0 + TAKE_OVER_MARGIN;
+                image.offer(Offer { successor, within });
+                // The daemon ends this task.
+                std::future::pending::<()>().await;
+                unreachable!("the daemon ends the sidecar's agent when it hands over")
+            }
+            Err(why) => self.failed(step, StepError::Handover(why)),
+        }
+    }
+
+    /// The rest of the step in the new image: it runs already and took over; it stays
+    /// up for the bake time. The release is activated by the commit.
+    pub(super) async fn verify_itself(&self, step: &Step) -> Result<(), StepError> {
+        self.parts().bake(&step.to, step.policy.bake.0).await
+    }
+
+    /// Recovery of the sidecar's own step: finished when this image is the new
+    /// release; otherwise undone, or counted as failed when a handover to it failed
+    /// here (recorded by the old image before it started again).
+    pub(super) fn recover_itself(&self, image: &SelfImage, step: Step, marker: &Upgrading) -> Lifecycle {
+        if marker.to == image.own() {
+            tracing::info!(version = %marker.to, "this image is the new sidecar release: finishing the step");
+            return Lifecycle::Verifying(step);
+        }
+        // The launcher runs the active release: keep it the one that runs.
+        let settled = match self.store.has(image.own()) {
+            true => self.store.activate(image.own()).map(|_| ()),
+            false => self.store.deactivate().map(|_| ()),
+        };
+        if let Err(err) = settled {
+            tracing::error!(error = %err, "failed to record the running sidecar release as active");
+        }
+        match handover::failed_attempt(image.data_dir(), &marker.to) {
+            Some(cause) => {
+                tracing::error!(to = %marker.to, %cause, "the handover to the new sidecar image failed");
+                Lifecycle::Reverted { step, cause: StepError::Handover(cause).to_string() }
+            }
+            None => {
+                tracing::warn!(to = %marker.to, runs = image.own(), "the sidecar's step was interrupted: undoing it");
+                Lifecycle::Undoing(step)
+            }
+        }
+    }
+
+    /// Boot of the sidecar itself: it runs; register the release it runs, tell the
+    /// old image (after a handover) it may go, and complete a rollout this makes
+    /// complete.
+    pub(super) async fn boot_itself(
+        &self,
+        image: &SelfImage,
+        c: &mut Ctx,
+        _sd: &mut watch::Receiver<bool>,
+    ) -> Result<Lifecycle, ZkError> {
+        let (staged, _) = self.staging(&c.s).await?;
+        let (queue, _) = deploys::read(&c.s, Default::default()).await?;
+        let version = image.own().to_string();
+        tracing::info!(%version, "the sidecar runs this release");
+        self.reconcile(c, None).await?;
+        image.took_over().await;
+        match staged.filter(|st| st.version == version).and_then(|st| queue.rollout(&st.service, &st.version).cloned())
+        {
+            Some(slot) => Ok(Lifecycle::Completing { entry: slot.name, version }),
+            None => Ok(Lifecycle::Idle),
+        }
+    }
+
+    /// Before the success commit of the sidecar's own step: its release becomes the
+    /// active one (the launcher runs it from now on).
+    pub(super) fn activate_itself(&self, step: &Step) {
+        if let Err(err) = self.store.activate(&step.to) {
+            tracing::error!(version = %step.to, error = %err, "failed to record the new sidecar release as active");
+        }
+    }
+}
