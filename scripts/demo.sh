@@ -40,6 +40,10 @@ cleanup() {
   set +e
   echo
   echo "demo: stopping everything it started (logs kept in $WORK)"
+  # After the sidecar upgrade the sidecars run as new images, named in their lock files.
+  for lock in "$WORK"/web-*/data/sidecar.lock; do
+    [[ -f "$lock" ]] && PIDS+=("$(cat "$lock")")
+  done
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[i]}" 2>/dev/null; done
   for p in "${PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -86,9 +90,11 @@ URL="http://127.0.0.1:$HTTP_PORT"
 echo "artifacts at $URL/"
 
 say "starting $HOSTS sidecars"
+PORTS=()
 "$BIN/deployctl" init > /dev/null
 for i in $(seq "$HOSTS"); do
   port=$(free_port)
+  PORTS+=("$port")
   mkdir -p "$WORK/web-$i"
   cat > "$WORK/web-$i/sidecar.toml" <<CFG
 [zookeeper]
@@ -134,6 +140,32 @@ say "staging version 2: a rolling upgrade, at least 60% of hosts online, one hos
 
 say "deployctl status demo"
 "$BIN/deployctl" status demo --hosts
+
+# The sidecar upgrades itself through the same rollout: a copy of the built binary
+# under a new version is a real upgrade for the protocol. Every host's demo service
+# is asked for its version all along; none may miss an answer.
+SC_VERSION="$("$BIN/sidecar" --version | awk '{print $2}')+demo.2"
+mkdir -p "$WORK/artifacts/sidecar-2"
+cp "$BIN/sidecar" "$WORK/artifacts/sidecar-2/sidecar"
+say "staging sidecar $SC_VERSION: the sidecars upgrade themselves, one host at a time, while the demo service answers"
+: > "$WORK/answers"
+(
+  while [[ ! -e "$WORK/answers.stop" ]]; do
+    for port in "${PORTS[@]}"; do
+      if curl -fsS -m 1 "http://127.0.0.1:$port/version" > /dev/null 2>&1; then echo ok; else echo "missed $port"; fi
+    done >> "$WORK/answers"
+    sleep 0.1
+  done
+) &
+ASKER=$!
+"$BIN/deployctl" stage baton-sidecar --version "$SC_VERSION" --file "$WORK/artifacts/sidecar-2/sidecar" \
+  --url "$URL/sidecar-2/sidecar" --quorum 60% --bake 1s
+"$BIN/deployctl" watch baton-sidecar --timeout 300s
+touch "$WORK/answers.stop"; wait "$ASKER"
+asked=$(wc -l < "$WORK/answers"); missed=$(grep -c missed "$WORK/answers" || true)
+echo "the demo service answered $((asked - missed)) of $asked requests during the sidecar upgrade"
+"$BIN/deployctl" status baton-sidecar --hosts
+((missed == 0)) || { echo "demo: the demo service missed $missed answers during the sidecar upgrade" >&2; exit 1; }
 
 say "what zkCli.sh shows"
 ZKCLI=/usr/share/zookeeper/bin/zkCli.sh

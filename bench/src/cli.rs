@@ -41,6 +41,10 @@ pub enum Command {
         /// beds and are compared, with the round trips a handoff and a step make.
         #[arg(long, value_delimiter = ',', default_values_t = [0])]
         latency_ms: Vec<u64>,
+        /// After the service rollouts, roll a new sidecar release (a copy of the
+        /// binary) through the fleet: handover time per host, service downtime.
+        #[arg(long)]
+        sidecar: bool,
     },
     /// Many sidecar cores in this process, each with its own ZooKeeper session, for
     /// several fleet sizes: how rollout time and ZooKeeper traffic grow with N.

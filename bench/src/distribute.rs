@@ -231,7 +231,9 @@ async fn fleet(opts: &Options, bed: &Bed, artifact: &Artifact, peers: bool) -> a
                 1,
             );
         }
-        let cfg = Config::parse(&text, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut cfg = Config::parse(&text, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Cores in one process cannot hand over to a new image of themselves.
+        cfg.upgrades_itself = false;
         let span = tracing::info_span!("host", id = %id);
         cores.push(tokio::spawn(baton_sidecar::daemon::run(cfg, stopped.clone()).instrument(span)));
         hosts.push((data.join(crate::bed::SERVICE).join("releases").join("2"), port));

@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut report = Report::default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
-        Command::Rollout { hosts, rounds, idle_secs, latency_ms } => {
+        Command::Rollout { hosts, rounds, idle_secs, latency_ms, sidecar } => {
             let mut figures = Vec::new();
             for latency in latency_ms {
                 let opts = rollout::Options {
@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     rounds: rounds.into(),
                     idle: Duration::from_secs(idle_secs),
                     latency: Duration::from_millis(latency),
+                    sidecar,
                 };
                 let (r, f) = with_bed(&rt, |bed| {
                     Box::pin(async move { rollout::run(&opts, bed, &mut report).await.map(|f| (report, f)) })
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 rounds: 1,
                 idle: Duration::from_secs(9),
                 latency: Duration::ZERO,
+                sidecar: false,
             };
             let sizes = scale::Options { sizes: vec![25, 50, 100, 200], idle: Duration::from_secs(9) };
             let mut report = with_bed(&rt, |bed| {

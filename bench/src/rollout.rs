@@ -40,6 +40,9 @@ pub struct Options {
     pub idle: Duration,
     /// Round-trip time added between the sidecars and ZooKeeper.
     pub latency: Duration,
+    /// After the service rollouts, roll a new sidecar release (a copy of the binary)
+    /// through the fleet: handover time per host and the service's downtime.
+    pub sidecar: bool,
 }
 
 /// The figures of one run that [`compare`] sets side by side.
@@ -131,6 +134,10 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
             e
         }));
     }
+    let sidecar = match opts.sidecar {
+        true => Some(sidecar_rollout(bed, &bin, &hosts, report).await?),
+        false => None,
+    };
     let peak = procfs::footprint(sample.pid()).unwrap_or_default();
     let after_all: Vec<Footprint> = hosts.iter().filter_map(|h| procfs::footprint(h.pid())).collect();
     let cpu_rollouts: f64 =
@@ -217,6 +224,7 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
             "zk": traffic.json(),
             "zk_server_per_host": server.json(),
             "zk_watches_idle": watches_idle,
+            "sidecar_rollout": sidecar,
             "sidecar": {
                 "idle_rss_kib": idle.rss_kib, "peak_rss_kib": peak.hwm_kib, "threads": idle.threads,
                 "cpu_ms_at_idle": round3(idle.cpu_ms), "cpu_ms_total": round3(peak.cpu_ms),
@@ -231,6 +239,95 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
         handoff_p50: handoff.map_or(0.0, |s| s.p50),
         step_p50: step.map_or(0.0, |s| s.p50),
     })
+}
+
+/// Rolls a new sidecar release (a copy of `bin`, a real upgrade for the protocol)
+/// through the fleet, one host at a time, and reports: its time per host, each
+/// host's handover (the old image's fence, its last write, to the new image's
+/// registration at the new version, both in the host's log: the new image writes to
+/// the same output), and the service's downtime from ZooKeeper's transaction log
+/// (time any `current/svc/<host>` was absent during the rollout).
+async fn sidecar_rollout(
+    bed: &Bed,
+    bin: &std::path::Path,
+    hosts: &[ProcHost],
+    report: &mut Report,
+) -> anyhow::Result<serde_json::Value> {
+    let n = hosts.len();
+    let version = "sidecar-2";
+    let dir = bed.dir.path().join("artifacts").join(version);
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join("sidecar");
+    std::fs::copy(bin, &copy)?;
+    let artifact = baton_tests::fleet::file_artifact(&copy);
+    let layout = znode_schema::Layout::new(ROOT)?;
+    let policy = znode_schema::Policy {
+        quorum: znode_schema::Quorum::Count(n.saturating_sub(1) as u32),
+        max_parallel: 1,
+        ..znode_schema::Policy::default()
+    };
+    let history =
+        |dir: &std::path::Path| baton_tests::txnlog::under(baton_tests::txnlog::read_cluster(&[dir.into()]), ROOT);
+    let mark = history(&bed.zk.data_dir()).last().map_or(0, |t| t.zxid);
+    let started = Instant::now();
+    let wall = SystemTime::now();
+    baton_tests::fleet::stage(&bed.client, &layout, znode_schema::SIDECAR_SERVICE, version, &artifact, policy).await;
+    bed.wait_completed(ROOT, Duration::from_secs(120 + 4 * n as u64)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut marks = Vec::new();
+    for h in hosts {
+        marks.extend(procfleet::marks(&h.id, &h.log, version)?);
+    }
+    let tl = Timeline::build(&marks);
+    let t0 = wall.duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() * 1000.0;
+    let done = tl.completed_ms.map(|c| c - t0).unwrap_or(secs * 1000.0);
+    let handover = Summary::of(&tl.step_ms);
+    let handoff = Summary::of(&tl.handoffs);
+    // The service's registrations during the sidecar rollout, from the log.
+    let txns: Vec<_> = history(&bed.zk.data_dir()).into_iter().filter(|t| t.zxid > mark).collect();
+    let prefix = format!("{}/", layout.current_service(SERVICE));
+    let mut gone: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let (mut down_ms, mut absences, mut take_overs) = (0i64, 0usize, 0usize);
+    for t in &txns {
+        let mut touched = std::collections::BTreeSet::new();
+        for op in &t.ops {
+            match op {
+                baton_tests::txnlog::Op::Delete { path, .. } if path.starts_with(&prefix) => {
+                    gone.insert(path.clone(), t.time_ms);
+                    touched.insert(path.clone());
+                }
+                baton_tests::txnlog::Op::Create { path, .. } if path.starts_with(&prefix) => {
+                    if let Some(since) = gone.remove(path) {
+                        if touched.contains(path) {
+                            take_overs += 1;
+                        } else {
+                            down_ms += t.time_ms - since;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Absent at the end of a transaction: downtime starts then.
+        absences += gone.keys().filter(|p| touched.contains(*p)).count();
+    }
+    report.line(format!(
+        "sidecar rollout: {version} on {n} hosts in {} ({} per host); handover (fence -> new image registered) p50 {}  p99 {}; handoff p50 {}",
+        ms(done),
+        ms(done / n as f64),
+        handover.map(|s| ms(s.p50)).unwrap_or_default(),
+        handover.map(|s| ms(s.p99)).unwrap_or_default(),
+        handoff.map(|s| ms(s.p50)).unwrap_or_default(),
+    ));
+    report.line(format!(
+        "service during the sidecar rollout: {take_overs} registrations taken over in one transaction, {absences} absent after a transaction, downtime {down_ms} ms (target 0: {})",
+        if absences == 0 && down_ms == 0 { "met" } else { "MISSED" }
+    ));
+    Ok(json!({
+        "version": version, "rollout_ms": round3(done), "rollout_ms_per_host": round3(done / n as f64),
+        "handover_ms": handover.map(|s| s.json()), "handoff_ms": handoff.map(|s| s.json()),
+        "service_take_overs": take_overs, "service_absences": absences, "service_downtime_ms": down_ms,
+    }))
 }
 
 /// Sets runs at several added round-trip times side by side, with the sequential

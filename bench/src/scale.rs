@@ -138,7 +138,9 @@ async fn one(n: usize, idle: Duration, bed: &Bed, rec: &Recorder) -> anyhow::Res
     for i in 1..=n {
         let id = format!("{prefix}h{i:04}");
         let data = bed.dir.path().join(&root[1..]).join(&id);
-        let cfg = Config::parse(&bed.config(&root, &id, &data), &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut cfg = Config::parse(&bed.config(&root, &id, &data), &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Cores in one process cannot hand over to a new image of themselves.
+        cfg.upgrades_itself = false;
         let span = tracing::info_span!("host", id = %id);
         cores.push(tokio::spawn(baton_sidecar::daemon::run(cfg, stopped.clone()).instrument(span)));
     }

@@ -22,6 +22,11 @@ pub struct ZkServer {
 }
 
 impl ZkServer {
+    /// Where the server keeps its data (and its transaction log).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Starts a server and waits until it serves (blocking).
     pub fn start() -> anyhow::Result<ZkServer> {
         let dir = tempfile::Builder::new().prefix("baton-bench-zk-").tempdir()?;

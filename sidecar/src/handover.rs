@@ -75,17 +75,20 @@ pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join(SIDECAR_SERVICE)
 }
 
-/// The release this process runs: the version of the sidecar release directory its
-/// binary lies in, else (the installed binary) the version it was built as.
+/// The release this process runs: the version the launcher or the old image started
+/// it as (`BATON_SIDECAR_LAUNCHED`), else the version of the sidecar release directory
+/// its binary lies in, else (the installed binary) the version it was built as.
 pub fn own_release(data_dir: &Path) -> String {
+    let launched = std::env::var(LAUNCHED).ok().filter(|v| znode_schema::validate_version(v).is_ok());
     let exe = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
     let releases = dir(data_dir).join("releases").canonicalize().ok();
-    let from_path = exe.zip(releases).and_then(|(exe, releases)| {
+    let from_path = || {
+        let (exe, releases) = exe.zip(releases)?;
         let rest = exe.strip_prefix(&releases).ok()?;
         let v = rest.components().next()?.as_os_str().to_str()?.to_string();
         znode_schema::validate_version(&v).is_ok().then_some(v)
-    });
-    from_path.unwrap_or_else(|| crate::VERSION.to_string())
+    };
+    launched.or_else(from_path).unwrap_or_else(|| crate::VERSION.to_string())
 }
 
 /// The sidecar binary of an installed release: `sidecar` or `bin/sidecar`, or the
@@ -255,6 +258,23 @@ pub fn forget_failure(data_dir: &Path) {
     let _ = std::fs::remove_file(failed_path(data_dir));
 }
 
+/// Whether the machine booted since the sidecar last started here (the kernel's boot
+/// id differs from the one recorded in the data dir, or none was recorded: a new
+/// machine). Records the current boot id.
+pub fn machine_booted(data_dir: &Path) -> bool {
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let path = dir(data_dir).join("boot-id");
+    let before = std::fs::read_to_string(&path).unwrap_or_default();
+    if before.trim() == now.trim() && !now.trim().is_empty() {
+        return false;
+    }
+    let tmp = dir(data_dir).join("boot-id.tmp");
+    if let Err(err) = crate::safefs::write_atomic(&path, &tmp, now.as_bytes(), false) {
+        tracing::warn!(path = %path.display(), error = %err, "failed to record the boot id");
+    }
+    true
+}
+
 /// The handover socket's path.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     dir(data_dir).join("handover.sock")
@@ -414,6 +434,11 @@ impl SelfImage {
     /// The release this process runs.
     pub fn own(&self) -> &str {
         &self.own
+    }
+
+    /// Whether this image was started to take over from an old one.
+    pub fn is_successor(&self) -> bool {
+        self.predecessor.is_some()
     }
 
     /// The data dir.

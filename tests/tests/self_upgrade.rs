@@ -54,9 +54,10 @@ fn exe(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap()
 }
 
-/// Host `i`'s installed sidecar release `version`'s binary.
+/// Host `i`'s installed sidecar release `version`'s binary (as the kernel names it).
 fn release_binary(fleet: &Fleet, i: usize, version: &str) -> PathBuf {
-    fleet.hosts[i].data_dir.join(SC).join("releases").join(version).join("sidecar").canonicalize().unwrap()
+    let path = fleet.hosts[i].data_dir.join(SC).join("releases").join(version).join("sidecar");
+    path.canonicalize().unwrap_or(path)
 }
 
 /// The transactions after `mark`.
@@ -289,4 +290,111 @@ async fn killing_the_new_image_mid_handover_leaves_the_old_one_supervising() {
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_old_image_mid_handover_recovers_on_restart() {
     kill_during_handover(Victim::Old).await;
+}
+
+/// A sidecar release that waits `delay` before it runs the real binary (exec: the
+/// same process), so a test can act before the new image is ready.
+fn slow_release(fleet: &Fleet, version: &str, delay: &str) -> Artifact {
+    let real = baton_tests::bin::path("sidecar");
+    let body = format!(
+        "if [ \"$1\" = --version ]; then exec {real} --version; fi\nsleep {delay}\nexec {real} \"$@\"",
+        real = real.display()
+    );
+    broken_release(fleet, version, &body)
+}
+
+/// The new image dies before it is ready (while it starts): the old image never
+/// let go of anything; the failure is counted and the rollout halts.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_new_image_before_it_is_ready_leaves_the_old_one_untouched() {
+    let (fleet, c) = fleet("self-kill-early-new", 3).await;
+    let before = services(&fleet, &c).await;
+    let art = slow_release(&fleet, "2", "3");
+    let entry = stage(&c, &fleet.layout(), SC, "2", &art, policy(1, 1, Duration::ZERO)).await;
+    let i = baton_tests::chaos::wait_marker(&fleet, &c, &entry).await;
+    let old = fleet.child_pid(i).unwrap();
+    let new = eventually("the new image to start", PATIENCE, || child_of(old));
+    kill_pid(new);
+    let halted = wait_halted(&fleet, &c, &entry).await;
+    assert!(halted.reason.unwrap_or_default().contains("exited before it was ready"), "the halt says why");
+    assert_eq!(fleet.sidecar_pid(i), Some(old), "the old image kept the lock all along");
+    let reg = eventually_async("the old image to register again", PATIENCE, || async {
+        registration(&c, &fleet, SC, &fleet.hosts[i].id).await
+    })
+    .await;
+    assert_eq!((reg.version.as_str(), reg.pid), (BUILT, Some(old)));
+    assert_eq!(services(&fleet, &c).await, before);
+    verify(shared_server(), &c, &fleet.root, &[SC, "api", "web"], false).await;
+}
+
+/// The old image dies before `go` (the new one is still starting): the new image
+/// finds nobody to take over from and exits; "systemd" starts the sidecar again,
+/// which undoes the interrupted step (not a failure) and takes it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_old_image_before_go_undoes_the_step_and_it_is_taken_again() {
+    let (mut fleet, c) = fleet("self-kill-early-old", 3).await;
+    let before = services(&fleet, &c).await;
+    let art = slow_release(&fleet, "2", "2");
+    let entry = stage(&c, &fleet.layout(), SC, "2", &art, policy(1, 1, Duration::ZERO)).await;
+    let i = baton_tests::chaos::wait_marker(&fleet, &c, &entry).await;
+    let old = fleet.child_pid(i).unwrap();
+    let new = eventually("the new image to start", PATIENCE, || child_of(old));
+    kill_pid(old);
+    eventually("the new image to give up", PATIENCE, || {
+        (!std::path::Path::new(&format!("/proc/{new}/cmdline")).exists() || !fleet.is_sidecar_of(i, new)).then_some(())
+    });
+    eventually("nobody to hold the lock", PATIENCE, || fleet.sidecar_pid(i).is_none().then_some(()));
+    fleet.kill(i);
+    fleet.start(i);
+    wait_service_versions(&fleet, &c, SC, 3, "2", PATIENCE).await;
+    wait_service_done(&fleet, &c, SC, PATIENCE).await;
+    assert_eq!(services(&fleet, &c).await, before, "the services ran on");
+    let history = since_all(&fleet);
+    assert_eq!(multi::max_failures(&history, SC), 0, "an interrupted step is not counted as a failure");
+    let undone = multi::events(&history, &fleet.layout(), SC)
+        .into_iter()
+        .filter(|(_, e)| e.event == EventKind::HostFailed && e.detail.as_deref().is_some_and(|d| d.contains("undone")))
+        .count();
+    assert_eq!(undone, 1, "the interrupted step was undone once");
+    verify(shared_server(), &c, &fleet.root, &[SC, "api", "web"], false).await;
+}
+
+/// A machine that was down (here: a new one) starts the installed binary and comes
+/// back on the fleet's sidecar version, handing over to it without a fence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_that_was_down_comes_back_on_the_fleets_sidecar_version() {
+    let (mut fleet, c) = fleet("self-boot", 3).await;
+    let art = sidecar_release(&fleet, "2");
+    stage(&c, &fleet.layout(), SC, "2", &art, policy(1, 1, Duration::ZERO)).await;
+    wait_service_versions(&fleet, &c, SC, 3, "2", PATIENCE).await;
+    wait_service_done(&fleet, &c, SC, PATIENCE).await;
+    let i = fleet.add_host("host-new");
+    fleet.write_config_services(&fleet.hosts[i], &[]);
+    fleet.start(i);
+    let pid = eventually("the new machine to run the fleet's sidecar release", PATIENCE, || {
+        fleet.sidecar_pid(i).filter(|p| exe(*p) == release_binary(&fleet, i, "2"))
+    });
+    eventually_async("the new machine to register its sidecar at 2", PATIENCE, || async {
+        registration(&c, &fleet, SC, "host-new").await.filter(|r| r.version == "2" && r.pid == Some(pid))
+    })
+    .await;
+    wait_service_versions(&fleet, &c, "api", 4, "a1", PATIENCE).await;
+    let code = eventually("the installed image to exit", PATIENCE, || fleet.exited(i));
+    assert_eq!(code, Some(0));
+}
+
+/// The new image `pid` started (its child with `--take-over` on its command line).
+fn child_of(pid: u32) -> Option<u32> {
+    // Each thread lists the children it started: the runtime's workers start them.
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let text: String =
+        tasks.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok()).collect::<Vec<_>>().join(" ");
+    text.split_whitespace().filter_map(|t| t.parse::<u32>().ok()).find(|c| {
+        std::fs::read(format!("/proc/{c}/cmdline")).is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--take-over"))
+    })
+}
+
+/// Every transaction of the fleet's root.
+fn since_all(fleet: &Fleet) -> Vec<Txn> {
+    since(fleet, 0)
 }

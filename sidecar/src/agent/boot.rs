@@ -64,7 +64,12 @@ impl Agent {
 
     /// The boot version when nothing runs, from the fleet's registrations and the
     /// failure memory in ZooKeeper.
-    async fn choose(&self, s: &Session, queue: &Queue, staged: Option<&Staging>) -> Result<Option<String>, ZkError> {
+    pub(super) async fn choose(
+        &self,
+        s: &Session,
+        queue: &Queue,
+        staged: Option<&Staging>,
+    ) -> Result<Option<String>, ZkError> {
         let mut facts = boot::Facts {
             last_active: self.active(),
             staged: staged.map(|st| st.version.clone()),

@@ -15,6 +15,9 @@ use znode_schema::Upgrading;
 /// Margin on top of the health deadline and the bake for the new image to say `done`.
 const TAKE_OVER_MARGIN: Duration = Duration::from_secs(10);
 
+/// The health deadline of a boot handover (no rollout policy applies).
+const BOOT_DEADLINE: Duration = Duration::from_secs(60);
+
 impl Agent {
     /// The step of the sidecar itself: start the new image and, once it is ready,
     /// offer it to the daemon, which stops the agents and hands over (this task ends
@@ -74,9 +77,13 @@ impl Agent {
         }
     }
 
-    /// Boot of the sidecar itself: it runs; register the release it runs, tell the
-    /// old image (after a handover) it may go, and complete a rollout this makes
-    /// complete.
+    /// Boot of the sidecar itself. On a machine that was down (or is new) the boot
+    /// version is chosen as for any service (SPEC step 9: the most popular version
+    /// online); when it is not the one this image runs, it is fetched and handed over
+    /// to, without a fence: no service is touched, and a machine coming up is no
+    /// host of a rollout yet. Otherwise (a restart, or the new image of a handover):
+    /// register the release this image runs, tell the old image (after a handover) it
+    /// may go, and complete a rollout this makes complete.
     pub(super) async fn boot_itself(
         &self,
         image: &SelfImage,
@@ -86,6 +93,14 @@ impl Agent {
         let (staged, _) = self.staging(&c.s).await?;
         let (queue, _) = deploys::read(&c.s, Default::default()).await?;
         let version = image.own().to_string();
+        if image.is_successor() && self.store.has(&version) {
+            self.activate_itself(&version);
+        }
+        if !image.is_successor() && handover::machine_booted(image.data_dir()) {
+            if let Some(lifecycle) = self.boot_to_fleet_version(image, c, &queue, staged.as_ref()).await? {
+                return Ok(lifecycle);
+            }
+        }
         tracing::info!(%version, "the sidecar runs this release");
         self.reconcile(c, None).await?;
         image.took_over().await;
@@ -96,11 +111,52 @@ impl Agent {
         }
     }
 
-    /// Before the success commit of the sidecar's own step: its release becomes the
-    /// active one (the launcher runs it from now on).
-    pub(super) fn activate_itself(&self, step: &Step) {
-        if let Err(err) = self.store.activate(&step.to) {
-            tracing::error!(version = %step.to, error = %err, "failed to record the new sidecar release as active");
+    /// The boot of a machine that was down: hands over to the fleet's sidecar version
+    /// when this image runs another (`None`: stay on this image, it is that version,
+    /// or that version failed here, or cannot be fetched or started).
+    async fn boot_to_fleet_version(
+        &self,
+        image: &SelfImage,
+        c: &mut Ctx,
+        queue: &deploys::Queue,
+        staged: Option<&znode_schema::Staging>,
+    ) -> Result<Option<Lifecycle>, ZkError> {
+        let Some(chosen) = self.choose(&c.s, queue, staged).await? else { return Ok(None) };
+        if chosen == image.own() {
+            return Ok(None);
+        }
+        if let Some(cause) = handover::failed_attempt(image.data_dir(), &chosen) {
+            tracing::warn!(version = %chosen, %cause, "staying on this image: a handover to the fleet's version failed here");
+            return Ok(None);
+        }
+        tracing::info!(version = %chosen, runs = image.own(), "the machine was down: taking the fleet's sidecar version");
+        let started = match self.fetch_for_boot(&c.s, &chosen, staged).await {
+            Err(why) => Err(format!("cannot fetch it: {why}")),
+            Ok(()) => match handover::binary_in(&self.store.release_dir(&chosen)) {
+                None => Err(format!("release {chosen} holds no sidecar binary")),
+                Some(binary) => handover::start_successor(image.data_dir(), &binary, &chosen, BOOT_DEADLINE).await,
+            },
+        };
+        match started {
+            Ok(successor) => {
+                image.offer(Offer { successor, within: BOOT_DEADLINE + TAKE_OVER_MARGIN });
+                std::future::pending::<()>().await;
+                unreachable!("the daemon ends the sidecar's agent when it hands over")
+            }
+            Err(why) => {
+                tracing::warn!(version = %chosen, error = %why, "staying on this image");
+                handover::record_failure(image.data_dir(), &chosen, &why);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The sidecar's release `version` becomes the active one (the launcher runs it
+    /// from now on): before the success commit of its step, or once a boot handover
+    /// to it took over.
+    pub(super) fn activate_itself(&self, version: &str) {
+        if let Err(err) = self.store.activate(version) {
+            tracing::error!(%version, error = %err, "failed to record the new sidecar release as active");
         }
     }
 }

@@ -110,7 +110,7 @@ impl Agent {
     /// Commits a successful step.
     pub(super) async fn upgraded(&self, c: &mut Ctx, step: Step) -> Result<Lifecycle, ZkError> {
         if self.itself().is_some() {
-            self.activate_itself(&step);
+            self.activate_itself(&step.to);
         }
         let cur = self.registration(&c.s, &step.to, None);
         let end = StepEnd {
