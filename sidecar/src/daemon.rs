@@ -421,7 +421,7 @@ async fn sessions(
             client,
             layout: layout.clone(),
             host: cfg.host.id.clone(),
-            previous: previous.clone(),
+            previous: previous.clone().into(),
             identity: Arc::new(identity),
         };
         let secured = s.identity.security.is_some();

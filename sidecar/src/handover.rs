@@ -57,19 +57,6 @@ pub const PROVEN_AFTER: Duration = Duration::from_secs(30);
 /// How long a `--version` check may take.
 const VERSION_CHECK: Duration = Duration::from_secs(10);
 
-/// The config file this process was started with (for the new image).
-static CONFIG_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Records the config path the daemon runs with.
-pub fn set_config_path(path: &Path) {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    *CONFIG_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(abs);
-}
-
-fn config_path() -> Option<PathBuf> {
-    CONFIG_PATH.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
 /// `<data_dir>/baton-sidecar`.
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join(SIDECAR_SERVICE)
@@ -315,13 +302,13 @@ pub async fn start_successor(
         }
         Ok(Ok(_)) => {}
     }
-    let config = config_path().ok_or("the sidecar's config path is unknown")?;
+    // The same arguments as this image (config, log format), plus the socket.
+    let args = strip_take_over(std::env::args_os().skip(1).collect());
     let sock = socket_path(data_dir);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(|e| format!("failed to listen on {}: {e}", sock.display()))?;
     let mut child = tokio::process::Command::new(binary)
-        .arg("--config")
-        .arg(&config)
+        .args(args)
         .arg("--take-over")
         .arg(&sock)
         .env(LAUNCHED, to)
@@ -573,14 +560,11 @@ impl Predecessor {
             let guard = self.stream.lock().await;
             let Some(stream) = guard.as_ref() else { return };
             let mut probe = [0u8; 1];
-            match stream.try_read(&mut probe) {
-                Ok(0) => {
-                    tracing::error!(
-                        "the old sidecar image died during the handover; exiting so a restart recovers the step"
-                    );
-                    std::process::exit(1);
-                }
-                Ok(_) | Err(_) => {}
+            if let Ok(0) = stream.try_read(&mut probe) {
+                tracing::error!(
+                    "the old sidecar image died during the handover; exiting so a restart recovers the step"
+                );
+                std::process::exit(1);
             }
         }
     }

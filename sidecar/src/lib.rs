@@ -30,7 +30,6 @@ pub fn install_crypto() {
 pub fn run_daemon(path: &std::path::Path, take_over: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
     let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    handover::set_config_path(path);
     if take_over.is_none() {
         handover::launch(&cfg.host.data_dir);
     }

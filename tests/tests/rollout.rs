@@ -210,7 +210,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
             layout: layout.clone(),
             host: format!("h{i}"),
             timeout: Duration::from_secs(10),
-            previous: Vec::new(),
+            previous: Vec::new().into(),
             identity: Default::default(),
         };
         let cur = znode_schema::Current {

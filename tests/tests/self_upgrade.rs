@@ -387,8 +387,11 @@ async fn a_machine_that_was_down_comes_back_on_the_fleets_sidecar_version() {
 fn child_of(pid: u32) -> Option<u32> {
     // Each thread lists the children it started: the runtime's workers start them.
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let text: String =
-        tasks.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok()).collect::<Vec<_>>().join(" ");
+    let text: String = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .collect::<Vec<_>>()
+        .join(" ");
     text.split_whitespace().filter_map(|t| t.parse::<u32>().ok()).find(|c| {
         std::fs::read(format!("/proc/{c}/cmdline")).is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == b"--take-over"))
     })

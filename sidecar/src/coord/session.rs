@@ -24,7 +24,7 @@ pub struct Session {
     /// The sessions this host used before this one (its earlier runs', recorded in
     /// the data dir, and this run's earlier sessions): ephemeral nodes of this host id
     /// owned by one of them are this host's own, taken over at once.
-    pub previous: Vec<i64>,
+    pub previous: std::sync::Arc<[i64]>,
     /// Who the session is to ZooKeeper, and the roles of the tree (ACLs of new nodes).
     pub identity: std::sync::Arc<Identity>,
 }
