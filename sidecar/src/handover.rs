@@ -636,6 +636,46 @@ mod tests {
         assert_eq!(strip_take_over(args(&["--take-over=/s", "-c", "x"])), args(&["-c", "x"]));
     }
 
+    /// What systemd does with `BARRIER=1`: reads the message with its file
+    /// descriptor and closes it, which ends the wait.
+    #[test]
+    fn the_barrier_waits_for_the_manager_to_close_the_descriptor() {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::AsRawFd;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("notify");
+        let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut iov = [io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let msg = recvmsg::<()>(manager.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+            let fds: Vec<_> = msg
+                .cmsgs()
+                .unwrap()
+                .filter_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => Some(fds),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let n = msg.bytes;
+            std::thread::sleep(Duration::from_millis(100));
+            for fd in &fds {
+                let _ = nix::unistd::close(*fd);
+            }
+            (String::from_utf8_lossy(&buf[..n]).to_string(), fds.len())
+        });
+        let started = std::time::Instant::now();
+        barrier(path.as_os_str(), Duration::from_secs(5)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100), "the barrier returned before the manager closed it");
+        assert_eq!(reader.join().unwrap(), ("BARRIER=1".to_string(), 1));
+        let nobody = d.path().join("nobody");
+        let _silent = std::os::unix::net::UnixDatagram::bind(&nobody).unwrap();
+        let err = barrier(nobody.as_os_str(), Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "a manager that never answers: {err}");
+    }
+
     #[test]
     fn a_failed_attempt_is_remembered_for_its_version() {
         let d = tempfile::tempdir().unwrap();
