@@ -271,9 +271,13 @@ impl Agent {
     async fn begin(&self, s: &Session, state: Lifecycle) -> Result<Lifecycle, ZkError> {
         tracing::info!(session = %crate::coord::zk::session_hex(s.id()), state = state.name(), "taking up the session");
         let patience = s.timeout + s.timeout / 2;
-        register::claim(s, &s.layout.current_host(&self.cfg.name, &s.host), patience).await?;
+        // A registration is taken over only while the service it names runs (a
+        // handover, a sidecar restart); after a reboot it is deleted and written again
+        // once the service is healthy.
+        let runs = self.supervisor.running_release().await.is_some();
+        register::claim(s, &s.layout.current_host(&self.cfg.name, &s.host), runs, patience).await?;
         for t in queue::tickets(s, &self.cfg.name).await?.into_iter().filter(|t| t.host == s.host) {
-            register::claim(s, &s.layout.ticket(&self.cfg.name, &t), patience).await?;
+            register::claim(s, &s.layout.ticket(&self.cfg.name, &t), true, patience).await?;
         }
         if state.in_step() {
             return Ok(state.on_new_session());

@@ -30,8 +30,13 @@ impl Agent {
                 if let Err(err) = self.keep(&v).await {
                     tracing::error!(error = %err, "failed to adopt the running release");
                 }
-                if let Err(err) = self.supervisor.wait_healthy(deadline).await {
-                    tracing::error!(version = %v, error = %err, "the running release is not healthy");
+                // Its registration may have been taken over from the sidecar before:
+                // it stands only on the first checks' verdict (not the whole health
+                // deadline); a service healthy later registers then (the idle wait).
+                let h = &self.cfg.health;
+                let verdict = (h.interval * 2 + h.timeout).min(deadline);
+                if let Err(err) = self.supervisor.wait_healthy(verdict).await {
+                    tracing::warn!(version = %v, error = %err, "the running release is not healthy (yet)");
                 }
                 v
             }

@@ -85,11 +85,13 @@ async fn take_over(s: &Session, path: &str, owner: i64) -> Result<bool, ZkError>
 /// How often a node held by another live session is reported again.
 const REPORT_EVERY: Duration = Duration::from_secs(300);
 
-/// Makes sure no other session holds the ephemeral node at `path`: takes it over when
-/// it belongs to one of this host's earlier sessions ([`take_over`]), and otherwise waits
+/// Makes sure no other session holds the ephemeral node at `path`: when it belongs to
+/// one of this host's earlier sessions, takes it over ([`take_over`]) if `keep` (what
+/// it says is still true: the service runs, the ticket's release is verified) or
+/// deletes it; otherwise waits
 /// for it to vanish, reporting the session that holds it when it outlives `patience`
 /// (an old session of this host would have expired by then).
-pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), ZkError> {
+pub async fn claim(s: &Session, path: &str, keep: bool, patience: Duration) -> Result<(), ZkError> {
     let mut deadline = tokio::time::Instant::now() + patience;
     let mut seen = None;
     loop {
@@ -112,11 +114,19 @@ pub async fn claim(s: &Session, path: &str, patience: Duration) -> Result<(), Zk
                 Err(e) => return Err(ZkError::call("delete", path, e)),
             }
         }
-        if s.is_earlier(owner) {
+        if s.is_earlier(owner) && keep {
             if take_over(s, path, owner).await? {
                 return Ok(());
             }
             continue;
+        }
+        if s.is_earlier(owner) {
+            tracing::info!(path, owner = %zk::session_hex(owner), "deleting this host's node left by its earlier session");
+            match s.client.delete(path, Some(stat.version)).await {
+                Ok(()) | Err(zkc::Error::NoNode) => return Ok(()),
+                Err(zkc::Error::BadVersion) => continue,
+                Err(e) => return Err(ZkError::call("delete", path, e)),
+            }
         }
         if seen != Some(owner) {
             tracing::warn!(path, owner = %zk::session_hex(owner), "host id held by another session; waiting for it to expire");
@@ -176,7 +186,7 @@ impl Registration {
                                 break;
                             }
                             // Someone else's node (or it just vanished): claim it, create again.
-                            _ => claim(s, &path, s.timeout + s.timeout / 2).await?,
+                            _ => claim(s, &path, true, s.timeout + s.timeout / 2).await?,
                         },
                         Err(e) => return Err(ZkError::call("create", path, e)),
                     }
