@@ -23,23 +23,28 @@ impl Agent {
     /// offer it to the daemon, which stops the agents and hands over (this task ends
     /// there). A new image that does not come up fails the step with nothing touched.
     pub(super) async fn hand_over(&self, image: &SelfImage, step: Step) -> Lifecycle {
-        let dir = self.store.release_dir(&step.to);
-        let started = match handover::binary_in(&dir) {
-            None => Err(format!("release {} holds no sidecar binary (sidecar, bin/sidecar or one file)", step.to)),
-            Some(binary) => {
-                handover::start_successor(image.data_dir(), &binary, &step.to, step.policy.health_deadline.0).await
-            }
+        let within = step.policy.health_deadline.0 + step.policy.bake.0 + TAKE_OVER_MARGIN;
+        let why = self.offer_successor(image, &step.to, step.policy.health_deadline.0, within).await;
+        self.failed(step, StepError::Handover(why))
+    }
+
+    /// Starts release `version`'s binary as the new image and, once it is ready
+    /// (within `deadline`), offers it to the daemon, which ends this task as it hands
+    /// over (`within`: the new image's time to say `done`). Returns only why the new
+    /// image did not come up; nothing was touched then.
+    async fn offer_successor(&self, image: &SelfImage, version: &str, deadline: Duration, within: Duration) -> String {
+        let started = match handover::binary_in(&self.store.release_dir(version)) {
+            None => Err(format!("release {version} holds no sidecar binary (sidecar, bin/sidecar or one file)")),
+            Some(binary) => handover::start_successor(image.data_dir(), &binary, version, deadline).await,
         };
         match started {
             Ok(successor) => {
-                tracing::info!(pid = successor.pid, version = %step.to, "the new sidecar image is ready");
-                let within = step.policy.health_deadline.0 + step.policy.bake.0 + TAKE_OVER_MARGIN;
+                tracing::info!(pid = successor.pid, %version, "the new sidecar image is ready");
                 image.offer(Offer { successor, within });
-                // The daemon ends this task.
                 std::future::pending::<()>().await;
                 unreachable!("the daemon ends the sidecar's agent when it hands over")
             }
-            Err(why) => self.failed(step, StepError::Handover(why)),
+            Err(why) => why,
         }
     }
 
@@ -130,25 +135,13 @@ impl Agent {
             return Ok(None);
         }
         tracing::info!(version = %chosen, runs = image.own(), "the machine was down: taking the fleet's sidecar version");
-        let started = match self.fetch_for_boot(&c.s, &chosen, staged).await {
-            Err(why) => Err(format!("cannot fetch it: {why}")),
-            Ok(()) => match handover::binary_in(&self.store.release_dir(&chosen)) {
-                None => Err(format!("release {chosen} holds no sidecar binary")),
-                Some(binary) => handover::start_successor(image.data_dir(), &binary, &chosen, BOOT_DEADLINE).await,
-            },
+        let why = match self.fetch_for_boot(&c.s, &chosen, staged).await {
+            Err(why) => format!("cannot fetch it: {why}"),
+            Ok(()) => self.offer_successor(image, &chosen, BOOT_DEADLINE, BOOT_DEADLINE + TAKE_OVER_MARGIN).await,
         };
-        match started {
-            Ok(successor) => {
-                image.offer(Offer { successor, within: BOOT_DEADLINE + TAKE_OVER_MARGIN });
-                std::future::pending::<()>().await;
-                unreachable!("the daemon ends the sidecar's agent when it hands over")
-            }
-            Err(why) => {
-                tracing::warn!(version = %chosen, error = %why, "staying on this image");
-                handover::record_failure(image.data_dir(), &chosen, &why);
-                Ok(None)
-            }
-        }
+        tracing::warn!(version = %chosen, error = %why, "staying on this image");
+        handover::record_failure(image.data_dir(), &chosen, &why);
+        Ok(None)
     }
 
     /// The sidecar's release `version` becomes the active one (the launcher runs it

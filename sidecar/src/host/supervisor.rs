@@ -97,16 +97,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `service`, keeping its files in `<data_dir>/<name>`.
     pub fn new(service: Arc<ServiceConfig>, data_dir: &Path) -> Self {
-        let dir = service.dir(data_dir);
-        let shared = Shared {
-            log: LogFile::in_dir(&dir),
-            dir,
-            service,
-            status: watch::channel(Status::Stopped).0,
-            diag: Mutex::default(),
-            own: None,
-        };
-        Supervisor { shared: Arc::new(shared), running: Arc::default() }
+        Self::with(service, data_dir, Status::Stopped, None)
     }
 
     /// The supervisor of the sidecar itself (the built-in `baton-sidecar` service):
@@ -114,15 +105,19 @@ impl Supervisor {
     /// Nothing is started, stopped or reloaded: a handover replaces the process
     /// (see `crate::handover`).
     pub fn of_self(service: Arc<ServiceConfig>, data_dir: &Path, version: &str) -> Self {
-        let dir = service.dir(data_dir);
         let healthy = Status::Healthy { pid: Some(std::process::id()), since: std::time::SystemTime::now() };
+        Self::with(service, data_dir, healthy, Some(version.into()))
+    }
+
+    fn with(service: Arc<ServiceConfig>, data_dir: &Path, status: Status, own: Option<String>) -> Self {
+        let dir = service.dir(data_dir);
         let shared = Shared {
             log: LogFile::in_dir(&dir),
             dir,
             service,
-            status: watch::channel(healthy).0,
+            status: watch::channel(status).0,
             diag: Mutex::default(),
-            own: Some(version.into()),
+            own,
         };
         Supervisor { shared: Arc::new(shared), running: Arc::default() }
     }
