@@ -148,7 +148,7 @@ async fn try_commit(
             Ok(None)
         }
         Err(MultiWriteError::OperationFailed { index, source }) => {
-            tracing::debug!(index, error = %source, "fence lost; re-reading");
+            tracing::info!(index, error = %source, "fence lost; re-reading");
             Ok(Some(Fenced::Moved))
         }
         Err(MultiWriteError::RequestFailed { source: zkc::Error::ConnectionLoss }) => {
