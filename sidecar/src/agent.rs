@@ -97,6 +97,9 @@ pub struct Agent {
     failure_event: std::sync::Mutex<Option<crate::coord::history::Coalesced>>,
     /// This sidecar as a service of its own (shared by every agent of the daemon).
     image: Option<Arc<SelfImage>>,
+    /// The deploy entry of the rollout this host takes part in, by version, as last
+    /// read: the handoff reads the front as one snapshot of it ([`crate::coord::fence::peek`]).
+    rollout_entry: std::sync::Mutex<Option<(String, znode_schema::DeployName)>>,
 }
 
 impl Agent {
@@ -119,6 +122,7 @@ impl Agent {
             step_started: Default::default(),
             failure_event: Default::default(),
             image: None,
+            rollout_entry: Default::default(),
         }
     }
 

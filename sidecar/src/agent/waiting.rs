@@ -23,7 +23,20 @@ impl Agent {
     /// ZooKeeper: the memory survives restarts; `deployctl resume` clears it).
     fn wants<'q>(&self, s: &Session, st: &Staging, q: &'q Queue) -> Option<&'q Slot> {
         let slot = q.rollout(&self.cfg.name, &st.version)?;
-        (!slot.failed_here(&s.host) && self.active().as_deref() != Some(st.version.as_str())).then_some(slot)
+        let wanted = !slot.failed_here(&s.host) && self.active().as_deref() != Some(st.version.as_str());
+        wanted.then(|| self.remember_entry(&st.version, slot))
+    }
+
+    /// Remembers `slot` as the entry of the rollout to `version` (see `rollout_entry`).
+    fn remember_entry<'q>(&self, version: &str, slot: &'q Slot) -> &'q Slot {
+        *self.rollout_entry.lock().unwrap_or_else(|e| e.into_inner()) = Some((version.into(), slot.name.clone()));
+        slot
+    }
+
+    /// The entry of the rollout to `version` as last read, if any.
+    fn entry_of(&self, version: &str) -> Option<DeployName> {
+        let known = self.rollout_entry.lock().unwrap_or_else(|e| e.into_inner());
+        known.as_ref().filter(|(v, _)| v == version).map(|(_, name)| name.clone())
     }
 
     pub(super) async fn idle(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {
@@ -331,12 +344,13 @@ impl Agent {
         waiting: Option<String>,
         vacuous_since: Option<(DeployName, tokio::time::Instant)>,
     ) -> Result<Lifecycle, ZkError> {
-        let (staged, staging_watch) = self.staging(&c.s).await?;
+        // Both reads in flight at once (one connection keeps their order).
+        let ((staged, staging_watch), tickets) =
+            tokio::try_join!(self.staging(&c.s), queue::tickets(&c.s, &self.cfg.name))?;
         let Some(st) = staged.filter(|st| st.version == version) else {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
         };
-        let tickets = queue::tickets(&c.s, &self.cfg.name).await?;
         let mut watches = vec![staging_watch];
         let again = |waiting, vacuous_since| Lifecycle::Queued {
             version: version.clone(),
@@ -371,6 +385,17 @@ impl Agent {
             }
             _ => {}
         }
+        // The handoff: the front as one snapshot without watches; a host whose turn it
+        // is fences on it and wakes none of its own watches. One that must wait reads
+        // the front again with its watches.
+        if let Some(entry) = self.entry_of(&version) {
+            if let Some(front) = fence::peek(&c.s, &self.cfg.name, &entry).await? {
+                let ours = front.head.as_ref().is_some_and(|h| !h.failed_here(&c.s.host));
+                if ours && turn::decide(&st, &front, &c.s.host) == Verdict::Go {
+                    return self.fence_step(c, st, &front, ticket, waiting).await;
+                }
+            }
+        }
         let (front, q, front_watches) = fence::front(&c.s, &self.cfg.name, &version).await?;
         let Some(slot) = q.rollout(&self.cfg.name, &version) else {
             // No rollout of this version (aborted, superseded, or completed meanwhile).
@@ -381,32 +406,10 @@ impl Agent {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
         }
+        self.remember_entry(&version, slot);
         let verdict = turn::decide(&st, &front, &c.s.host);
         if verdict == Verdict::Go {
-            self.reporter.set(None);
-            let head = front.head.clone().expect("Go implies a head");
-            let from = self.active();
-            let won = front.own_marker
-                || fence::commit(
-                    &c.s,
-                    &self.cfg.name,
-                    &head,
-                    Some(&ticket),
-                    front.self_online,
-                    from.as_deref(),
-                    &version,
-                    st.policy.canary,
-                )
-                .await?
-                    == Fenced::Won;
-            if !won {
-                return Ok(again(waiting, None));
-            }
-            let was = from.as_deref().unwrap_or("nothing");
-            tracing::info!(entry = %head.name, from = was, to = %version, recovered = front.own_marker, "fenced: starting the step");
-            c.reg.assume(None);
-            let step = Step { entry: head.name, from, to: version, policy: st.policy, ticket: Some(ticket) };
-            return Ok(Lifecycle::Upgrading(step));
+            return self.fence_step(c, st, &front, ticket, waiting).await;
         }
         watches.extend(front_watches);
         let (why, vacuous_since, mut timer) = match &verdict {
@@ -448,6 +451,44 @@ impl Agent {
         self.log_wait(&waiting, &why);
         self.wait(c, watches, sd, timer, None).await?;
         Ok(again(Some(why), vacuous_since))
+    }
+
+    /// Fences this host's step to `st` on `front` (its turn: [`turn::decide`] said
+    /// go): the step, or [`Lifecycle::Queued`] again to read and decide again when
+    /// someone moved first.
+    async fn fence_step(
+        &self,
+        c: &mut Ctx,
+        st: Staging,
+        front: &crate::coord::turn::Front,
+        ticket: TicketName,
+        waiting: Option<String>,
+    ) -> Result<Lifecycle, ZkError> {
+        self.reporter.set(None);
+        let head = front.head.clone().expect("Go implies a head");
+        let from = self.active();
+        let (svc, version) = (&self.cfg.name, st.version.clone());
+        let won = front.own_marker
+            || fence::commit(
+                &c.s,
+                svc,
+                &head,
+                Some(&ticket),
+                front.self_online,
+                from.as_deref(),
+                &version,
+                st.policy.canary,
+            )
+            .await?
+                == Fenced::Won;
+        if !won {
+            return Ok(Lifecycle::Queued { version, ticket, waiting, vacuous_since: None });
+        }
+        let was = from.as_deref().unwrap_or("nothing");
+        tracing::info!(entry = %head.name, from = was, to = %version, recovered = front.own_marker, "fenced: starting the step");
+        c.reg.assume(None);
+        let step = Step { entry: head.name, from, to: version, policy: st.policy, ticket: Some(ticket) };
+        Ok(Lifecycle::Upgrading(step))
     }
 
     /// Whether this host is a canary of the rollout of `st` whose canary phase is

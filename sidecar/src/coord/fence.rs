@@ -23,7 +23,7 @@ use super::deploys::{self, Queue, Watch};
 use super::session::Session;
 use super::turn::{Front, Head};
 use super::zk::{self, ZkError};
-use znode_schema::{DeployName, TicketName, Upgrading, encode, time};
+use znode_schema::{DeployName, TicketName, Upgrading, decode, encode, seq::sorted_deploys, time};
 use zookeeper_client::{self as zkc, MultiWriteError, OneshotWatcher};
 
 /// The outcome of a fence attempt.
@@ -59,6 +59,65 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
     }
     let front = Front { head: queue.head().cloned(), online: online.len() as u32, upgrading, self_online, own_marker };
     Ok((front, queue, watches))
+}
+
+/// The front as one consistent snapshot, without watches: `deploy/`, `entry`,
+/// `current/<service>` and `entry`'s `upgrading/`, read in one multi-read (one
+/// request, all of it as of one point in ZooKeeper's order). `None` unless `entry`
+/// heads the queue and decodes, or when the server cannot multi-read: then
+/// [`front`] reads it all again with watches.
+///
+/// This is the handoff's read: a host whose turn it is fences right after it, and a
+/// fence that sets no watches first wakes none of its own (its fence rewrites the
+/// entry, deletes its registration and creates its marker, all of which [`front`]
+/// watches). A host that must wait reads [`front`] for its watches.
+pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Option<Front>, ZkError> {
+    let dir = s.layout.deploy_dir();
+    let entry_path = s.layout.deploy_entry(entry);
+    let cur = s.layout.current_service(service);
+    let up = s.layout.upgrading_dir(entry);
+    let mut reader = s.client.new_multi_reader();
+    let built = (|| {
+        reader.add_get_children(&dir)?;
+        reader.add_get_data(&entry_path)?;
+        reader.add_get_children(&cur)?;
+        reader.add_get_children(&up)?;
+        Ok::<_, zkc::Error>(())
+    })();
+    built.map_err(|e| ZkError::call("multi-read", &dir, e))?;
+    let results = match reader.commit().await {
+        Ok(r) => r,
+        Err(zkc::Error::ConnectionLoss) => return Err(ZkError::call("multi-read", dir, zkc::Error::ConnectionLoss)),
+        Err(e) => {
+            tracing::debug!(error = %e, "multi-read refused; reading the front one by one");
+            return Ok(None);
+        }
+    };
+    let [deploys, data, online, markers] = <[zkc::MultiReadResult; 4]>::try_from(results).map_err(|r| {
+        ZkError::call("multi-read", &dir, zkc::Error::UnexpectedError(format!("{} results for 4 reads", r.len())))
+    })?;
+    use zkc::MultiReadResult::{Children, Data, Error};
+    let (Children { children: deploys }, Data { data, stat }, Children { children: online }) = (deploys, data, online)
+    else {
+        return Ok(None);
+    };
+    if sorted_deploys(&deploys).first() != Some(entry) {
+        return Ok(None);
+    }
+    let Ok(decoded) = decode::<znode_schema::DeployEntry>(&entry_path, &data) else { return Ok(None) };
+    let markers = match markers {
+        Children { children } => children,
+        Error { err: zkc::Error::NoNode } => Vec::new(),
+        _ => return Ok(None),
+    };
+    let head = Head { name: entry.clone(), entry: Some(decoded), version: stat.version, raw: data, mtime: stat.mtime };
+    Ok(Some(Front {
+        head: Some(head),
+        online: online.len() as u32,
+        upgrading: markers.len() as u32,
+        self_online: online.contains(&s.host),
+        own_marker: markers.contains(&s.host),
+    }))
 }
 
 /// Commits the fence for `ticket`, moving from `from` to `to`.
