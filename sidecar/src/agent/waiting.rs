@@ -29,14 +29,14 @@ impl Agent {
 
     /// Remembers `slot` as the entry of the rollout to `version` (see `rollout_entry`).
     fn remember_entry<'q>(&self, version: &str, slot: &'q Slot) -> &'q Slot {
-        *self.rollout_entry.lock().unwrap_or_else(|e| e.into_inner()) = Some((version.into(), slot.name.clone()));
+        *self.rollout_entry.lock().unwrap_or_else(|e| e.into_inner()) = Some((version.into(), slot.name));
         slot
     }
 
     /// The entry of the rollout to `version` as last read, if any.
     fn entry_of(&self, version: &str) -> Option<DeployName> {
         let known = self.rollout_entry.lock().unwrap_or_else(|e| e.into_inner());
-        known.as_ref().filter(|(v, _)| v == version).map(|(_, name)| name.clone())
+        known.as_ref().filter(|(v, _)| v == version).map(|(_, name)| *name)
     }
 
     pub(super) async fn idle(&self, c: &mut Ctx, sd: &mut watch::Receiver<bool>) -> Result<Lifecycle, ZkError> {

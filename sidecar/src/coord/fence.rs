@@ -110,7 +110,7 @@ pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Opti
         Error { err: zkc::Error::NoNode } => Vec::new(),
         _ => return Ok(None),
     };
-    let head = Head { name: entry.clone(), entry: Some(decoded), version: stat.version, raw: data, mtime: stat.mtime };
+    let head = Head { name: *entry, entry: Some(decoded), version: stat.version, raw: data, mtime: stat.mtime };
     Ok(Some(Front {
         head: Some(head),
         online: online.len() as u32,
