@@ -85,17 +85,19 @@ pub enum Command {
         /// With `--services`: services staged at once (queued in deploy order).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
         rollouts: u32,
-        /// After the rollouts, measure the server's capacity (as `capacity` does) and
-        /// print each rollout's peak rate as a fraction of it.
+        /// After the rollouts, measure the server's capacity (as `capacity` does,
+        /// with 50 and 200 sessions) and print each rollout's peak rate as a
+        /// fraction of it.
         #[arg(long)]
         capacity: bool,
     },
     /// The benchmarks' ZooKeeper server driven flat out by concurrent sessions:
     /// sustained setData writes/s (and fsyncs/s), then getData reads/s.
     Capacity {
-        /// Concurrent client sessions, one request in flight each.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        sessions: u32,
+        /// Concurrent client sessions, one request in flight each; several
+        /// (`50,200`) are measured in turn and the best counts.
+        #[arg(long, value_delimiter = ',', default_values_t = [50, 200])]
+        sessions: Vec<u32>,
         /// Seconds of each phase (writes, then reads).
         #[arg(long, default_value_t = 3.0)]
         secs: f64,

@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             report.finish()
         }
         Command::Scale { hosts, idle_secs, max_parallel, step_ms, services, services_per_host, rollouts, capacity } => {
-            let capacity = capacity.then_some(capacity::Options { sessions: 50, secs: 3.0 });
+            let capacity = capacity.then_some(scale::CapacityOptions { sessions: vec![50, 200], secs: 3.0 });
             let opts = scale::Options {
                 sizes: hosts.into_iter().map(usize::from).collect(),
                 idle: Duration::from_secs(idle_secs),
@@ -84,11 +84,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             report.finish()
         }
         Command::Capacity { sessions, secs } => {
-            let opts = capacity::Options { sessions: sessions as usize, secs };
+            let sessions: Vec<usize> = sessions.into_iter().map(|s| s as usize).collect();
+            anyhow::ensure!(sessions.iter().all(|&s| (1..=2000).contains(&s)), "sessions go from 1 to 2000");
             let report = with_bed(&rt, |bed| {
                 Box::pin(async move {
-                    let cap = capacity::run(&opts, &bed.zk.connect_string(), bed.port, &mut report).await?;
-                    report.set("zk_capacity", cap.json(&opts));
+                    let (best, all) =
+                        capacity::run_all(&sessions, secs, &bed.zk.connect_string(), bed.port, &mut report).await?;
+                    report.set("zk_capacity", best.summary_json(all));
                     Ok(report)
                 })
             })?;

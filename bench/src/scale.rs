@@ -40,7 +40,16 @@ pub struct Options {
     /// The length of the service's own step work (its start command's).
     pub step: Duration,
     /// Measure the server's capacity after the rollouts, on the same server.
-    pub capacity: Option<capacity::Options>,
+    pub capacity: Option<CapacityOptions>,
+}
+
+/// The capacity phase of `scale`.
+#[derive(Debug, Clone)]
+pub struct CapacityOptions {
+    /// Session counts measured in turn (the best counts).
+    pub sessions: Vec<usize>,
+    /// Length of each phase.
+    pub secs: f64,
 }
 
 /// How often the server's counters are sampled during a rollout.
@@ -123,9 +132,9 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
     growth(&first_k, report);
     report.set("scale", Value::Array(rows.iter().map(|r| row_json(r, opts.step)).collect()));
     if let Some(c) = &opts.capacity {
-        let cap = capacity::run(c, &bed.zk.connect_string(), bed.port, report).await?;
+        let (cap, all) = capacity::run_all(&c.sessions, c.secs, &bed.zk.connect_string(), bed.port, report).await?;
         against_capacity(&rows, &cap, report);
-        report.set("zk_capacity", cap.json(c));
+        report.set("zk_capacity", cap.summary_json(all));
     }
     Ok(())
 }
