@@ -5,7 +5,9 @@
 //! The service is as cheap as a service can be, so the figures are baton's own
 //! overhead: start/stop mode with `start = ["true"]` and `stop = ["true"]`, and a
 //! TCP health check against a listener of the bench that accepts and closes. A step
-//! is then two `true` processes and one loopback connect.
+//! is then two `true` processes and one loopback connect. With a step length
+//! (`--step-ms`), the start command is `sleep` for that long instead: the host's
+//! step really takes that much wall time.
 
 use crate::zkserver::ZkServer;
 use anyhow::Context;
@@ -76,17 +78,40 @@ impl Bed {
 
     /// [`Bed::config`] connecting to ZooKeeper through `connect` (a proxy).
     pub fn config_via(&self, connect: &str, root: &str, id: &str, data_dir: &Path) -> String {
-        format!(
-            "[zookeeper]\nconnect = \"{zk}\"\nroot = \"{root}\"\nsession_timeout = \"{st}s\"\n\n\
-             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n{limits}\n\
-             [[service]]\nname = \"{SERVICE}\"\nstart = [\"true\"]\nstop = [\"true\"]\nstop_timeout = \"5s\"\n\
-             health = {{ tcp = \"{health}\", interval = \"10s\", timeout = \"2s\" }}\n",
-            zk = connect,
+        self.host_config(connect, root, id, data_dir, &[SERVICE], Duration::ZERO)
+    }
+
+    /// The sidecar config of host `id` running each of `services` (one
+    /// `[[service]]` table each), whose start command takes `step` of wall time
+    /// (`sleep`; `true` for zero), so a step lasts at least `step`.
+    pub fn host_config(
+        &self,
+        connect: &str,
+        root: &str,
+        id: &str,
+        data_dir: &Path,
+        services: &[&str],
+        step: Duration,
+    ) -> String {
+        let start = match step.is_zero() {
+            true => "\"true\"".to_string(),
+            false => format!("\"sleep\", \"{:.3}\"", step.as_secs_f64()),
+        };
+        let mut text = format!(
+            "[zookeeper]\nconnect = \"{connect}\"\nroot = \"{root}\"\nsession_timeout = \"{st}s\"\n\n\
+             [host]\nid = \"{id}\"\ndata_dir = \"{data}\"\n\n{limits}\n",
             st = SESSION_TIMEOUT.as_secs(),
             data = data_dir.display(),
-            health = self.health,
             limits = baton_tests::fleet::default_host_config(),
-        )
+        );
+        for svc in services {
+            text.push_str(&format!(
+                "[[service]]\nname = \"{svc}\"\nstart = [{start}]\nstop = [\"true\"]\nstop_timeout = \"5s\"\n\
+                 health = {{ tcp = \"{health}\", interval = \"10s\", timeout = \"2s\" }}\n\n",
+                health = self.health,
+            ));
+        }
+        text
     }
 
     /// A one-file release `version` (a few bytes, `file://` URL).
@@ -101,11 +126,24 @@ impl Bed {
     /// Stages `version` under `root` for `hosts` hosts: quorum `hosts - 1`, so only
     /// one host may be down at a time, and `max_parallel` 1.
     pub async fn stage(&self, root: &str, version: &str, hosts: usize) -> anyhow::Result<DeployName> {
+        self.stage_service(root, SERVICE, version, hosts, 1).await
+    }
+
+    /// Stages `version` of `service` under `root` for `hosts` hosts with
+    /// `max_parallel` `k` and quorum `hosts - k`: `k` hosts may be down at once.
+    pub async fn stage_service(
+        &self,
+        root: &str,
+        service: &str,
+        version: &str,
+        hosts: usize,
+        k: u32,
+    ) -> anyhow::Result<DeployName> {
         let layout = Layout::new(root)?;
-        let policy =
-            Policy { quorum: Quorum::Count(hosts.saturating_sub(1) as u32), max_parallel: 1, ..Policy::default() };
+        let quorum = Quorum::Count(hosts.saturating_sub(k as usize) as u32);
+        let policy = Policy { quorum, max_parallel: k, ..Policy::default() };
         let artifact = self.artifact(version)?;
-        Ok(baton_tests::fleet::stage(&self.client, &layout, SERVICE, version, &artifact, policy).await)
+        Ok(baton_tests::fleet::stage(&self.client, &layout, service, version, &artifact, policy).await)
     }
 
     /// Waits, with watches on `deploy/` only, until no deploy entry remains under
@@ -127,10 +165,15 @@ impl Bed {
 
     /// The versions of the online hosts under `root`, by host (reads every host).
     pub async fn online(&self, root: &str) -> anyhow::Result<Vec<(String, String)>> {
+        self.online_of(root, SERVICE).await
+    }
+
+    /// The versions of the online hosts of `service` under `root`, by host.
+    pub async fn online_of(&self, root: &str, service: &str) -> anyhow::Result<Vec<(String, String)>> {
         let layout = Layout::new(root)?;
         let mut out = Vec::new();
-        for h in self.client.list_children(&layout.current_service(SERVICE)).await.unwrap_or_default() {
-            if let Ok((data, _)) = self.client.get_data(&layout.current_host(SERVICE, &h)).await {
+        for h in self.client.list_children(&layout.current_service(service)).await.unwrap_or_default() {
+            if let Ok((data, _)) = self.client.get_data(&layout.current_host(service, &h)).await {
                 let cur: znode_schema::Current = decode("", &data)?;
                 out.push((h, cur.version));
             }
@@ -140,9 +183,21 @@ impl Bed {
 
     /// Waits until `n` hosts are online at `version` under `root` (polling, for set-up).
     pub async fn wait_online(&self, root: &str, version: &str, n: usize, patience: Duration) -> anyhow::Result<()> {
+        self.wait_online_of(root, SERVICE, version, n, patience).await
+    }
+
+    /// Waits until `n` hosts of `service` are online at `version` under `root`.
+    pub async fn wait_online_of(
+        &self,
+        root: &str,
+        service: &str,
+        version: &str,
+        n: usize,
+        patience: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + patience;
         loop {
-            let online = self.online(root).await?;
+            let online = self.online_of(root, service).await?;
             let at = online.iter().filter(|(_, v)| v == version).count();
             if at == n {
                 return Ok(());

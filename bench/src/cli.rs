@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
     name = "baton-bench",
     after_help = "Examples:\n  cargo run --release -p baton-bench -- rollout --hosts 50\n  \
                   cargo run --release -p baton-bench -- scale --hosts 50,100,200,500\n  \
+                  cargo run --release -p baton-bench -- scale --hosts 1000 --max-parallel 1,10,50 --step-ms 20\n  \
+                  cargo run --release -p baton-bench -- scale --hosts 100 --services 100 --services-per-host 10\n  \
+                  cargo run --release -p baton-bench -- capacity --sessions 50\n  \
                   cargo run --release -p baton-bench -- download --size-mb 200"
 )]
 pub struct Cli {
@@ -45,6 +48,14 @@ pub enum Command {
         /// binary) through the fleet: handover time per host, service downtime.
         #[arg(long)]
         sidecar: bool,
+        /// `max_parallel` K of the service rollouts, with quorum N−K (K hosts may
+        /// be down at once).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+        max_parallel: u32,
+        /// The length of the service's own step work in ms: its start command is
+        /// `sleep` for that long (0: `true`, a near-instant step).
+        #[arg(long, default_value_t = 0)]
+        step_ms: u64,
     },
     /// Many sidecar cores in this process, each with its own ZooKeeper session, for
     /// several fleet sizes: how rollout time and ZooKeeper traffic grow with N.
@@ -55,6 +66,41 @@ pub enum Command {
         /// Seconds of the idle window per fleet size (background traffic).
         #[arg(long, default_value_t = 9)]
         idle_secs: u64,
+        /// `max_parallel` values, comma-separated: one rollout per value and fleet
+        /// size, each with quorum N−K.
+        #[arg(long, value_delimiter = ',', default_values_t = [1])]
+        max_parallel: Vec<u32>,
+        /// The length of the service's own step work in ms: its start command is
+        /// `sleep` for that long (0: `true`, a near-instant step).
+        #[arg(long, default_value_t = 0)]
+        step_ms: u64,
+        /// S services on the hosts (the first `--hosts` value) instead of one: boot,
+        /// idle traffic and ZooKeeper's size, then several rollouts queued at once.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        services: Option<u32>,
+        /// With `--services`: services each host runs, assigned round-robin
+        /// (default: all of them).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        services_per_host: Option<u32>,
+        /// With `--services`: services staged at once (queued in deploy order).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rollouts: u32,
+        /// After the rollouts, measure the server's capacity (as `capacity` does,
+        /// with 50 and 200 sessions) and print each rollout's peak rate as a
+        /// fraction of it.
+        #[arg(long)]
+        capacity: bool,
+    },
+    /// The benchmarks' ZooKeeper server driven flat out by concurrent sessions:
+    /// sustained setData writes/s (and fsyncs/s), then getData reads/s.
+    Capacity {
+        /// Concurrent client sessions, one request in flight each; several
+        /// (`50,200`) are measured in turn and the best counts.
+        #[arg(long, value_delimiter = ',', default_values_t = [50, 200])]
+        sessions: Vec<u32>,
+        /// Seconds of each phase (writes, then reads).
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
     },
     /// Fetch, verify and install a single-file artifact and a tar.gz service tree
     /// over loopback HTTP, against curl | openssl and curl | tar xz on the same bytes.

@@ -1,11 +1,12 @@
 //! Real sidecar processes for the `rollout` benchmark: one per host, each with its
 //! own data dir, config and JSON log file, tied to the bench's life.
 
-use crate::bed::Bed;
+use crate::bed::{Bed, SERVICE};
 use crate::timeline::{Event, Mark};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// One sidecar process.
 #[derive(Debug)]
@@ -57,13 +58,14 @@ pub fn sidecar_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Starts host `id`'s sidecar under `root`, connecting to ZooKeeper at `connect`.
-pub fn spawn(bed: &Bed, bin: &Path, connect: &str, root: &str, id: &str) -> anyhow::Result<ProcHost> {
+/// Starts host `id`'s sidecar under `root`, connecting to ZooKeeper at `connect`,
+/// its service's step taking `step` (see [`Bed::host_config`]).
+pub fn spawn(bed: &Bed, bin: &Path, connect: &str, root: &str, id: &str, step: Duration) -> anyhow::Result<ProcHost> {
     let base = bed.dir.path().join("hosts").join(id);
     let data = base.join("data");
     std::fs::create_dir_all(&data)?;
     let config = base.join("sidecar.toml");
-    std::fs::write(&config, bed.config_via(connect, root, id, &data))?;
+    std::fs::write(&config, bed.host_config(connect, root, id, &data, &[SERVICE], step))?;
     let log = base.join("sidecar.log");
     let out = std::fs::File::create(&log)?;
     let mut cmd = Command::new(bin);
@@ -78,7 +80,8 @@ pub fn spawn(bed: &Bed, bin: &Path, connect: &str, root: &str, id: &str) -> anyh
     Ok(ProcHost { id: id.into(), log, child })
 }
 
-/// The marks of rollout to `version` in a sidecar's JSON log.
+/// The marks of rollout to `version` in a sidecar's JSON log, and its lost fences
+/// (which name no version: the caller picks them by time).
 pub fn marks(host: &str, log: &Path, version: &str) -> anyhow::Result<Vec<Event>> {
     let text = std::fs::read_to_string(log)?;
     Ok(text.lines().filter_map(|l| parse_line(host, l, version)).collect())
@@ -88,9 +91,14 @@ fn parse_line(host: &str, line: &str, version: &str) -> Option<Event> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?;
     let mark = Mark::from_message(fields.get("message")?.as_str()?)?;
-    let key = if mark == Mark::Fenced { "to" } else { "version" };
-    if fields.get(key)?.as_str()? != version {
-        return None;
+    let key = match mark {
+        Mark::Fenced => Some("to"),
+        Mark::FenceLost => None,
+        _ => Some("version"),
+    };
+    match key {
+        Some(key) if fields.get(key)?.as_str()? != version => return None,
+        _ => {}
     }
     let at = humantime::parse_rfc3339(v.get("timestamp")?.as_str()?).ok()?;
     let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64() * 1000.0;
@@ -111,5 +119,7 @@ mod tests {
         let up = r#"{"timestamp":"2026-01-02T03:04:05.2Z","level":"INFO","fields":{"message":"host upgraded","service":"svc","version":"2"}}"#;
         assert_eq!(parse_line("h1", up, "2").unwrap().mark, Mark::Upgraded);
         assert!(parse_line("h1", "not json", "2").is_none());
+        let lost = r#"{"timestamp":"2026-01-02T03:04:05.3Z","level":"INFO","fields":{"message":"fence lost; re-reading","index":0,"error":"BadVersion"}}"#;
+        assert_eq!(parse_line("h1", lost, "7").unwrap().mark, Mark::FenceLost);
     }
 }

@@ -1,8 +1,10 @@
 //! A tracing layer that records, for sidecar cores running in this process, when
 //! each host logged the marks of a step ([`Mark`]), on one monotonic clock.
 //!
-//! Each core runs inside a `host` span carrying its id; the layer finds the id in
-//! the event's span scope. Every other event is dropped after its message is read.
+//! Each core runs inside a `host` span carrying its id, each of its agents inside an
+//! `agent` span carrying the service; the layer finds both in the event's span
+//! scope. Every other event is dropped after its message is read. A lost fence
+//! ("fence lost; re-reading") names no version: it is recorded with none.
 
 use crate::timeline::{Event, Mark};
 use std::fmt;
@@ -22,8 +24,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub struct Rec {
     /// The mark, host and time.
     pub event: Event,
-    /// The release version the mark is about.
-    pub version: String,
+    /// The release version the mark is about (none for a lost fence).
+    pub version: Option<String>,
+    /// The service of the agent that logged it, if known.
+    pub service: Option<String>,
 }
 
 /// The marks recorded so far, and the clock they are on.
@@ -56,15 +60,29 @@ impl Recorder {
 
     /// The marks of hosts whose id starts with `prefix`, about `version`.
     pub fn marks(&self, prefix: &str, version: &str) -> Vec<Event> {
+        self.select(|r| r.version.as_deref() == Some(version) && r.event.host.starts_with(prefix))
+    }
+
+    /// The marks of one rollout: those of hosts whose id starts with `prefix`, of
+    /// `service` at `version`, and the lost fences of those hosts' agents of
+    /// `service` from `from_ms` to `to_ms`.
+    pub fn rollout(&self, prefix: &str, service: &str, version: &str, from_ms: f64, to_ms: f64) -> Vec<Event> {
+        self.select(|r| {
+            let mine = r.event.host.starts_with(prefix) && r.service.as_deref() == Some(service);
+            let lost = r.event.mark == Mark::FenceLost && (from_ms..=to_ms).contains(&r.event.at_ms);
+            mine && (lost || r.version.as_deref() == Some(version))
+        })
+    }
+
+    fn select(&self, f: impl Fn(&Rec) -> bool) -> Vec<Event> {
         let recs = self.recs.lock().unwrap_or_else(|e| e.into_inner());
-        recs.iter()
-            .filter(|r| r.version == version && r.event.host.starts_with(prefix))
-            .map(|r| r.event.clone())
-            .collect()
+        recs.iter().filter(|r| f(r)).map(|r| r.event.clone()).collect()
     }
 }
 
 struct HostId(String);
+
+struct ServiceName(String);
 
 /// Collects the fields the recorder needs.
 #[derive(Default)]
@@ -72,6 +90,7 @@ struct Fields {
     message: String,
     id: Option<String>,
     version: Option<String>,
+    service: Option<String>,
 }
 
 impl Visit for Fields {
@@ -80,6 +99,7 @@ impl Visit for Fields {
             "message" => self.message = format!("{value:?}"),
             "id" => self.id = Some(format!("{value:?}")),
             "version" | "to" => self.version = Some(format!("{value:?}")),
+            "service" => self.service = Some(format!("{value:?}")),
             _ => {}
         }
     }
@@ -91,13 +111,18 @@ impl Visit for Fields {
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != "host" {
+        let name = attrs.metadata().name();
+        if name != "host" && name != "agent" {
             return;
         }
         let mut f = Fields::default();
         attrs.record(&mut f);
-        if let (Some(host), Some(span)) = (f.id, ctx.span(id)) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(host) = f.id.filter(|_| name == "host") {
             span.extensions_mut().insert(HostId(host));
+        }
+        if let Some(service) = f.service.filter(|_| name == "agent") {
+            span.extensions_mut().insert(ServiceName(service));
         }
     }
 
@@ -106,11 +131,17 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
         let mut f = Fields::default();
         event.record(&mut f);
         let Some(mark) = Mark::from_message(&f.message) else { return };
-        let host = ctx.event_scope(event).and_then(|scope| {
-            scope.from_root().find_map(|span| span.extensions().get::<HostId>().map(|h| h.0.clone()))
-        });
-        let (Some(host), Some(version)) = (host, f.version) else { return };
-        let rec = Rec { event: Event { host, mark, at_ms: self.ms(now) }, version };
+        let (mut host, mut service) = (None, f.service);
+        for span in ctx.event_scope(event).into_iter().flat_map(|scope| scope.from_root()) {
+            let ext = span.extensions();
+            host = host.or_else(|| ext.get::<HostId>().map(|h| h.0.clone()));
+            service = service.or_else(|| ext.get::<ServiceName>().map(|s| s.0.clone()));
+        }
+        let Some(host) = host else { return };
+        if f.version.is_none() && mark != Mark::FenceLost {
+            return;
+        }
+        let rec = Rec { event: Event { host, mark, at_ms: self.ms(now) }, version: f.version, service };
         self.recs.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
     }
 }

@@ -5,11 +5,15 @@
 //! 1. Stage release 1 and start the sidecars: each boots it and registers.
 //! 2. Idle window: the per-connection counters show the pings' rate, and the
 //!    footprint of the sidecars is read (RSS, CPU).
-//! 3. Stage release 2 (quorum N-1, max_parallel 1: one host down at a time), wait
-//!    for the rollout to complete (the bench watches `deploy/` only), read counters.
+//! 3. Stage release 2 (quorum N-K, max_parallel K, 1 by default: one host down at
+//!    a time), wait for the rollout to complete (the bench watches `deploy/` only),
+//!    read counters.
 //! 4. Handoffs come from the sidecars' JSON logs: "host upgraded" (the success
 //!    transaction's reply) of host i and "fenced" (the fence's reply) of host i+1,
-//!    microsecond wall-clock timestamps of one machine.
+//!    microsecond wall-clock timestamps of one machine. With K > 1, the slot refill
+//!    latency instead ([`crate::timeline::refills`]). Lost fences ("fence lost;
+//!    re-reading") logged between the staging and the completion are counted per
+//!    won fence.
 //!
 //! With `latency` (an added round-trip time), the sidecars reach ZooKeeper through
 //! a [`DelayProxy`] adding half of it each way; the bench's own client does not.
@@ -23,7 +27,7 @@ use crate::procfleet::{self, ProcHost};
 use crate::procfs::{self, Footprint};
 use crate::report::{Report, mib, ms};
 use crate::stats::{Summary, round3};
-use crate::timeline::{Event, Timeline};
+use crate::timeline::{Event, Mark, Timeline};
 use crate::zkstat;
 use baton_tests::delay::DelayProxy;
 use serde_json::json;
@@ -43,6 +47,10 @@ pub struct Options {
     /// After the service rollouts, roll a new sidecar release (a copy of the binary)
     /// through the fleet: handover time per host and the service's downtime.
     pub sidecar: bool,
+    /// `max_parallel` of the service rollouts (quorum N−K).
+    pub max_parallel: u32,
+    /// The length of the service's own step work (its start command's).
+    pub step: Duration,
 }
 
 /// The figures of one run that [`compare`] sets side by side.
@@ -63,12 +71,15 @@ const ROOT: &str = "/bench";
 /// Runs the benchmark and adds its figures to `report`.
 pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Result<Figures> {
     anyhow::ensure!(opts.hosts >= 2, "a rollout needs at least 2 hosts");
+    let k = opts.max_parallel;
+    anyhow::ensure!(k >= 1 && (k as usize) < opts.hosts, "max_parallel goes from 1 to N-1, not {k}");
     let bin = procfleet::sidecar_binary()?;
     let n = opts.hosts;
     let latency_ms = opts.latency.as_secs_f64() * 1000.0;
     report.line(format!(
-        "== rollout: {n} sidecar processes, {} rollout(s), {latency_ms:.0} ms round trip added to ZooKeeper, sidecar {}",
+        "== rollout: {n} sidecar processes, {} rollout(s), max_parallel {k}, step {} ms, {latency_ms:.0} ms round trip added to ZooKeeper, sidecar {}",
         opts.rounds,
+        opts.step.as_millis(),
         bin.display()
     ));
     let proxy = if opts.latency.is_zero() {
@@ -81,7 +92,7 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
     bed.stage(ROOT, "1", n).await?;
     let booting = Instant::now();
     let hosts: Vec<ProcHost> = (1..=n)
-        .map(|i| procfleet::spawn(bed, &bin, &connect, ROOT, &format!("h{i:04}")))
+        .map(|i| procfleet::spawn(bed, &bin, &connect, ROOT, &format!("h{i:04}"), opts.step))
         .collect::<anyhow::Result<_>>()?;
     bed.wait_online(ROOT, "1", n, Duration::from_secs(60 + n as u64)).await?;
     bed.wait_completed(ROOT, Duration::from_secs(30)).await?;
@@ -105,29 +116,34 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
         zkstat::crst(bed.port)?;
         let started = Instant::now();
         let wall = SystemTime::now();
-        bed.stage(ROOT, &version, n).await?;
+        bed.stage_service(ROOT, SERVICE, &version, n, k).await?;
         bed.wait_completed(ROOT, Duration::from_secs(120 + 2 * n as u64)).await?;
         let secs = started.elapsed().as_secs_f64();
+        let end = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() * 1000.0;
         totals.push(Traffic::new(zkstat::totals(&zkstat::cons(bed.port)?, &me), secs, idle_rate));
         server.push(load::Server::now(bed.port)?.per_host_since(&s0, n));
         let online = bed.online(ROOT).await?;
         let at = online.iter().filter(|(_, v)| *v == version).count();
         anyhow::ensure!(at == n, "only {at} of {n} hosts run release {version} after the rollout");
+        let t0 = wall.duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() * 1000.0;
         let mut marks = Vec::new();
         for h in &hosts {
-            marks.extend(procfleet::marks(&h.id, &h.log, &version)?);
+            let mine = procfleet::marks(&h.id, &h.log, &version)?;
+            marks.extend(mine.into_iter().filter(|e| e.mark != Mark::FenceLost || (t0..=end).contains(&e.at_ms)));
         }
-        let t0 = wall.duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() * 1000.0;
         let tl = Timeline::build(&marks);
         let done = tl.completed_ms.map(|c| c - t0).unwrap_or(secs * 1000.0);
         rollout_ms.push(done);
+        let refill = Summary::of(&tl.refills(k as usize).ms);
         report.line(format!(
-            "rollout {}: release {version} on {n} hosts in {} ({} per host); {} handoffs, p50 {}",
+            "rollout {}: release {version} on {n} hosts in {} ({} per host); {} {}, p50 {}; {} lost fences",
             round + 1,
             ms(done),
             ms(done / n as f64),
-            tl.handoffs.len(),
-            tl.handoff().map(|s| ms(s.p50)).unwrap_or_default(),
+            refill.map_or(0, |s| s.count),
+            if k == 1 { "handoffs" } else { "slot refills" },
+            refill.map(|s| ms(s.p50)).unwrap_or_default(),
+            tl.conflicts,
         ));
         events.extend(marks.into_iter().map(|mut e| {
             e.host = format!("{}#{round}", e.host);
@@ -147,17 +163,30 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
     // Handoffs of every round (hosts renamed per round, so rounds do not mix).
     let mut handoffs = Vec::new();
     let mut steps = Vec::new();
-    let mut overlaps = 0;
+    let mut refills = Vec::new();
+    let (mut overlaps, mut inverted, mut fences, mut conflicts) = (0, 0, 0, 0);
     for round in 0..opts.rounds {
         let suffix = format!("#{round}");
         let evs: Vec<Event> = events.iter().filter(|e| e.host.ends_with(&suffix)).cloned().collect();
         let tl = Timeline::build(&evs);
-        handoffs.extend(tl.handoffs);
+        let r = tl.refills(k as usize);
+        refills.extend(r.ms);
+        inverted += r.inverted;
+        fences += tl.steps.len();
+        conflicts += tl.conflicts;
+        if k == 1 {
+            handoffs.extend(tl.handoffs);
+            overlaps += tl.overlaps;
+        }
         steps.extend(tl.step_ms);
-        overlaps += tl.overlaps;
     }
     let handoff = Summary::of(&handoffs);
+    let refill = Summary::of(&refills);
     let step = Summary::of(&steps);
+    let per_fence = conflicts as f64 / fences.max(1) as f64;
+    let rounds_of_k = n.div_ceil(k as usize) as f64;
+    let target = step.map(|s| 1.1 * rounds_of_k * s.p50);
+    let ideal = rounds_of_k * opts.step.as_secs_f64() * 1000.0;
     let traffic = average(&totals);
     let rollout = Summary::of(&rollout_ms);
     let server = load::Server::mean(&server);
@@ -179,6 +208,20 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
             }
         ));
     }
+    if let (Some(r), true) = (refill, k > 1) {
+        report.line(format!(
+            "slot refill latency (a host registered at the new version -> the fence taking its slot), {} samples: p50 {}  p90 {}  p99 {}  max {}{}",
+            r.count,
+            ms(r.p50),
+            ms(r.p90),
+            ms(r.p99),
+            ms(r.max),
+            match inverted {
+                0 => String::new(),
+                i => format!("; {i} fences logged before the success that freed their slot"),
+            }
+        ));
+    }
     if let Some(s) = step {
         report.line(format!(
             "own step (fenced -> registered at the new version): p50 {}  p99 {}",
@@ -186,6 +229,20 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
             ms(s.p99)
         ));
     }
+    if let (Some(t), Some(r)) = (target, rollout) {
+        report.line(format!(
+            "rollout time {} (mean over rounds) against 1.1 x ceil(N/K) x step p50 = 1.1 x {rounds_of_k:.0} x {} = {}: {}; ideal ceil(N/K) x step-ms = {}",
+            ms(r.mean),
+            ms(step.map_or(0.0, |s| s.p50)),
+            ms(t),
+            if r.mean <= t { "met" } else { "MISSED" },
+            ms(ideal),
+        ));
+    }
+    report.line(format!(
+        "fence conflicts: {conflicts} lost fences for {fences} fences won = {per_fence:.3} per fence (goal <= 1: {})",
+        if per_fence <= 1.0 { "met" } else { "MISSED" }
+    ));
     if overlaps > 0 {
         report.line(format!("WARNING: {overlaps} fences came before the previous host registered"));
     }
@@ -217,6 +274,11 @@ pub async fn run(opts: &Options, bed: &Bed, report: &mut Report) -> anyhow::Resu
         &key,
         json!({
             "hosts": n, "rounds": opts.rounds, "service": SERVICE, "added_rtt_ms": latency_ms,
+            "max_parallel": k, "quorum": n - k as usize, "step_ms_configured": opts.step.as_millis() as u64,
+            "target_ms": target.map(round3), "target_met": target.zip(rollout).map(|(t, r)| r.mean <= t),
+            "ideal_ms": round3(ideal),
+            "refill_ms": refill.map(|s| s.json()), "refill_inverted": inverted,
+            "fences": fences, "fence_conflicts": conflicts, "conflicts_per_fence": round3(per_fence),
             "rollout_ms": rollout.map(|s| s.json()),
             "rollout_ms_per_host": rollout.map(|s| round3(s.mean / n as f64)),
             "handoff_ms": handoff.map(|s| s.json()),

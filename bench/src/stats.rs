@@ -87,6 +87,23 @@ pub fn r_squared(points: &[(f64, f64)], (slope, intercept): (f64, f64)) -> f64 {
     if ss_tot == 0.0 { 1.0 } else { 1.0 - ss_res / ss_tot }
 }
 
+/// The rate of a counter sampled as `(seconds, value)` points in time order: the
+/// peak rate between two consecutive samples and the mean rate from the first
+/// sample to the last, per second. `None` for fewer than two samples or no time.
+pub fn rates(samples: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let span = last.0 - first.0;
+    if samples.len() < 2 || span <= 0.0 {
+        return None;
+    }
+    let peak = samples
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| (w[1].1 - w[0].1) / (w[1].0 - w[0].0))
+        .fold(0.0, f64::max);
+    Some((peak, (last.1 - first.1) / span))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +131,15 @@ mod tests {
         let s = Summary::of(&[4.0, 2.0, 6.0, 8.0]).unwrap();
         assert_eq!((s.count, s.min, s.p50, s.max, s.mean), (4, 2.0, 4.0, 8.0, 5.0));
         assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn peak_and_mean_rates() {
+        let s = [(0.0, 0.0), (0.1, 10.0), (0.2, 40.0), (0.4, 50.0)];
+        let (peak, mean) = rates(&s).unwrap();
+        assert!((peak - 300.0).abs() < 1e-9 && (mean - 125.0).abs() < 1e-9, "{peak} {mean}");
+        assert!(rates(&[(0.0, 1.0)]).is_none());
+        assert!(rates(&[(1.0, 1.0), (1.0, 5.0)]).is_none());
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum Mark {
     Upgraded,
     /// This host completed the rollout ("rollout completed").
     Completed,
+    /// A fence transaction lost a race ("fence lost; re-reading"): someone moved
+    /// between the host's read and its commit (BadVersion etc.).
+    FenceLost,
 }
 
 impl Mark {
@@ -25,6 +28,7 @@ impl Mark {
             "fenced: starting the step" => Some(Mark::Fenced),
             "host upgraded" => Some(Mark::Upgraded),
             "rollout completed" => Some(Mark::Completed),
+            "fence lost; re-reading" => Some(Mark::FenceLost),
             _ => None,
         }
     }
@@ -55,6 +59,8 @@ pub struct Timeline {
     /// Handoffs where the next fence came before the previous registration (should
     /// not happen with `max_parallel = 1`).
     pub overlaps: usize,
+    /// Fence transactions that lost a race ([`Mark::FenceLost`]).
+    pub conflicts: usize,
 }
 
 impl Timeline {
@@ -85,7 +91,30 @@ impl Timeline {
             }
         }
         let completed_ms = events.iter().filter(|e| e.mark == Mark::Completed).map(|e| e.at_ms).reduce(f64::min);
-        Timeline { steps, handoffs, step_ms, completed_ms, overlaps }
+        let conflicts = events.iter().filter(|e| e.mark == Mark::FenceLost).count();
+        Timeline { steps, handoffs, step_ms, completed_ms, overlaps, conflicts }
+    }
+
+    /// Lost fences per won fence (0 without fences).
+    pub fn conflicts_per_fence(&self) -> f64 {
+        match self.steps.len() {
+            0 => 0.0,
+            fences => self.conflicts as f64 / fences as f64,
+        }
+    }
+
+    /// The slot refill latencies with `k` slots ([`refills`]) of this rollout.
+    pub fn refills(&self, k: usize) -> Refills {
+        let fences: Vec<f64> = self.steps.iter().map(|s| s.1).collect();
+        let successes: Vec<f64> = self.steps.iter().map(|s| s.2).filter(|t| t.is_finite()).collect();
+        refills(&successes, &fences, k)
+    }
+
+    /// The first fence and the last success, if any.
+    pub fn span(&self) -> Option<(f64, f64)> {
+        let first = self.steps.first()?.1;
+        let last = self.steps.iter().map(|s| s.2).filter(|t| t.is_finite()).reduce(f64::max)?;
+        Some((first, last))
     }
 
     /// The handoff latencies summarised.
@@ -97,6 +126,43 @@ impl Timeline {
     pub fn step(&self) -> Option<Summary> {
         Summary::of(&self.step_ms)
     }
+}
+
+/// Slot refill latencies of a rollout with `max_parallel` `k`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Refills {
+    /// One latency per refilled slot, ms.
+    pub ms: Vec<f64>,
+    /// Pairs whose fence came before the success that freed its slot (client-side
+    /// timing: both are reply arrival times), left out of `ms`.
+    pub inverted: usize,
+}
+
+/// The slot refill latency with `k` slots: for each success (a host registered at
+/// the new version, which frees its slot), the time until the fence that takes the
+/// freed slot.
+///
+/// With at most `k` hosts between fence and success, the fence that comes `k`-th
+/// after the `i`-th success's slot was taken is the `(i + k)`-th fence (0-based, in
+/// time order): the `(i + k)`-th fence needs `i + 1` successes before it. So the
+/// `i`-th success (in time order) is paired with the `(i + k)`-th fence, and the last
+/// `k` successes, which free a slot nobody needs, have no pair. For `k = 1` this is
+/// the handoff: host i registered → host i+1 fenced.
+pub fn refills(successes: &[f64], fences: &[f64], k: usize) -> Refills {
+    let sort = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (successes, fences) = (sort(successes), sort(fences));
+    let mut out = Refills::default();
+    for (s, f) in successes.iter().zip(fences.iter().skip(k.max(1))) {
+        match f - s {
+            d if d < 0.0 => out.inverted += 1,
+            d => out.ms.push(d),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -139,7 +205,40 @@ mod tests {
     }
 
     #[test]
+    fn refills_pair_the_ith_success_with_the_fence_k_later() {
+        // k = 2: fences at 0 and 1 fill both slots; success 10 frees one, fenced 12;
+        // success 11 frees the other, fenced 15; the last two successes free nothing.
+        let r = refills(&[11.0, 10.0, 20.0, 22.0], &[0.0, 1.0, 12.0, 15.0], 2);
+        assert_eq!(r, Refills { ms: vec![2.0, 4.0], inverted: 0 });
+        // k = 1 is the handoff.
+        let r = refills(&[5.0, 9.0, 14.0], &[0.0, 6.0, 10.0], 1);
+        assert_eq!(r.ms, vec![1.0, 1.0]);
+        // A fence logged before the success that freed its slot is counted, not measured.
+        assert_eq!(refills(&[5.0], &[0.0, 4.0], 1), Refills { ms: vec![], inverted: 1 });
+        assert_eq!(refills(&[], &[], 3), Refills::default());
+    }
+
+    #[test]
+    fn conflicts_are_counted_per_fence() {
+        let events = [
+            ev("a", Mark::Fenced, 0.0),
+            ev("b", Mark::FenceLost, 0.5),
+            ev("b", Mark::Fenced, 1.0),
+            ev("c", Mark::FenceLost, 1.2),
+            ev("c", Mark::FenceLost, 1.4),
+            ev("a", Mark::Upgraded, 2.0),
+            ev("b", Mark::Upgraded, 3.0),
+        ];
+        let t = Timeline::build(&events);
+        assert_eq!((t.conflicts, t.steps.len()), (3, 2));
+        assert_eq!(t.conflicts_per_fence(), 1.5);
+        assert_eq!(t.span(), Some((0.0, 3.0)));
+        assert_eq!(t.refills(2).ms, Vec::<f64>::new());
+    }
+
+    #[test]
     fn messages_map_to_marks() {
+        assert_eq!(Mark::from_message("fence lost; re-reading"), Some(Mark::FenceLost));
         assert_eq!(Mark::from_message("host upgraded"), Some(Mark::Upgraded));
         assert_eq!(Mark::from_message("transition"), None);
     }

@@ -63,6 +63,11 @@ impl ZkServer {
         Ok(server)
     }
 
+    /// The server's process id (the JVM's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `127.0.0.1:<port>`.
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
