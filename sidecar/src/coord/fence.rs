@@ -43,21 +43,19 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
     let cur = s.layout.current_service(service);
     let (online, w) = s.client.list_and_watch_children(&cur).await.map_err(|e| ZkError::call("list", &cur, e))?;
     watches.push(w);
-    let self_online = online.contains(&s.host);
-    let (mut upgrading, mut own_marker) = (0, false);
+    let mut markers = Vec::new();
     if let Some(h) = queue.head().filter(|h| h.is(service, version)) {
         let dir = s.layout.upgrading_dir(&h.name);
         match s.client.list_and_watch_children(&dir).await {
-            Ok((markers, w)) => {
-                upgrading = markers.len() as u32;
-                own_marker = markers.contains(&s.host);
+            Ok((m, w)) => {
+                markers = m;
                 watches.push(w);
             }
             Err(zkc::Error::NoNode) => {}
             Err(e) => return Err(ZkError::call("list", dir, e)),
         }
     }
-    let front = Front { head: queue.head().cloned(), online: online.len() as u32, upgrading, self_online, own_marker };
+    let front = Front::new(queue.head().cloned(), &online, &markers, &s.host);
     Ok((front, queue, watches))
 }
 
@@ -111,13 +109,7 @@ pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Opti
         _ => return Ok(None),
     };
     let head = Head { name: *entry, entry: Some(decoded), version: stat.version, raw: data, mtime: stat.mtime };
-    Ok(Some(Front {
-        head: Some(head),
-        online: online.len() as u32,
-        upgrading: markers.len() as u32,
-        self_online: online.contains(&s.host),
-        own_marker: markers.contains(&s.host),
-    }))
+    Ok(Some(Front::new(Some(head), &online, &markers, &s.host)))
 }
 
 /// Commits the fence for `ticket`, moving from `from` to `to`.

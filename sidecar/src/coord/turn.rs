@@ -41,6 +41,21 @@ pub struct Front {
     pub own_marker: bool,
 }
 
+impl Front {
+    /// The front `host` sees from the children of `current/<service>` (`online`) and
+    /// of the head's `upgrading/` (`markers`).
+    pub fn new(head: Option<Head>, online: &[String], markers: &[String], host: &str) -> Front {
+        let has = |names: &[String]| names.iter().any(|n| n == host);
+        Front {
+            head,
+            online: online.len() as u32,
+            upgrading: markers.len() as u32,
+            self_online: has(online),
+            own_marker: has(markers),
+        }
+    }
+}
+
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
