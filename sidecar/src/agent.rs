@@ -54,6 +54,11 @@ use zookeeper_client::OneshotWatcher;
 /// around reconnects cannot strand it).
 const REEVALUATE: Duration = Duration::from_secs(30);
 
+/// How long a front host waits for the unfenced front host just ahead of it to fence
+/// before it fences out of order ([`crate::coord::turn::predecessor`]): a hop of the
+/// chain takes milliseconds; a host that takes this long is stuck or blocked.
+const ORDER_PATIENCE: Duration = Duration::from_secs(3);
+
 /// An instant no timer reaches (a disabled `select!` branch still builds its future).
 fn far() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400)
@@ -100,6 +105,9 @@ pub struct Agent {
     /// The deploy entry of the rollout this host takes part in, by version, as last
     /// read: the handoff reads the front as one snapshot of it ([`crate::coord::fence::peek`]).
     rollout_entry: std::sync::Mutex<Option<(String, znode_schema::DeployName)>>,
+    /// The unfenced front ticket this host waits for in the slot order, and since
+    /// when ([`crate::coord::turn::predecessor`]): its patience with it.
+    awaiting: std::sync::Mutex<Option<(znode_schema::TicketName, tokio::time::Instant)>>,
 }
 
 impl Agent {
@@ -123,6 +131,7 @@ impl Agent {
             failure_event: Default::default(),
             image: None,
             rollout_entry: Default::default(),
+            awaiting: Default::default(),
         }
     }
 

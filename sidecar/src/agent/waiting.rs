@@ -2,7 +2,7 @@
 
 use super::lifecycle::{Lifecycle, Step};
 use super::report;
-use super::{Agent, Ctx, REEVALUATE};
+use super::{Agent, Ctx, ORDER_PATIENCE, REEVALUATE};
 use crate::coord::commit::{self, Completion};
 use crate::coord::deploys::{Queue, Slot};
 use crate::coord::fence::{self, Fenced};
@@ -391,8 +391,13 @@ impl Agent {
         if let Some(entry) = self.entry_of(&version) {
             if let Some(front) = fence::peek(&c.s, &self.cfg.name, &entry).await? {
                 let ours = front.head.as_ref().is_some_and(|h| !h.failed_here(&c.s.host));
-                if ours && turn::decide(&st, &front, &c.s.host) == Verdict::Go {
-                    return self.fence_step(c, st, &front, ticket, waiting).await;
+                if ours {
+                    if let Some(ahead) = turn::predecessor(&tickets, &ticket, &st, &front) {
+                        return self.after(c, sd, st, &front, entry, ticket, ahead, watches).await;
+                    }
+                    if turn::decide(&st, &front, &c.s.host) == Verdict::Go {
+                        return self.fence_step(c, st, &front, ticket, waiting).await;
+                    }
                 }
             }
         }
@@ -407,6 +412,11 @@ impl Agent {
             return Ok(Lifecycle::Idle);
         }
         self.remember_entry(&version, slot);
+        if front.head.as_ref().is_some_and(|h| h.name == slot.name) {
+            if let Some(ahead) = turn::predecessor(&tickets, &ticket, &st, &front) {
+                return self.after(c, sd, st, &front, slot.name, ticket, ahead, watches).await;
+            }
+        }
         let verdict = turn::decide(&st, &front, &c.s.host);
         if verdict == Verdict::Go {
             return self.fence_step(c, st, &front, ticket, waiting).await;
@@ -451,6 +461,73 @@ impl Agent {
         self.log_wait(&waiting, &why);
         self.wait(c, watches, sd, timer, None).await?;
         Ok(again(Some(why), vacuous_since))
+    }
+
+    /// The slot order ([`turn::predecessor`]): waits for `ahead`, the unfenced front
+    /// ticket just ahead of this host's, to fence (its marker under `entry` appears)
+    /// or to leave (its ticket goes), watching only those two and staging
+    /// (`watches`). A host whose patience with `ahead` ran out fences when its turn
+    /// says go: the one ahead is stuck, or blocked where this host is not.
+    #[allow(clippy::too_many_arguments)]
+    async fn after(
+        &self,
+        c: &mut Ctx,
+        sd: &mut watch::Receiver<bool>,
+        st: Staging,
+        front: &crate::coord::turn::Front,
+        entry: DeployName,
+        ticket: TicketName,
+        ahead: TicketName,
+        mut watches: Vec<OneshotWatcher>,
+    ) -> Result<Lifecycle, ZkError> {
+        let now = tokio::time::Instant::now();
+        let since = {
+            let mut awaiting = self.awaiting.lock().unwrap_or_else(|e| e.into_inner());
+            match &*awaiting {
+                Some((t, since)) if *t == ahead => *since,
+                _ => awaiting.insert((ahead.clone(), now)).1,
+            }
+        };
+        let version = st.version.clone();
+        let again = |waiting| Lifecycle::Queued {
+            version: version.clone(),
+            ticket: ticket.clone(),
+            waiting,
+            vacuous_since: None,
+        };
+        let mut timer = ORDER_PATIENCE.saturating_sub(now.duration_since(since));
+        if timer.is_zero() {
+            if turn::decide(&st, front, &c.s.host) == Verdict::Go {
+                tracing::warn!(ahead = %ahead, waited_ms = now.duration_since(since).as_millis() as u64, "the front host ahead has not fenced; fencing out of order");
+                return self.fence_step(c, st, front, ticket.clone(), None).await;
+            }
+            // Blocked as the one ahead is (paused, quorum, slots): its moves still wake
+            // this host, and the patience starts again.
+            timer = REEVALUATE;
+            *self.awaiting.lock().unwrap_or_else(|e| e.into_inner()) = Some((ahead.clone(), now));
+        }
+        let marker = c.s.layout.upgrading(&entry, &ahead.host);
+        let their_ticket = c.s.layout.ticket(&self.cfg.name, &ahead);
+        let ((fenced, marker_watch), (queued, ticket_watch)) = tokio::try_join!(
+            async { c.s.client.check_and_watch_stat(&marker).await.map_err(|e| ZkError::call("exists", &marker, e)) },
+            async {
+                c.s.client
+                    .check_and_watch_stat(&their_ticket)
+                    .await
+                    .map_err(|e| ZkError::call("exists", &their_ticket, e))
+            },
+        )?;
+        let why = format!("slot order: {} fences first", ahead.host);
+        if fenced.is_some() || queued.is_none() {
+            return Ok(again(Some(why)));
+        }
+        watches.extend([marker_watch, ticket_watch]);
+        let mut r = report::report(&st.version, Activity::Waiting);
+        r.waiting_for = Some(why.clone());
+        self.reporter.set(Some(r));
+        tracing::debug!(reason = %why, "waiting");
+        self.wait(c, watches, sd, timer, None).await?;
+        Ok(again(Some(why)))
     }
 
     /// Fences this host's step to `st` on `front` (its turn: [`turn::decide`] said

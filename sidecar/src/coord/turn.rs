@@ -39,6 +39,9 @@ pub struct Front {
     /// Whether this host's own marker is among the head's markers (a fence whose
     /// reply was lost landed): it is this host's slot, not a taken one.
     pub own_marker: bool,
+    /// The hosts holding a marker under the head (at most `max_parallel` in a sound
+    /// rollout): who of the front has fenced, for the slot order ([`predecessor`]).
+    pub fenced: Vec<String>,
 }
 
 impl Front {
@@ -52,6 +55,7 @@ impl Front {
             upgrading: markers.len() as u32,
             self_online: has(online),
             own_marker: has(markers),
+            fenced: markers.to_vec(),
         }
     }
 }
@@ -103,6 +107,41 @@ pub fn position(tickets: &[TicketName], me: &TicketName, staging: &Staging) -> V
         return Verdict::Behind { ahead: tickets[pos - k..pos].to_vec() };
     }
     Verdict::Go
+}
+
+/// The slot order among the front (`max_parallel` > 1): the unfenced ticket just
+/// ahead of `me` among the first `max_parallel` tickets, which fences first. `None`
+/// when `me` is the first unfenced one (or has fenced), with one slot, or in a
+/// canary phase (canaries are let through out of order).
+///
+/// # Why an order
+/// Every fence rewrites the head entry at the version it read, so two hosts fencing
+/// on the same read cannot both win. Without an order, each freed slot (and the start
+/// of a rollout, with `max_parallel` slots free at once) woke every waiting front host
+/// and all of them fenced on the same version: one won and the others read again, set
+/// their watches again and were woken by the next fence, a herd of lost fences that
+/// grew with `max_parallel`. In order, the first unfenced front host fences and each
+/// of the others waits for the marker of the one just ahead: the slots fill as a chain
+/// of single fences, and a fence wakes one host.
+///
+/// The order is a courtesy, not the guarantee (the fence's rewrite of the entry is):
+/// a host whose predecessor does not fence within a patience fences on its own.
+pub fn predecessor(tickets: &[TicketName], me: &TicketName, staging: &Staging, front: &Front) -> Option<TicketName> {
+    let k = staging.policy.max_parallel.max(1) as usize;
+    let canary_phase =
+        front.head.as_ref().and_then(|h| h.entry.as_ref()).is_some_and(|e| e.canary_phase(staging.policy.canary));
+    if k == 1 || front.own_marker || canary_phase {
+        return None;
+    }
+    let unfenced = tickets.iter().take(k).filter(|t| !front.fenced.contains(&t.host));
+    let mut before: Option<&TicketName> = None;
+    for t in unfenced {
+        if t == me {
+            return before.cloned();
+        }
+        before = Some(t);
+    }
+    None
 }
 
 /// The front host's decision, once [`position`] said `Go`. `host` is this host's id:
@@ -203,7 +242,7 @@ mod tests {
 
     fn front(entry: Option<DeployEntry>, online: u32, upgrading: u32) -> Front {
         let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![], mtime: 0 };
-        Front { head: Some(head), online, upgrading, self_online: true, own_marker: false }
+        Front { head: Some(head), online, upgrading, self_online: true, own_marker: false, fenced: vec![] }
     }
 
     fn decide_me(s: &Staging, f: &Front) -> Verdict {
@@ -231,6 +270,33 @@ mod tests {
     }
 
     #[test]
+    fn the_front_fences_in_ticket_order() {
+        let s = staging(Quorum::Count(1), 3);
+        let q = [t("a", 1), t("b", 2), t("c", 5), t("d", 7)];
+        let mut f = front(Some(entry("api", "2", DeployState::Active)), 4, 0);
+        // Nobody fenced: a goes first, b waits for a, c for b; d is not at the front.
+        assert_eq!(predecessor(&q, &t("a", 1), &s, &f), None);
+        assert_eq!(predecessor(&q, &t("b", 2), &s, &f), Some(t("a", 1)));
+        assert_eq!(predecessor(&q, &t("c", 5), &s, &f), Some(t("b", 2)));
+        assert_eq!(predecessor(&q, &t("d", 7), &s, &f), None);
+        // a fenced: b is first; c waits for b.
+        f.fenced = vec!["a".into()];
+        assert_eq!(predecessor(&q, &t("b", 2), &s, &f), None);
+        assert_eq!(predecessor(&q, &t("c", 5), &s, &f), Some(t("b", 2)));
+        // b fenced out of order (its patience ran out): c waits for a no more.
+        f.fenced = vec!["b".into()];
+        assert_eq!(predecessor(&q, &t("c", 5), &s, &f), Some(t("a", 1)));
+        // One slot, an own marker, a canary phase: no order.
+        assert_eq!(predecessor(&q, &t("b", 2), &staging(Quorum::Count(1), 1), &f), None);
+        let mut own = f.clone();
+        own.own_marker = true;
+        assert_eq!(predecessor(&q, &t("c", 5), &s, &own), None);
+        let mut canary = staging(Quorum::Count(1), 3);
+        canary.policy.canary = 1;
+        assert_eq!(predecessor(&q, &t("c", 5), &canary, &f), None);
+    }
+
+    #[test]
     fn an_own_marker_is_this_hosts_slot() {
         let a = Some(entry("api", "2", DeployState::Active));
         let mut f = front(a, 5, 1);
@@ -251,7 +317,8 @@ mod tests {
             Verdict::Inactive("paused".into())
         );
         assert!(matches!(decide_me(&s, &front(None, 3, 0)), Verdict::Inactive(_)));
-        let no_head = Front { head: None, online: 3, upgrading: 0, self_online: true, own_marker: false };
+        let no_head =
+            Front { head: None, online: 3, upgrading: 0, self_online: true, own_marker: false, fenced: vec![] };
         assert_eq!(decide_me(&s, &no_head), Verdict::NotHead);
     }
 
