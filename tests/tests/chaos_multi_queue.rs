@@ -1,6 +1,7 @@
 //! The deploy queue with two services per host (`api`, `web`): no slot is left free
-//! with `max_parallel` 2 and 3 (judged from the transaction log), and a ghost
-//! rollout at the head (a service no host runs) does not block the queue.
+//! with `max_parallel` 2 and 3 (judged from the transaction log), a front host that
+//! is stuck before its fence does not hold the others (the slot order's patience),
+//! and a ghost rollout at the head (a service no host runs) does not block the queue.
 
 use baton_tests::chaos::{PATIENCE, policy, verify, wait_queued, wait_service_done, wait_service_versions};
 use baton_tests::fleet::{Fleet, deploys, stage};
@@ -66,6 +67,49 @@ async fn max_parallel_2_leaves_no_slot_free() {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_parallel_3_leaves_no_slot_free() {
     no_free_slot_with(3).await;
+}
+
+/// The slot order's patience. Three hosts, `max_parallel` 2, sessions of 30 s. Every
+/// host queues (quorum 3 of 3), then the sidecar holding the first ticket is frozen
+/// (SIGSTOP: its session lives on, its ticket stays at the front and it never
+/// fences) and the rollout is let go. The host behind it waits for its fence in the
+/// slot order, but only for the patience: the two others must step while the frozen
+/// host's ticket still heads the queue (well before its session could expire).
+/// Thawed, the frozen host steps too, and the log shows no more than 2 markers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_front_host_does_not_hold_the_others() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    const HOSTS: usize = 3;
+    let root = unique_root("multi-stuck-front");
+    let mut fleet = Fleet::multi(&shared_server().connect_string(), &root, &["api", "web"], HOSTS);
+    fleet.session_timeout = Duration::from_secs(30);
+    for h in &fleet.hosts {
+        fleet.write_config_services(h, &[]);
+    }
+    let c = fleet.client().await;
+    let l = fleet.layout();
+    multi::start_at(&mut fleet, &c, &[("api", "a1"), ("web", "w1")]).await;
+    let w2 = multi::good(&fleet, "web", "w2");
+    stage(&c, &l, "web", "w2", &w2, policy(HOSTS as u32, 2, Duration::from_millis(200))).await;
+    let tickets = wait_queued(&fleet, &c, "web", HOSTS).await;
+    let stuck = fleet.hosts.iter().position(|h| h.id == tickets[0].host).expect("a host of the fleet");
+    let pid = Pid::from_raw(fleet.sidecar_pid(stuck).expect("the front host's sidecar") as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    stage(&c, &l, "web", "w2", &w2, policy(1, 2, Duration::from_millis(200))).await;
+    let others: Vec<String> = tickets[1..].iter().map(|t| t.host.clone()).collect();
+    eventually_async("the hosts behind the frozen one to step", Duration::from_secs(20), || async {
+        let online = baton_tests::fleet::online(&c, &l, "web").await;
+        others.iter().all(|h| online.iter().any(|(o, v)| o == h && v == "w2")).then_some(())
+    })
+    .await;
+    let held = c.check_stat(&l.ticket("web", &tickets[0])).await.unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(held.is_some(), "the frozen host's ticket went: the others stepped only after its session expired");
+    wait_service_versions(&fleet, &c, "web", HOSTS, "w2", Duration::from_secs(60)).await;
+    wait_service_done(&fleet, &c, "web", Duration::from_secs(30)).await;
+    let report = verify(shared_server(), &c, &root, &["api", "web"], false).await;
+    assert!(report.max_markers <= 2, "{} markers at once with max_parallel 2", report.max_markers);
 }
 
 /// A rollout of a service no host runs, staged by hand at the head of the queue,
