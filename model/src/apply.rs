@@ -26,12 +26,15 @@ pub fn apply(cfg: &Config, st: &State, action: &Action) -> State {
                 Bug::EligibleBehindHead => n.zk.entry_of(s).expect("eligible"),
                 _ => &n.zk.deploy[0],
             };
-            let (entry, seen) = (head.id, head.data_version);
+            let (entry, seen, seen_slots) = (head.id, head.data_version, head.slots_version);
             let online = n.zk.online_set(s);
             let self_online = n.zk.services[s as usize].current[h as usize].is_some();
             // From idle: a step back (only enabled on a rolling-back head).
             let back = n.agent(h, s).phase == Phase::Idle;
-            n.agent_mut(h, s).phase = Phase::Read { entry, seen, online, self_online, back };
+            let parallel = !back && rules::parallel(cfg, &n.zk, h, s);
+            let faults_at_read = n.faults_left;
+            n.agent_mut(h, s).phase =
+                Phase::Read { entry, seen, seen_slots, online, self_online, back, parallel, faults_at_read };
         }
         Action::Fence(h, s) => fence(cfg, &mut n, h, s),
         Action::Switch(h, s) => {
@@ -141,13 +144,18 @@ fn agents_of<'a>(cfg: &Config, n: &'a mut State, h: Host) -> impl Iterator<Item 
 /// to the entry's `rolling_back_to`; when it fails the host is idle again. In a
 /// canary phase the entry's rewrite adds the host to its `canaries`.
 fn fence(cfg: &Config, n: &mut State, h: Host, s: Svc) {
-    let Phase::Read { entry, seen, self_online, back, .. } = n.agent(h, s).phase else { return };
+    let Phase::Read { entry, seen, seen_slots, self_online, back, parallel, .. } = n.agent(h, s).phase else {
+        return;
+    };
     let from = n.agent(h, s).running;
     let svc = &n.zk.services[s as usize];
     let ticket = back || svc.tickets.iter().any(|t| t.host == h);
     let registered = svc.current[h as usize].is_some();
     let ok = n.zk.entry(entry).is_some_and(|e| {
         let version_ok = cfg.bug == Bug::FenceWithoutVersionCheck || e.data_version == seen;
+        // A rewriting fence also checks that no parallel fence committed since its read.
+        let slots_ok = parallel || cfg.bug == Bug::RewriteIgnoresParallel || e.slots_version == seen_slots;
+        let version_ok = version_ok && slots_ok;
         version_ok && !e.markers.iter().any(|m| m.host == h)
     });
     if !(ok && ticket && (registered || !self_online)) {
@@ -156,7 +164,11 @@ fn fence(cfg: &Config, n: &mut State, h: Host, s: Svc) {
     }
     let canary = cfg.policy(s).canary;
     let e = n.zk.entry_mut(entry).expect("checked");
-    e.data_version += 1;
+    if parallel {
+        e.slots_version = e.slots_version.wrapping_add(1);
+    } else {
+        e.data_version += 1;
+    }
     let to = if back { e.rolling_back_to.expect("read while rolling back, unchanged since") } else { e.version };
     if !back && e.canary_phase(canary) {
         e.canaries |= 1 << h;
@@ -378,7 +390,7 @@ fn operator(cfg: &Config, n: &mut State, kind: OpKind, s: Svc) {
             for e in movable {
                 // The payload unchanged, under a new sequence number (only its
                 // `upgrading/` is created again, not a `rollback` mark).
-                let moved = Entry { id: n.zk.next_seq, data_version: 0, rollback_mark: false, ..e };
+                let moved = Entry { id: n.zk.next_seq, data_version: 0, slots_version: 0, rollback_mark: false, ..e };
                 n.zk.next_seq += 1;
                 n.zk.deploy.push(moved);
             }

@@ -38,7 +38,7 @@ pub fn record(cfg: &Config, before: &State, action: &Action, mut after: State) -
     let mut v = 0u16;
     if let Action::Fence(h, s) = *action {
         let fenced = matches!(after.agent(h, s).phase, Phase::Fenced { .. });
-        if let (true, Phase::Read { entry, online, self_online, .. }) = (fenced, &before.agent(h, s).phase) {
+        if let (true, Phase::Read { entry, self_online, faults_at_read, .. }) = (fenced, &before.agent(h, s).phase) {
             let e = before.zk.entry(*entry).expect("fenced on a live entry");
             if before.zk.deploy.first().map(|h| h.id) != Some(*entry) {
                 v |= Violation::NotHead as u16;
@@ -55,11 +55,12 @@ pub fn record(cfg: &Config, before: &State, action: &Action, mut after: State) -
                 v |= Violation::QuorumStrict as u16;
                 // A host that went offline on its own (a fault) after the read is
                 // not seen by the fence (it checks the entry's version, not
-                // current/'s). One that went offline by fencing since must have
-                // failed this fence: it is mid-step now.
-                let gone = *online & !before.zk.online_set(s);
-                let fenced_since = (0..cfg.hosts).any(|x| gone & (1 << x) != 0 && before.agent(x, s).phase.in_step());
-                if gone == 0 || fenced_since {
+                // current/'s): the quorum must hold counting one host back online
+                // per fault since the read. One that went offline by fencing since
+                // (a parallel fence, which the read accounted for; a rewriting fence
+                // would have failed this one) counts as offline.
+                let faults_since = faults_at_read.saturating_sub(before.faults_left);
+                if after.zk.online(s) + faults_since < quorum {
                     v |= Violation::Quorum as u16;
                 }
             }

@@ -94,6 +94,15 @@ pub enum Bug {
     CompleteWhileHalted,
     /// The fence does not check the entry's data version: two hosts act on one count.
     FenceWithoutVersionCheck,
+    /// No parallel fence (before issue 16): every fence rewrites the entry.
+    NoParallelFence,
+    /// The parallel fence also when a marker's host holds no ticket of the window
+    /// (a stepping host whose session expired keeps its marker and leaves the
+    /// ticket window, and a new host enters it).
+    ParallelBesideTicketlessMarker,
+    /// A rewriting fence does not check the `upgrading/` directory's version: it
+    /// commits on a count a parallel fence changed after its read.
+    RewriteIgnoresParallel,
     /// A failure commit does not run the completion check (today's `reverted`), and
     /// only the periodic no-op check by the smallest online host at the staged
     /// version can complete the rollout (a host whose step failed is not the

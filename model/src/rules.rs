@@ -36,6 +36,29 @@ pub fn eligible(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
     quorum_kept(cfg, zk, h, s)
 }
 
+/// `turn::parallel` (issue 16), on the state of host `h`'s read for service `s`:
+/// whether its fence may check the head entry's version instead of rewriting it
+/// (fences of the front do not conflict). It may when the head is not in a canary
+/// phase, every marker's host holds one of the first `max_parallel` tickets (as
+/// does `h`), and the quorum holds even if every unfenced online host of those
+/// tickets fences. Never with [`Bug::NoParallelFence`].
+pub fn parallel(cfg: &Config, zk: &Zk, h: Host, s: Svc) -> bool {
+    let p = cfg.policy(s);
+    let Some(head) = zk.deploy.first() else { return false };
+    if cfg.bug == Bug::NoParallelFence || head.canary_phase(p.canary) || head.rolling_back_to.is_some() {
+        return false;
+    }
+    let svc = &zk.services[s as usize];
+    let front: Vec<Host> = svc.tickets.iter().take(p.max_parallel as usize).map(|t| t.host).collect();
+    let ticketless = head.markers.iter().any(|m| !front.contains(&m.host));
+    if !front.contains(&h) || (ticketless && cfg.bug != Bug::ParallelBesideTicketlessMarker) {
+        return false;
+    }
+    let fenced = |x: Host| head.markers.iter().any(|m| m.host == x);
+    let unfenced_online = front.iter().filter(|&&x| !fenced(x) && svc.current[x as usize].is_some()).count();
+    usize::from(zk.online(s)) >= usize::from(p.quorum) + unfenced_online
+}
+
 /// `waiting::canary_behind` (cd77ead): host `h`, queued behind the ticket window
 /// of `s`, is a canary of the rollout whose canary phase is full. It skips the
 /// "behind" wait and goes to the front decision (the hosts ahead of it wait for

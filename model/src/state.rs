@@ -45,6 +45,9 @@ pub struct Entry {
     /// ZooKeeper's data version: bumped by every rewrite (fence, failure, pause,
     /// resume); a fence checks the version it read.
     pub data_version: u8,
+    /// Its `upgrading/` directory's data version: bumped by every parallel fence
+    /// (which leaves `data_version` alone); a rewriting fence checks the one it read.
+    pub slots_version: u8,
     /// Its `upgrading/` children, in creation order.
     pub markers: Vec<Marker>,
     /// Bit `h`: host `h` fenced in the canary phase (`canaries`).
@@ -145,6 +148,12 @@ pub enum Phase {
         entry: u8,
         /// Its data version at the read: the fence checks it.
         seen: u8,
+        /// Its `upgrading/` directory's data version at the read: a rewriting fence
+        /// checks it (no parallel fence committed since the read).
+        seen_slots: u8,
+        /// `faults_left` at the read (for the quorum check's exemption of hosts
+        /// that went offline on their own since).
+        faults_at_read: u8,
         /// Bit `h`: host `h` was online (registered) for the service at the read.
         online: u8,
         /// Whether this host was online at the read (its fence deletes its
@@ -153,6 +162,9 @@ pub enum Phase {
         /// A step back (`on_halt = rollback`, `turn::decide_return`): read from
         /// idle, fenced without a ticket, to the entry's `rolling_back_to`.
         back: bool,
+        /// The parallel fence (`turn::parallel`, issue 16): the fence checks the
+        /// entry's version without rewriting it, and bumps `slots_version`.
+        parallel: bool,
     },
     /// Fenced: marker created, registration deleted; the local step runs.
     Fenced {
@@ -319,6 +331,7 @@ impl Zk {
             failures: 0,
             failed_hosts: 0,
             data_version: 0,
+            slots_version: 0,
             markers: vec![],
             canaries: 0,
             canaries_done: 0,

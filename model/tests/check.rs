@@ -702,3 +702,54 @@ fn an_operators_rollback_that_rolls_back_moves_a_host_onto_the_release_it_failed
     let m = e.markers.iter().find(|m| m.host == 0).expect("host 0 fenced back");
     assert_eq!((m.from, m.to), (Some(0), 1), "{m:?}");
 }
+
+/// The parallel fence (issue 16): a rewriting fence that does not check the
+/// `upgrading/` directory's version commits on a count that a parallel fence
+/// changed after its read, and the quorum breaks (a fresh host makes one read
+/// rewriting while the other's is parallel).
+#[test]
+fn bug_a_rewrite_ignoring_parallel_fences_is_caught() {
+    let mut cfg = Config::fleet(3, 1);
+    cfg.fresh = 0b100;
+    cfg.faults = 1;
+    cfg.bug = Bug::RewriteIgnoresParallel;
+    finds("bug RewriteIgnoresParallel", cfg, names::QUORUM);
+}
+
+/// Every fence rewriting the entry (the protocol before the parallel fence)
+/// still holds where the parallel one does.
+#[test]
+fn without_the_parallel_fence_the_protocol_holds() {
+    let mut cfg = Config::fleet(3, 1);
+    cfg.fresh = 0b100;
+    cfg.faults = 1;
+    cfg.bug = Bug::NoParallelFence;
+    holds("no parallel fence, 3 hosts (one fresh), 1 fault", cfg);
+}
+
+/// The parallel fence beside a marker whose host left the ticket window (its
+/// session expired mid-step): the window's hosts fence in parallel on a count
+/// that misses that slot, and the markers exceed `max_parallel`.
+#[test]
+fn bug_a_parallel_fence_beside_a_ticketless_marker_is_caught() {
+    let mut cfg = Config::fleet(3, 1);
+    cfg.services[0].policy.quorum = 0;
+    cfg.faults = 1;
+    cfg.crash = false;
+    cfg.bug = Bug::ParallelBesideTicketlessMarker;
+    finds("bug ParallelBesideTicketlessMarker + expiry", cfg, names::MAX_PARALLEL);
+}
+
+/// Four hosts with `max_parallel` 3 (three parallel fences at once) and a
+/// session expiry, with the quorum loose (0) and binding (1: the parallel fence
+/// only while every front host may go).
+#[test]
+fn four_hosts_max_parallel_three_one_expiry() {
+    for quorum in [0, 1] {
+        let mut cfg = Config::fleet(4, 1);
+        cfg.services[0].policy = Policy::new(quorum, 3, 0);
+        cfg.faults = 1;
+        cfg.crash = false;
+        holds(&format!("4 hosts, max_parallel 3, quorum {quorum}, 1 expiry"), cfg);
+    }
+}
