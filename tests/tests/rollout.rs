@@ -184,9 +184,33 @@ async fn a_killed_in_flight_host_keeps_its_slot_and_finishes_after_restart() {
 }
 
 /// Many hosts read the same count and commit at once: the fence lets through
-/// exactly as many as the quorum allows, never more.
+/// exactly as many as the quorum allows, never more. Half of them read the front as
+/// the handoff does (one snapshot: a parallel fence when the count covers the whole
+/// ticket window), half with watches (a rewriting fence).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fence_lets_exactly_the_allowed_number_through() {
+    // 8 online hosts, quorum 5: exactly 3 may go down, whatever the interleaving
+    // (the window of 8 cannot all go: every fence rewrites).
+    let (won, markers, online, rewrites) = fence_race(5, 8).await;
+    assert_eq!((won, markers, online), (3, 3, 5), "exactly online - quorum hosts may step");
+    assert_eq!(rewrites, 3, "every fence rewrote the entry");
+}
+
+/// The same race where the quorum (3 of 8) covers the whole window of 5 tickets:
+/// the hosts that read it as the handoff does fence in parallel (the entry is
+/// rewritten fewer times than hosts stepped), the others rewrite, and together
+/// they take exactly the 5 slots.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_fences_fill_exactly_the_slots() {
+    let (won, markers, online, rewrites) = fence_race(3, 5).await;
+    assert_eq!((won, markers, online), (5, 5, 3), "exactly max_parallel hosts may step");
+    assert!(rewrites < 5, "no fence was parallel: the entry was rewritten {rewrites} times");
+}
+
+/// 8 hosts queued and online race to fence under `quorum` and `max_parallel`;
+/// returns how many won, the markers and online hosts after, and the entry's
+/// data version (its rewrites).
+async fn fence_race(quorum: u32, max_parallel: u32) -> (usize, usize, usize, i32) {
     use baton_sidecar::coord::{fence, queue, session::Session, turn};
     use zookeeper_client as zk;
     let zk_addr = shared_server().connect_string();
@@ -199,8 +223,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
         format: znode_schema::ArtifactFormat::File,
         signature: None,
     };
-    // 8 online hosts, quorum 5: exactly 3 may go down, whatever the interleaving.
-    let p = Policy { quorum: Quorum::Count(5), max_parallel: 8, ..Policy::default() };
+    let p = Policy { quorum: Quorum::Count(quorum), max_parallel, ..Policy::default() };
     stage(&admin, &layout, "api", "2", &art, p).await;
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -236,21 +259,27 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
     let handles: Vec<_> = tasks
         .into_iter()
-        .map(|(s, ticket)| {
+        .enumerate()
+        .map(|(i, (s, ticket))| {
             let (staging, barrier) = (staging.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
                 // The session is handed back so its ephemeral nodes outlive the task.
                 loop {
-                    let (front, _q, _w) = fence::front(&s, "api", "2").await.unwrap();
-                    if turn::decide(&staging, &front, &s.host) != turn::Verdict::Go {
+                    let (_, q, _) = fence::front(&s, "api", "2").await.unwrap();
+                    let entry = q.head().map(|h| h.name).expect("the rollout heads the queue");
+                    let peeked =
+                        if i % 2 == 0 { fence::peek(&s, &staging, &ticket, &entry).await.unwrap() } else { None };
+                    let front = match peeked {
+                        Some(f) => f,
+                        None => fence::front(&s, "api", "2").await.unwrap().0,
+                    };
+                    let tickets = queue::tickets(&s, "api").await.unwrap();
+                    let in_window = turn::position(&tickets, &ticket, &staging) == turn::Verdict::Go;
+                    if !in_window || turn::decide(&staging, &front, &s.host) != turn::Verdict::Go {
                         return (false, s);
                     }
-                    let head = front.head.unwrap();
-                    match fence::commit(&s, "api", &head, Some(&ticket), front.self_online, Some("1"), "2", 0)
-                        .await
-                        .unwrap()
-                    {
+                    match fence::commit(&s, "api", &front, Some(&ticket), Some("1"), "2", 0).await.unwrap() {
                         fence::Fenced::Won => return (true, s),
                         fence::Fenced::Moved => continue,
                     }
@@ -268,7 +297,7 @@ async fn the_fence_lets_exactly_the_allowed_number_through() {
     let (entry, _) = deploys(&admin, &layout).await.into_iter().next().unwrap();
     let markers = admin.list_children(&layout.upgrading_dir(&entry)).await.unwrap();
     let online_now = admin.list_children(&layout.current_service("api")).await.unwrap();
-    assert_eq!(won, 3, "exactly online - quorum hosts may step");
-    assert_eq!(markers.len(), 3);
-    assert_eq!(online_now.len(), 5);
+    let (_, stat) = admin.get_data(&layout.deploy_entry(&entry)).await.unwrap();
+    drop(sessions);
+    (won, markers.len(), online_now.len(), stat.version)
 }

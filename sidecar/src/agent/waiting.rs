@@ -174,8 +174,7 @@ impl Agent {
         let verdict = turn::decide_return(&policy, &front);
         if verdict == Verdict::Go {
             let won = front.own_marker
-                || fence::commit(&c.s, &self.cfg.name, &head, None, front.self_online, Some(&from), &to, 0).await?
-                    == Fenced::Won;
+                || fence::commit(&c.s, &self.cfg.name, &front, None, Some(&from), &to, 0).await? == Fenced::Won;
             if !won {
                 return Ok(again);
             }
@@ -389,13 +388,18 @@ impl Agent {
         // is fences on it and wakes none of its own watches. One that must wait reads
         // the front again with its watches.
         if let Some(entry) = self.entry_of(&version) {
-            if let Some(front) = fence::peek(&c.s, &self.cfg.name, &entry).await? {
+            if let Some(front) = fence::peek(&c.s, &st, &ticket, &entry).await? {
                 let ours = front.head.as_ref().is_some_and(|h| !h.failed_here(&c.s.host));
                 if ours {
+                    // A parallel fence goes at once: the count covers the whole front.
+                    let go = turn::decide(&st, &front, &c.s.host) == Verdict::Go;
+                    if go && front.parallel {
+                        return self.fence_step(c, st, &front, ticket, waiting).await;
+                    }
                     if let Some(ahead) = turn::predecessor(&tickets, &ticket, &st, &front) {
                         return self.after(c, sd, st, &front, entry, ticket, ahead, watches).await;
                     }
-                    if turn::decide(&st, &front, &c.s.host) == Verdict::Go {
+                    if go {
                         return self.fence_step(c, st, &front, ticket, waiting).await;
                     }
                 }
@@ -546,23 +550,13 @@ impl Agent {
         let from = self.active();
         let (svc, version) = (&self.cfg.name, st.version.clone());
         let won = front.own_marker
-            || fence::commit(
-                &c.s,
-                svc,
-                &head,
-                Some(&ticket),
-                front.self_online,
-                from.as_deref(),
-                &version,
-                st.policy.canary,
-            )
-            .await?
+            || fence::commit(&c.s, svc, front, Some(&ticket), from.as_deref(), &version, st.policy.canary).await?
                 == Fenced::Won;
         if !won {
             return Ok(Lifecycle::Queued { version, ticket, waiting, vacuous_since: None });
         }
         let was = from.as_deref().unwrap_or("nothing");
-        tracing::info!(entry = %head.name, from = was, to = %version, recovered = front.own_marker, "fenced: starting the step");
+        tracing::info!(entry = %head.name, from = was, to = %version, recovered = front.own_marker, parallel = front.parallel, "fenced: starting the step");
         c.reg.assume(None);
         let step = Step { entry: head.name, from, to: version, policy: st.policy, ticket: Some(ticket) };
         Ok(Lifecycle::Upgrading(step))

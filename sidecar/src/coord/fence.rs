@@ -1,19 +1,31 @@
 //! The fence (SPEC step 4): the decision to step, committed in one transaction.
 //!
 //! # Expected flow
-//! A front host reads the head deploy entry (remembering its data version), counts
-//! online hosts and markers, decides with [`crate::coord::turn::decide`], and commits:
+//! A front host reads the head deploy entry (remembering its data version) and the
+//! data version of its `upgrading/`, counts online hosts and markers, decides with
+//! [`crate::coord::turn::decide`], and commits one of two fences.
+//!
+//! The rewriting fence (SPEC step 4):
 //! 1. `setData(deploy entry, same bytes, version read)`: fails with BadVersion when
-//!    anyone else fenced, paused or halted since the read, and bumps the version;
-//! 2. `check(ticket, version 0)`: the ticket (and so this session) still exists (a
+//!    anyone else fenced (rewriting), paused or halted since the read, and bumps the
+//!    version;
+//! 2. `check(upgrading/, version read)`: no parallel fence committed since the read
+//!    (`create(upgrading/)` when it was missing: the first fence of a rollout);
+//! 3. `check(ticket, version 0)`: the ticket (and so this session) still exists (a
 //!    host going back under `on_halt = rollback` has no ticket);
-//! 3. `create(upgrading/<host>)`: the persistent slot marker;
-//! 4. `delete(current/<service>/<host>)`, when the host was online.
+//! 4. `create(upgrading/<host>)`: the persistent slot marker;
+//! 5. `delete(current/<service>/<host>)`, when the host was online.
+//!
+//! The parallel fence ([`crate::coord::turn::parallel`], issue 16), when the count
+//! read covers every front host fencing at once: `check(deploy entry, version read)`
+//! and `setData(upgrading/, any version)` instead of 1 and 2, then 3 to 5.
 //!
 //! # Guarantees
-//! No two hosts act on the same count: every fence rewrites the entry it read, so a
-//! second fence based on the same read fails. Pause and halt rewrite the entry too,
-//! so they take effect atomically: no fence commits after them on an older read.
+//! A rewriting fence acts on a count nobody else fenced on: a second fence (of either
+//! kind) based on the same read fails. Parallel fences of the front may share a
+//! count, which then covers all of them (the slots and the quorum hold whatever
+//! their order). Pause and halt rewrite the entry, so they take effect atomically:
+//! no fence commits after them on an older read.
 //!
 //! # ConnectionLoss
 //! A fence whose reply was lost may have landed. The caller re-reads: the marker
@@ -21,9 +33,10 @@
 
 use super::deploys::{self, Queue, Watch};
 use super::session::Session;
-use super::turn::{Front, Head};
+use super::turn::{self, Front, Head};
 use super::zk::{self, ZkError};
-use znode_schema::{DeployName, TicketName, Upgrading, decode, encode, seq::sorted_deploys, time};
+use znode_schema::seq::{sorted_deploys, sorted_tickets};
+use znode_schema::{DeployName, Staging, TicketName, Upgrading, decode, encode, time};
 use zookeeper_client::{self as zkc, MultiWriteError, OneshotWatcher};
 
 /// The outcome of a fence attempt.
@@ -44,42 +57,55 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
     let (online, w) = s.client.list_and_watch_children(&cur).await.map_err(|e| ZkError::call("list", &cur, e))?;
     watches.push(w);
     let mut markers = Vec::new();
+    let mut slots = None;
     if let Some(h) = queue.head().filter(|h| h.is(service, version)) {
         let dir = s.layout.upgrading_dir(&h.name);
-        match s.client.list_and_watch_children(&dir).await {
-            Ok((m, w)) => {
+        match s.client.get_and_watch_children(&dir).await {
+            Ok((m, stat, w)) => {
                 markers = m;
+                slots = Some(stat.version);
                 watches.push(w);
             }
             Err(zkc::Error::NoNode) => {}
             Err(e) => return Err(ZkError::call("list", dir, e)),
         }
     }
-    let front = Front::new(queue.head().cloned(), &online, &markers, &s.host);
+    let front = Front { slots, ..Front::new(queue.head().cloned(), &online, &markers, &s.host) };
     Ok((front, queue, watches))
 }
 
 /// The front as one consistent snapshot, without watches: `deploy/`, `entry`,
-/// `current/<service>` and `entry`'s `upgrading/`, read in one multi-read (one
-/// request, all of it as of one point in ZooKeeper's order). `None` unless `entry`
-/// heads the queue and decodes, or when the server cannot multi-read: then
-/// [`front`] reads it all again with watches.
+/// `current/<service>`, `entry`'s `upgrading/` (children and data version) and the
+/// tickets of `st`'s service, read in one multi-read (one request, all of it as of
+/// one point in ZooKeeper's order), with whether the fence of the host holding
+/// `ticket` may be parallel ([`turn::parallel`]). `None` unless `entry` heads the
+/// queue and decodes, or when the server cannot multi-read: then [`front`] reads it
+/// all again with watches.
 ///
 /// This is the handoff's read: a host whose turn it is fences right after it, and a
 /// fence that sets no watches first wakes none of its own (its fence rewrites the
 /// entry, deletes its registration and creates its marker, all of which [`front`]
 /// watches). A host that must wait reads [`front`] for its watches.
-pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Option<Front>, ZkError> {
+pub async fn peek(
+    s: &Session,
+    st: &Staging,
+    ticket: &TicketName,
+    entry: &DeployName,
+) -> Result<Option<Front>, ZkError> {
+    let service = st.service.as_str();
     let dir = s.layout.deploy_dir();
     let entry_path = s.layout.deploy_entry(entry);
     let cur = s.layout.current_service(service);
     let up = s.layout.upgrading_dir(entry);
+    let queue = s.layout.staging(service);
     let mut reader = s.client.new_multi_reader();
     let built = (|| {
         reader.add_get_children(&dir)?;
         reader.add_get_data(&entry_path)?;
         reader.add_get_children(&cur)?;
         reader.add_get_children(&up)?;
+        reader.add_get_data(&up)?;
+        reader.add_get_children(&queue)?;
         Ok::<_, zkc::Error>(())
     })();
     built.map_err(|e| ZkError::call("multi-read", &dir, e))?;
@@ -91,9 +117,10 @@ pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Opti
             return Ok(None);
         }
     };
-    let [deploys, data, online, markers] = <[zkc::MultiReadResult; 4]>::try_from(results).map_err(|r| {
-        ZkError::call("multi-read", &dir, zkc::Error::UnexpectedError(format!("{} results for 4 reads", r.len())))
-    })?;
+    let [deploys, data, online, markers, slots, tickets] =
+        <[zkc::MultiReadResult; 6]>::try_from(results).map_err(|r| {
+            ZkError::call("multi-read", &dir, zkc::Error::UnexpectedError(format!("{} results for 6 reads", r.len())))
+        })?;
     use zkc::MultiReadResult::{Children, Data, Error};
     let (Children { children: deploys }, Data { data, stat }, Children { children: online }) = (deploys, data, online)
     else {
@@ -103,31 +130,36 @@ pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Opti
         return Ok(None);
     }
     let Ok(decoded) = decode::<znode_schema::DeployEntry>(&entry_path, &data) else { return Ok(None) };
-    let markers = match markers {
-        Children { children } => children,
-        Error { err: zkc::Error::NoNode } => Vec::new(),
+    let (markers, slots) = match (markers, slots) {
+        (Children { children }, Data { stat, .. }) => (children, Some(stat.version)),
+        (Error { err: zkc::Error::NoNode }, Error { err: zkc::Error::NoNode }) => (Vec::new(), None),
         _ => return Ok(None),
     };
+    let Children { children: tickets } = tickets else { return Ok(None) };
     let head = Head { name: *entry, entry: Some(decoded), version: stat.version, raw: data, mtime: stat.mtime };
-    Ok(Some(Front::new(Some(head), &online, &markers, &s.host)))
+    let mut front = Front { slots, ..Front::new(Some(head), &online, &markers, &s.host) };
+    front.parallel = turn::parallel(&sorted_tickets(&tickets), &online, st, &front, ticket);
+    Ok(Some(front))
 }
 
-/// Commits the fence for `ticket`, moving from `from` to `to`.
+/// Commits the fence for `ticket` on `front` (its head), moving from `from` to `to`:
+/// parallel when `front` says it may be, else rewriting (see the module docs).
 ///
-/// The `upgrading/` directory of the entry is created only when the transaction
-/// says it is missing (the first fence of a rollout): creating it every time would
-/// cost every handoff a failed write, which ZooKeeper logs and fsyncs like any other.
-#[allow(clippy::too_many_arguments)]
+/// The `upgrading/` directory of the entry is created by the rewriting fence that
+/// read it missing (the first fence of a rollout), in its transaction: creating it
+/// every time would cost every handoff a failed write, which ZooKeeper logs and
+/// fsyncs like any other, and creating it apart would re-create an entry an
+/// operator just deleted (abort), with empty data, at the head of the queue.
 pub async fn commit(
     s: &Session,
     service: &str,
-    head: &Head,
+    front: &Front,
     ticket: Option<&TicketName>,
-    self_online: bool,
     from: Option<&str>,
     to: &str,
     canary: u32,
 ) -> Result<Fenced, ZkError> {
+    let head = front.head.as_ref().expect("a fence is on the head");
     let marker = Upgrading {
         host: s.host.clone(),
         service: Some(service.into()),
@@ -145,68 +177,50 @@ pub async fn commit(
         }
         _ => head.raw.clone(),
     };
-    let attempt = || try_commit(s, service, head, &data, ticket, self_online, &marker);
-    match attempt().await? {
-        Some(fenced) => Ok(fenced),
-        None => {
-            // Not mkdir -p: that would re-create an entry an operator just deleted
-            // (abort), with empty data, at the head of the queue.
-            let dir = s.layout.upgrading_dir(&head.name);
-            match s.client.create(&dir, b"", &s.acl(&dir).options(zkc::CreateMode::Persistent)).await {
-                Ok(_) | Err(zkc::Error::NodeExists) => {}
-                Err(zkc::Error::NoNode) => return Ok(Fenced::Moved),
-                Err(e) => return Err(ZkError::call("create", dir, e)),
-            }
-            Ok(attempt().await?.unwrap_or(Fenced::Moved))
-        }
-    }
-}
-
-/// One fence transaction; `None` when the entry's `upgrading/` directory is missing.
-async fn try_commit(
-    s: &Session,
-    service: &str,
-    head: &Head,
-    data: &[u8],
-    ticket: Option<&TicketName>,
-    self_online: bool,
-    marker: &Upgrading,
-) -> Result<Option<Fenced>, ZkError> {
     let entry = s.layout.deploy_entry(&head.name);
+    let dir = s.layout.upgrading_dir(&head.name);
     let marker_path = s.layout.upgrading(&head.name, &s.host);
     let ticket_path = ticket.map(|t| s.layout.ticket(service, t));
     let current = s.layout.current_host(service, &s.host);
     let marker_acl = s.acl(&marker_path);
-    let marker_index = if ticket_path.is_some() { 2 } else { 1 };
+    let parallel = front.parallel && front.slots.is_some();
     let mut txn = s.client.new_multi_writer();
     let built = (|| {
-        txn.add_set_data(&entry, data, Some(head.version))?;
+        match front.slots {
+            Some(_) if parallel => {
+                txn.add_check_version(&entry, head.version)?;
+                txn.add_set_data(&dir, b"", None)?;
+            }
+            Some(slots) => {
+                txn.add_set_data(&entry, &data, Some(head.version))?;
+                txn.add_check_version(&dir, slots)?;
+            }
+            None => {
+                txn.add_set_data(&entry, &data, Some(head.version))?;
+                txn.add_create(&dir, b"", &s.acl(&dir).options(zkc::CreateMode::Persistent))?;
+            }
+        }
         if let Some(t) = &ticket_path {
             txn.add_check_version(t, 0)?;
         }
-        txn.add_create(&marker_path, &encode(marker), &marker_acl.options(zkc::CreateMode::Persistent))?;
-        if self_online {
+        txn.add_create(&marker_path, &encode(&marker), &marker_acl.options(zkc::CreateMode::Persistent))?;
+        if front.self_online {
             txn.add_delete(&current, None)?;
         }
         Ok::<_, zkc::Error>(())
     })();
     built.map_err(|e| ZkError::call("multi", &entry, e))?;
     match txn.commit().await {
-        Ok(_) => Ok(Some(Fenced::Won)),
-        // The marker's create follows the entry (and the ticket's check): NoNode there
-        // means its parent is missing.
-        Err(MultiWriteError::OperationFailed { index, source: zkc::Error::NoNode }) if index == marker_index => {
-            Ok(None)
-        }
+        Ok(_) => Ok(Fenced::Won),
         Err(MultiWriteError::OperationFailed { index, source }) => {
-            tracing::info!(index, error = %source, "fence lost; re-reading");
-            Ok(Some(Fenced::Moved))
+            tracing::info!(index, error = %source, parallel, "fence lost; re-reading");
+            Ok(Fenced::Moved)
         }
         Err(MultiWriteError::RequestFailed { source: zkc::Error::ConnectionLoss }) => {
             // Landed or not: the marker tells.
             match s.client.check_stat(&marker_path).await {
-                Ok(Some(_)) => Ok(Some(Fenced::Won)),
-                Ok(None) => Ok(Some(Fenced::Moved)),
+                Ok(Some(_)) => Ok(Fenced::Won),
+                Ok(None) => Ok(Fenced::Moved),
                 Err(e) => Err(ZkError::call("exists", marker_path, e)),
             }
         }

@@ -42,6 +42,13 @@ pub struct Front {
     /// The hosts holding a marker under the head (at most `max_parallel` in a sound
     /// rollout): who of the front has fenced, for the slot order ([`predecessor`]).
     pub fenced: Vec<String>,
+    /// The data version of the head's `upgrading/` as read (`None`: missing, or not
+    /// read): a rewriting fence checks it, so that it fails when a parallel fence
+    /// committed since the read.
+    pub slots: Option<i32>,
+    /// Whether this host's fence may be parallel ([`parallel`]): set only by a
+    /// snapshot that read the tickets with the rest ([`crate::coord::fence::peek`]).
+    pub parallel: bool,
 }
 
 impl Front {
@@ -56,6 +63,8 @@ impl Front {
             self_online: has(online),
             own_marker: has(markers),
             fenced: markers.to_vec(),
+            slots: None,
+            parallel: false,
         }
     }
 }
@@ -142,6 +151,38 @@ pub fn predecessor(tickets: &[TicketName], me: &TicketName, staging: &Staging, f
         before = Some(t);
     }
     None
+}
+
+/// Whether the fence of the host holding `me` may be parallel: check the head
+/// entry's version without rewriting it (and bump `upgrading/`'s), so that the
+/// front hosts' fences do not conflict. `tickets` and `online` (the names under
+/// `current/<service>`) are of the same snapshot as `front`.
+///
+/// It may when the head is not in a canary phase (a canary fence rewrites the
+/// entry's `canaries`), `upgrading/` exists, `me` and the host of every marker hold
+/// one of the first `max_parallel` tickets, and the quorum holds even if every
+/// unfenced online host of those tickets fences. Then the fences of the front
+/// cannot exceed the slots (each marker's host holds a ticket of the window, which
+/// only moves forward) nor the quorum (the count covers all of them), whatever
+/// their order. A marker whose host left the window (its session expired mid-step)
+/// makes every fence rewrite again, and a rewriting fence fails when a parallel one
+/// committed after its read (it checks `upgrading/`'s version). Checked with the
+/// model (`model/`, `rules::parallel`).
+pub fn parallel(tickets: &[TicketName], online: &[String], staging: &Staging, front: &Front, me: &TicketName) -> bool {
+    let k = staging.policy.max_parallel.max(1) as usize;
+    let Some(entry) = front.head.as_ref().and_then(|h| h.entry.as_ref()) else { return false };
+    if k == 1 || front.slots.is_none() || entry.canary_phase(staging.policy.canary) || entry.rolling_back_to.is_some() {
+        return false;
+    }
+    let window = &tickets[..tickets.len().min(k)];
+    let in_window = |host: &str| window.iter().any(|t| t.host == host);
+    if !window.contains(me) || !front.fenced.iter().all(|h| in_window(h)) {
+        return false;
+    }
+    let unfenced_online =
+        window.iter().filter(|t| !front.fenced.contains(&t.host) && online.contains(&t.host)).count() as u32;
+    let required = staging.policy.quorum.required(front.online + front.upgrading);
+    front.online >= required + unfenced_online
 }
 
 /// The front host's decision, once [`position`] said `Go`. `host` is this host's id:
@@ -242,7 +283,16 @@ mod tests {
 
     fn front(entry: Option<DeployEntry>, online: u32, upgrading: u32) -> Front {
         let head = Head { name: DeployName { seq: 1 }, entry, version: 0, raw: vec![], mtime: 0 };
-        Front { head: Some(head), online, upgrading, self_online: true, own_marker: false, fenced: vec![] }
+        Front {
+            head: Some(head),
+            online,
+            upgrading,
+            self_online: true,
+            own_marker: false,
+            fenced: vec![],
+            slots: Some(0),
+            parallel: false,
+        }
     }
 
     fn decide_me(s: &Staging, f: &Front) -> Verdict {
@@ -297,6 +347,36 @@ mod tests {
     }
 
     #[test]
+    fn the_front_fences_in_parallel_when_the_count_covers_it() {
+        let s = staging(Quorum::Count(2), 3);
+        let q = [t("a", 1), t("b", 2), t("c", 5), t("d", 7), t("e", 8)];
+        let names = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let all = names(&["a", "b", "c", "d", "e"]);
+        let head = front(Some(entry("api", "2", DeployState::Active)), 0, 0).head;
+        let f = Front { slots: Some(0), ..Front::new(head.clone(), &all, &[], "a") };
+        // 5 online, 3 unfenced in the window, 2 required: 5 >= 2 + 3.
+        assert!(parallel(&q, &all, &s, &f, &t("a", 1)));
+        assert!(parallel(&q, &all, &s, &f, &t("c", 5)));
+        // Not in the window.
+        assert!(!parallel(&q, &all, &s, &f, &t("d", 7)));
+        // A quorum of 3: the window's hosts could not all go.
+        assert!(!parallel(&q, &all, &staging(Quorum::Count(3), 3), &f, &t("a", 1)));
+        // b fenced (its marker, not online): 4 online, 2 unfenced, 5 in all: 4 >= 2 + 2.
+        let online = names(&["a", "c", "d", "e"]);
+        let g = Front { slots: Some(1), ..Front::new(head.clone(), &online, &names(&["b"]), "a") };
+        assert!(parallel(&q, &online, &s, &g, &t("a", 1)));
+        // A marker of a host outside the window (its ticket went): rewrite.
+        let h = Front { slots: Some(1), ..Front::new(head.clone(), &online, &names(&["x"]), "a") };
+        assert!(!parallel(&q, &online, &s, &h, &t("a", 1)));
+        // upgrading/ missing, one slot, a canary phase: rewrite.
+        assert!(!parallel(&q, &all, &s, &Front { slots: None, ..f.clone() }, &t("a", 1)));
+        assert!(!parallel(&q, &all, &staging(Quorum::Count(0), 1), &f, &t("a", 1)));
+        let mut canary = staging(Quorum::Count(0), 3);
+        canary.policy.canary = 1;
+        assert!(!parallel(&q, &all, &canary, &f, &t("a", 1)));
+    }
+
+    #[test]
     fn an_own_marker_is_this_hosts_slot() {
         let a = Some(entry("api", "2", DeployState::Active));
         let mut f = front(a, 5, 1);
@@ -317,8 +397,7 @@ mod tests {
             Verdict::Inactive("paused".into())
         );
         assert!(matches!(decide_me(&s, &front(None, 3, 0)), Verdict::Inactive(_)));
-        let no_head =
-            Front { head: None, online: 3, upgrading: 0, self_online: true, own_marker: false, fenced: vec![] };
+        let no_head = Front { head: None, ..front(None, 3, 0) };
         assert_eq!(decide_me(&s, &no_head), Verdict::NotHead);
     }
 
