@@ -108,6 +108,10 @@ pub struct Agent {
     /// The unfenced front ticket this host waits for in the slot order, and since
     /// when ([`crate::coord::turn::predecessor`]): its patience with it.
     awaiting: std::sync::Mutex<Option<(znode_schema::TicketName, tokio::time::Instant)>>,
+    /// Whether this host's ticket was at most `max_parallel` tickets from the front at
+    /// its last read: woken, it reads the front's snapshot, tickets included, at
+    /// once instead of the tickets first.
+    near_front: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -132,6 +136,7 @@ impl Agent {
             image: None,
             rollout_entry: Default::default(),
             awaiting: Default::default(),
+            near_front: Default::default(),
         }
     }
 

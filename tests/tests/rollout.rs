@@ -268,10 +268,9 @@ async fn fence_race(quorum: u32, max_parallel: u32) -> (usize, usize, usize, i32
                 loop {
                     let (_, q, _) = fence::front(&s, "api", "2").await.unwrap();
                     let entry = q.head().map(|h| h.name).expect("the rollout heads the queue");
-                    let peeked =
-                        if i % 2 == 0 { fence::peek(&s, &staging, &ticket, &entry).await.unwrap() } else { None };
+                    let peeked = if i % 2 == 0 { fence::peek(&s, "api", &entry).await.unwrap() } else { None };
                     let front = match peeked {
-                        Some(f) => f,
+                        Some(snap) => snap.front_for(&staging, &ticket),
                         None => fence::front(&s, "api", "2").await.unwrap().0,
                     };
                     let tickets = queue::tickets(&s, "api").await.unwrap();

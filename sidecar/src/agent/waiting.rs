@@ -343,9 +343,19 @@ impl Agent {
         waiting: Option<String>,
         vacuous_since: Option<(DeployName, tokio::time::Instant)>,
     ) -> Result<Lifecycle, ZkError> {
-        // Both reads in flight at once (one connection keeps their order).
-        let ((staged, staging_watch), tickets) =
-            tokio::try_join!(self.staging(&c.s), queue::tickets(&c.s, &self.cfg.name))?;
+        // Both reads in flight at once (one connection keeps their order). A host that
+        // was at the front or just behind it reads the front's snapshot, tickets
+        // included, instead of the tickets alone: the handoff's read and fence follow
+        // the notification with no read between.
+        let near = self.entry_of(&version).filter(|_| self.near_front.load(std::sync::atomic::Ordering::Relaxed));
+        let ((staged, staging_watch), snapshot) = match near {
+            Some(entry) => tokio::try_join!(self.staging(&c.s), fence::peek(&c.s, &self.cfg.name, &entry))?,
+            None => (self.staging(&c.s).await?, None),
+        };
+        let tickets = match &snapshot {
+            Some(snap) => snap.tickets.clone(),
+            None => queue::tickets(&c.s, &self.cfg.name).await?,
+        };
         let Some(st) = staged.filter(|st| st.version == version) else {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
             return Ok(Lifecycle::Idle);
@@ -357,17 +367,28 @@ impl Agent {
             waiting,
             vacuous_since,
         };
-        match turn::position(&tickets, &ticket, &st) {
+        let position = turn::position(&tickets, &ticket, &st);
+        let k = st.policy.max_parallel.max(1) as usize;
+        // Next time, at most one ticket ahead gone puts this host at the front.
+        let near = tickets.iter().position(|t| *t == ticket).is_some_and(|p| p <= k);
+        self.near_front.store(near, std::sync::atomic::Ordering::Relaxed);
+        match position {
             Verdict::NoTicket => return Ok(Lifecycle::Downloading { version, attempts: 0, error: None }),
             Verdict::Behind { .. } if self.canary_behind(c, &st).await? => {
                 // A canary that queued again (its step was undone, or failed and was
                 // resumed) is let through: the hosts ahead wait for the canaries.
             }
             Verdict::Behind { ahead } => {
-                for t in &ahead {
-                    let path = c.s.layout.ticket(&self.cfg.name, t);
-                    let (stat, w) =
-                        c.s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))?;
+                // The K watches set at once (one round trip, not K).
+                let s = &c.s;
+                let set =
+                    ahead.iter().map(|t| {
+                        let path = s.layout.ticket(&self.cfg.name, t);
+                        async move {
+                            s.client.check_and_watch_stat(&path).await.map_err(|e| ZkError::call("exists", path, e))
+                        }
+                    });
+                for (stat, w) in futures_util::future::try_join_all(set).await? {
                     if stat.is_none() {
                         return Ok(again(waiting, None));
                     }
@@ -387,21 +408,25 @@ impl Agent {
         // The handoff: the front as one snapshot without watches; a host whose turn it
         // is fences on it and wakes none of its own watches. One that must wait reads
         // the front again with its watches.
-        if let Some(entry) = self.entry_of(&version) {
-            if let Some(front) = fence::peek(&c.s, &st, &ticket, &entry).await? {
-                let ours = front.head.as_ref().is_some_and(|h| !h.failed_here(&c.s.host));
-                if ours {
-                    // A parallel fence goes at once: the count covers the whole front.
-                    let go = turn::decide(&st, &front, &c.s.host) == Verdict::Go;
-                    if go && front.parallel {
-                        return self.fence_step(c, st, &front, ticket, waiting).await;
-                    }
-                    if let Some(ahead) = turn::predecessor(&tickets, &ticket, &st, &front) {
-                        return self.after(c, sd, st, &front, entry, ticket, ahead, watches).await;
-                    }
-                    if go {
-                        return self.fence_step(c, st, &front, ticket, waiting).await;
-                    }
+        let snapshot = match (snapshot, self.entry_of(&version)) {
+            (Some(snap), _) => Some(snap),
+            (None, Some(entry)) => fence::peek(&c.s, &self.cfg.name, &entry).await?,
+            (None, None) => None,
+        };
+        if let Some(snap) = snapshot {
+            let front = snap.front_for(&st, &ticket);
+            if let Some(head) = front.head.as_ref().filter(|h| !h.failed_here(&c.s.host)) {
+                let entry = head.name;
+                // A parallel fence goes at once: the count covers the whole front.
+                let go = turn::decide(&st, &front, &c.s.host) == Verdict::Go;
+                if go && front.parallel {
+                    return self.fence_step(c, st, &front, ticket, waiting).await;
+                }
+                if let Some(ahead) = turn::predecessor(&tickets, &ticket, &st, &front) {
+                    return self.after(c, sd, st, &front, entry, ticket, ahead, watches).await;
+                }
+                if go {
+                    return self.fence_step(c, st, &front, ticket, waiting).await;
                 }
             }
         }

@@ -74,11 +74,10 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
     Ok((front, queue, watches))
 }
 
-/// The front as one consistent snapshot, without watches: `deploy/`, `entry`,
-/// `current/<service>`, `entry`'s `upgrading/` (children and data version) and the
-/// tickets of `st`'s service, read in one multi-read (one request, all of it as of
-/// one point in ZooKeeper's order), with whether the fence of the host holding
-/// `ticket` may be parallel ([`turn::parallel`]). `None` unless `entry` heads the
+/// The front as one consistent snapshot ([`Snapshot`]), without watches:
+/// `deploy/`, `entry`, `current/<service>`, `entry`'s `upgrading/` (children and
+/// data version) and the service's tickets, read in one multi-read (one request,
+/// all of it as of one point in ZooKeeper's order). `None` unless `entry` heads the
 /// queue and decodes, or when the server cannot multi-read: then [`front`] reads it
 /// all again with watches.
 ///
@@ -86,13 +85,7 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
 /// fence that sets no watches first wakes none of its own (its fence rewrites the
 /// entry, deletes its registration and creates its marker, all of which [`front`]
 /// watches). A host that must wait reads [`front`] for its watches.
-pub async fn peek(
-    s: &Session,
-    st: &Staging,
-    ticket: &TicketName,
-    entry: &DeployName,
-) -> Result<Option<Front>, ZkError> {
-    let service = st.service.as_str();
+pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Option<Snapshot>, ZkError> {
     let dir = s.layout.deploy_dir();
     let entry_path = s.layout.deploy_entry(entry);
     let cur = s.layout.current_service(service);
@@ -137,9 +130,29 @@ pub async fn peek(
     };
     let Children { children: tickets } = tickets else { return Ok(None) };
     let head = Head { name: *entry, entry: Some(decoded), version: stat.version, raw: data, mtime: stat.mtime };
-    let mut front = Front { slots, ..Front::new(Some(head), &online, &markers, &s.host) };
-    front.parallel = turn::parallel(&sorted_tickets(&tickets), &online, st, &front, ticket);
-    Ok(Some(front))
+    let front = Front { slots, ..Front::new(Some(head), &online, &markers, &s.host) };
+    Ok(Some(Snapshot { front, tickets: sorted_tickets(&tickets), online }))
+}
+
+/// What [`peek`] read: the front, and with it the service's tickets (sorted) and
+/// the hosts online.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The front; `parallel` is unset until [`Snapshot::front_for`].
+    pub front: Front,
+    /// The service's tickets, by sequence.
+    pub tickets: Vec<TicketName>,
+    /// The names under `current/<service>`.
+    pub online: Vec<String>,
+}
+
+impl Snapshot {
+    /// The front for the host holding `ticket` of `st`: with whether its fence may be
+    /// parallel ([`turn::parallel`]).
+    pub fn front_for(&self, st: &Staging, ticket: &TicketName) -> Front {
+        let parallel = turn::parallel(&self.tickets, &self.online, st, &self.front, ticket);
+        Front { parallel, ..self.front.clone() }
+    }
 }
 
 /// Commits the fence for `ticket` on `front` (its head), moving from `from` to `to`:
