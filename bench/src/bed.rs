@@ -62,7 +62,12 @@ impl Bed {
             .connect(&zk.connect_string())
             .await
             .context("connect the bench's client")?;
-        let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("baton-bench-").tempdir()?;
+        // BATON_BENCH_KEEP=1 keeps the bench's files (the sidecars' logs) for a look.
+        if std::env::var_os("BATON_BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         Ok(Bed { zk, port, client, dir, health })
     }
 

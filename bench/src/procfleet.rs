@@ -72,7 +72,7 @@ pub fn spawn(bed: &Bed, bin: &Path, connect: &str, root: &str, id: &str, step: D
     cmd.arg("--config")
         .arg(&config)
         .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("BATON_BENCH_SIDECAR_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);

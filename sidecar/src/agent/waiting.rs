@@ -348,13 +348,20 @@ impl Agent {
         // included, instead of the tickets alone: the handoff's read and fence follow
         // the notification with no read between.
         let near = self.entry_of(&version).filter(|_| self.near_front.load(std::sync::atomic::Ordering::Relaxed));
-        let ((staged, staging_watch), snapshot) = match near {
-            Some(entry) => tokio::try_join!(self.staging(&c.s), fence::peek(&c.s, &self.cfg.name, &entry))?,
-            None => (self.staging(&c.s).await?, None),
-        };
-        let tickets = match &snapshot {
-            Some(snap) => snap.tickets.clone(),
-            None => queue::tickets(&c.s, &self.cfg.name).await?,
+        let ((staged, staging_watch), snapshot, tickets) = match near {
+            Some(entry) => {
+                let (staging, snapshot) =
+                    tokio::try_join!(self.staging(&c.s), fence::peek(&c.s, &self.cfg.name, &entry))?;
+                let tickets = match &snapshot {
+                    Some(snap) => snap.tickets.clone(),
+                    None => queue::tickets(&c.s, &self.cfg.name).await?,
+                };
+                (staging, snapshot, tickets)
+            }
+            None => {
+                let (staging, tickets) = tokio::try_join!(self.staging(&c.s), queue::tickets(&c.s, &self.cfg.name))?;
+                (staging, None, tickets)
+            }
         };
         let Some(st) = staged.filter(|st| st.version == version) else {
             queue::delete(&c.s, &self.cfg.name, &ticket).await?;
@@ -369,8 +376,10 @@ impl Agent {
         };
         let position = turn::position(&tickets, &ticket, &st);
         let k = st.policy.max_parallel.max(1) as usize;
-        // Next time, at most one ticket ahead gone puts this host at the front.
-        let near = tickets.iter().position(|t| *t == ticket).is_some_and(|p| p <= k);
+        // Next time, at most one ticket ahead gone puts this host at the front. With one
+        // slot, a host behind is woken only when the ticket just ahead goes: then it
+        // is at the front, wherever it waited.
+        let near = tickets.iter().position(|t| *t == ticket).is_some_and(|p| k == 1 || p <= k);
         self.near_front.store(near, std::sync::atomic::Ordering::Relaxed);
         match position {
             Verdict::NoTicket => return Ok(Lifecycle::Downloading { version, attempts: 0, error: None }),
