@@ -82,9 +82,9 @@ pub async fn front(s: &Session, service: &str, version: &str) -> Result<(Front, 
 /// all again with watches.
 ///
 /// This is the handoff's read: a host whose turn it is fences right after it, and a
-/// fence that sets no watches first wakes none of its own (its fence rewrites the
-/// entry, deletes its registration and creates its marker, all of which [`front`]
-/// watches). A host that must wait reads [`front`] for its watches.
+/// fence that sets no watches first wakes none of its own (its fence writes the
+/// entry or `upgrading/`, deletes its registration and creates its marker, all of
+/// which [`front`] watches). A host that must wait reads [`front`] for its watches.
 pub async fn peek(s: &Session, service: &str, entry: &DeployName) -> Result<Option<Snapshot>, ZkError> {
     let dir = s.layout.deploy_dir();
     let entry_path = s.layout.deploy_entry(entry);

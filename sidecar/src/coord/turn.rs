@@ -124,8 +124,9 @@ pub fn position(tickets: &[TicketName], me: &TicketName, staging: &Staging) -> V
 /// canary phase (canaries are let through out of order).
 ///
 /// # Why an order
-/// Every fence rewrites the head entry at the version it read, so two hosts fencing
-/// on the same read cannot both win. Without an order, each freed slot (and the start
+/// A rewriting fence rewrites the head entry at the version it read, so two hosts
+/// fencing on the same read cannot both win (a parallel fence, [`parallel`], needs
+/// no order). Without an order, each freed slot (and the start
 /// of a rollout, with `max_parallel` slots free at once) woke every waiting front host
 /// and all of them fenced on the same version: one won and the others read again, set
 /// their watches again and were woken by the next fence, a herd of lost fences that
@@ -133,7 +134,7 @@ pub fn position(tickets: &[TicketName], me: &TicketName, staging: &Staging) -> V
 /// of the others waits for the marker of the one just ahead: the slots fill as a chain
 /// of single fences, and a fence wakes one host.
 ///
-/// The order is a courtesy, not the guarantee (the fence's rewrite of the entry is):
+/// The order is a courtesy, not the guarantee (the fence's versions are):
 /// a host whose predecessor does not fence within a patience fences on its own.
 pub fn predecessor(tickets: &[TicketName], me: &TicketName, staging: &Staging, front: &Front) -> Option<TicketName> {
     let k = staging.policy.max_parallel.max(1) as usize;
